@@ -1,0 +1,88 @@
+"""torchattacks attacks by name, with their own parameters passed through from the config.
+
+``attack=pgd`` etc. are thin configs over this adapter: every key besides name/norm/eps/verbose
+goes to the torchattacks constructor unchanged (alpha, steps, random_start, decay, c, ...).
+Unbounded attacks (CW-L2, DeepFool) are projected onto the configured eps-ball so that every
+row obeys the budget it reports; the row records that projection.
+"""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from purebench.attacks.base import ATTACKS, Attack, project
+from purebench.errors import PurebenchError
+
+
+@dataclass(frozen=True)
+class _Spec:
+    cls: str  # torchattacks class name
+    norms: tuple[str, ...]  # norms the attack is defined for
+    bounded: bool  # whether the attack itself respects eps
+
+
+SPECS = {
+    "fgsm": _Spec("FGSM", ("Linf",), True),
+    "pgd": _Spec("PGD", ("Linf",), True),
+    "pgdl2": _Spec("PGDL2", ("L2",), True),
+    "cw": _Spec("CW", ("L2", "Linf"), False),
+    "deepfool": _Spec("DeepFool", ("L2", "Linf"), False),
+    "mifgsm": _Spec("MIFGSM", ("Linf",), True),
+    "difgsm": _Spec("DIFGSM", ("Linf",), True),
+    "apgd": _Spec("APGD", ("Linf", "L2"), True),
+    "square": _Spec("Square", ("Linf", "L2"), True),
+    "eotpgd": _Spec("EOTPGD", ("Linf",), True),
+}
+
+
+class TorchattacksAdapter(Attack):
+    def __init__(self, name: str, norm: str, eps: float, seed: int, verbose: bool, params: dict[str, Any]) -> None:
+        super().__init__(name, norm, eps, seed, verbose)
+        self.spec = SPECS[name]
+        if norm not in self.spec.norms:
+            raise PurebenchError(f"attack '{name}' supports norm {', '.join(self.spec.norms)}, not {norm}.")
+        import torchattacks
+
+        self._cls = getattr(torchattacks, self.spec.cls)
+        accepted = set(inspect.signature(self._cls).parameters) - {"model"}
+        unknown = sorted(set(params) - accepted)
+        if unknown:
+            raise PurebenchError(
+                f"torchattacks.{self.spec.cls} has no parameter(s) {unknown}; it accepts: {', '.join(sorted(accepted))}."
+            )
+        self.params = dict(params)
+        for key, value in (("eps", eps), ("norm", norm), ("seed", seed)):
+            if key in accepted:
+                self.params[key] = value
+
+    def perturb(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, randomized: bool) -> torch.Tensor:
+        attack = self._cls(model, **self.params)
+        x_adv = attack(x, y)
+        return x_adv if self.spec.bounded else project(x_adv, x, self.norm, self.eps)
+
+    def describe(self, randomized: bool) -> dict[str, Any]:
+        shown = {k: v for k, v in self.params.items() if k not in ("eps", "norm", "seed")}
+        return {
+            **super().describe(randomized),
+            "attack_params": ",".join(f"{k}={v}" for k, v in sorted(shown.items())),
+            "attack_steps": shown.get("steps", 1),
+            "attack_eot_iter": shown.get("eot_iter", 1),
+            "attack_projected": not self.spec.bounded,
+        }
+
+
+def _register(attack_name: str) -> None:
+    @ATTACKS.register(attack_name)
+    def factory(name: str, norm: str, eps: float, seed: int, verbose: bool = True, **params: Any) -> Attack:
+        return TorchattacksAdapter(name, norm, eps, seed, verbose, params)
+
+    factory.__doc__ = f"torchattacks.{SPECS[attack_name].cls} ({', '.join(SPECS[attack_name].norms)})."
+
+
+for _name in SPECS:
+    _register(_name)

@@ -1,0 +1,80 @@
+"""Safe checkpoint loading.
+
+A leaderboard tool loads other people's files, so checkpoints are read with
+``torch.load(weights_only=True)``: a file that needs arbitrary unpickling is refused rather than
+executed. Wrapping conventions of common trainers (``state_dict``/``model`` keys, DataParallel's
+``module.`` prefix) are unwrapped here so architectures stay free of loading logic.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import pickle
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from purebench.errors import PurebenchError
+
+_WRAPPER_KEYS = ("state_dict", "model", "net", "model_state_dict")
+
+
+def sha256_of(path: Path) -> str:
+    """Hex SHA-256 of a file, streamed (checkpoints may be large)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def read_state_dict(path: str | Path, expected_sha256: str | None = None) -> dict[str, torch.Tensor]:
+    """Read a state dict from ``path`` safely, verifying its hash when one is known."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise PurebenchError(
+            f"Checkpoint not found: '{path}'. Point the config at an existing file "
+            "(e.g. classifier.checkpoint=/path/to/weights.pt) or set PUREBENCH_DATA to the folder that holds 'weights/'."
+        )
+    if expected_sha256:
+        actual = sha256_of(path)
+        if not actual.startswith(expected_sha256):
+            raise PurebenchError(
+                f"Checkpoint '{path}' has SHA-256 {actual[:16]}…, expected {expected_sha256[:16]}…: "
+                "the file is corrupt or a different model. Re-download it or point the config at the right file."
+            )
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise PurebenchError(
+            f"Refusing to load '{path}': it needs arbitrary unpickling (weights_only=True failed: {exc}). "
+            "Re-save it as a plain state dict with torch.save(model.state_dict(), path)."
+        ) from exc
+    except Exception as exc:  # torch raises several types for truncated or foreign files
+        raise PurebenchError(
+            f"Cannot read checkpoint '{path}' ({type(exc).__name__}: {exc}). The file is corrupt or not a torch checkpoint."
+        ) from exc
+    for key in _WRAPPER_KEYS:
+        if isinstance(obj, dict) and isinstance(obj.get(key), dict):
+            obj = obj[key]
+            break
+    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise PurebenchError(f"Checkpoint '{path}' does not hold a state dict of tensors.")
+    return {k.removeprefix("module."): v for k, v in obj.items()}
+
+
+def load_weights(model: nn.Module, path: str | Path, expected_sha256: str | None = None) -> None:
+    """Load ``path`` into ``model`` strictly; a mismatch says which keys differ."""
+    state = read_state_dict(path, expected_sha256)
+    own = model.state_dict()
+    missing = [k for k in own if k not in state and not k.endswith("num_batches_tracked")]
+    unexpected = [k for k in state if k not in own]
+    shapes = [k for k in state if k in own and state[k].shape != own[k].shape]
+    if missing or unexpected or shapes:
+        raise PurebenchError(
+            f"Checkpoint '{path}' does not match the {type(model).__name__} architecture: "
+            f"{len(missing)} missing keys {missing[:3]}, {len(unexpected)} unexpected keys {unexpected[:3]}, "
+            f"{len(shapes)} shape mismatches {shapes[:3]}. Choose the classifier that the checkpoint was trained as."
+        )
+    model.load_state_dict(state, strict=False)

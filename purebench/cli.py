@@ -1,0 +1,52 @@
+"""``python -m purebench`` / ``purebench``: the Hydra entry point of the evaluation runner.
+
+User mistakes (:class:`PurebenchError`) print one paragraph and exit with status 2; Hydra
+itself reports unknown config-group options with the list of available ones.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig
+
+from purebench.errors import PurebenchError
+
+log = logging.getLogger("purebench")
+# The config tree lives at the repository top level (conf/), beside this package.
+CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+
+
+def print_summary(row: dict) -> None:
+    """A readable end-of-run table (the full row is in the leaderboard and the run file)."""
+    fields = [
+        ("dataset", "dataset"), ("classifier", "classifier"), ("defense", "defense"), ("params", "defense_params"),
+        ("attack", "attack"), ("threat model", "threat_model"), ("budget", None), ("examples", "n_examples"),
+        ("clean acc (undefended)", "clean_acc_undefended"), ("adv acc (undefended)", "adv_acc_undefended"),
+        ("SA (defended)", "sa"), ("RA (defended)", "ra"), ("wall time [s]", "wall_s"), ("run id", "run_id"),
+    ]  # fmt: skip
+    width = max(len(label) for label, _ in fields)
+    lines = ["", "purebench result", "-" * (width + 40)]
+    for label, key in fields:
+        value = f"{row['norm']} eps={row['eps']:.5g}" if key is None else row[key]
+        lines.append(f"{label:<{width}}  {value}")
+    if row.get("warnings"):
+        lines.append(f"{'warnings':<{width}}  {row['warnings']}")
+    print("\n".join(lines), flush=True)
+
+
+@hydra.main(config_path=str(CONF_DIR), config_name="config", version_base="1.3")
+def main(cfg: DictConfig) -> dict | None:
+    from purebench.eval.runner import evaluate
+
+    try:
+        row = evaluate(cfg)
+    except PurebenchError as exc:
+        log.error("%s", exc)
+        print(f"purebench: error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    print_summary(row)
+    return row

@@ -1,0 +1,28 @@
+"""The evaluation-dataset interface: indexed access to (images in [0,1], labels)."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+
+import torch
+
+from purebench.registry import Registry
+
+
+class EvalDataset(ABC):
+    """Images addressed by their index in the official split, so results name the exact images used."""
+
+    name: str
+    num_classes: int
+    source: str  # human-readable description of the files actually read (logged and recorded)
+
+    @abstractmethod
+    def __len__(self) -> int: ...
+
+    @abstractmethod
+    def load(self, indices: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Float images (N, C, H, W) in [0, 1] and int64 labels for ``indices``."""
+
+
+DATASETS: Registry[EvalDataset] = Registry("dataset")

@@ -1,0 +1,41 @@
+"""The ``Defense`` interface that the runner and every threat model read.
+
+A defense is a module with ``purify(x) -> x`` on batches in [0, 1] and three declared
+properties. Threat models decide how to attack from these properties alone (never from the
+defense's name): ``randomized`` switches on EOT and repeated evaluation, ``differentiable``
+says whether gradients through ``purify`` are meaningful, and ``bpda_approximation`` is the
+surrogate that BPDA differentiates instead of ``purify`` (identity unless a defense knows better).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from purebench.registry import Registry
+
+
+class Defense(nn.Module):
+    """Base class: override :meth:`purify` and set the class attributes that describe it."""
+
+    randomized: bool = False
+    differentiable: bool = True
+    trainable: bool = False
+
+    def purify(self, x: torch.Tensor) -> torch.Tensor:
+        """Purified images, same shape as ``x``, in [0, 1]."""
+        raise NotImplementedError
+
+    def bpda_approximation(self, x: torch.Tensor) -> torch.Tensor:
+        """A differentiable stand-in for ``purify`` used by BPDA's backward pass (Athalye et al. 2018)."""
+        return x
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.purify(x)
+
+    def describe(self) -> dict[str, bool]:
+        """The declared properties, recorded in every result row."""
+        return {"randomized": self.randomized, "differentiable": self.differentiable, "trainable": self.trainable}
+
+
+DEFENSES: Registry[Defense] = Registry("defense")

@@ -1,0 +1,1 @@
+"""Evaluation: threat models, the runner and result files."""

@@ -1,0 +1,103 @@
+"""Per-run result files and the shared leaderboard CSV.
+
+Writes are atomic: a run file appears whole or not at all (temp file + rename), and leaderboard
+rows are appended under an exclusive file lock, so concurrent runs (a multirun on one machine,
+array jobs on a shared file system with lock support) never lose or tear a row.
+"""
+
+from __future__ import annotations
+
+import csv
+import fcntl
+import io
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+# Leaderboard columns, in order; a row may leave later (threat-specific) columns empty.
+COLUMNS = [
+    "run_id", "dataset", "classifier", "defense", "defense_params", "attack", "threat_model", "norm", "eps",
+    "n_examples", "seed", "sa", "ra", "clean_acc_undefended", "adv_acc_undefended",
+    "attack_steps", "attack_eot_iter", "defense_randomized", "wall_s", "config_hash", "commit", "version",
+    "data_source", "warnings", "finished_at",
+]  # fmt: skip
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` so that readers see the old file or the new one, never a mix."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_json(path: Path, obj: Any) -> None:
+    atomic_write_text(path, json.dumps(obj, indent=1, sort_keys=True, default=str) + "\n")
+
+
+@contextmanager
+def locked(path: Path) -> Iterator[None]:
+    """Exclusive advisory lock on ``path.lock`` for the duration of the block."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_suffix(path.suffix + ".lock"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def append_row(csv_path: Path, row: dict[str, Any]) -> None:
+    """Append one row under the lock; columns outside :data:`COLUMNS` are an error (schema is fixed)."""
+    unknown = set(row) - set(COLUMNS)
+    if unknown:
+        raise ValueError(f"leaderboard row has unknown columns {sorted(unknown)}")
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=COLUMNS, lineterminator="\n")
+    with locked(csv_path):
+        new = not csv_path.exists() or csv_path.stat().st_size == 0
+        if new:
+            writer.writeheader()
+        else:
+            _migrate_header(csv_path)
+        writer.writerow(row)
+        # One write() of the whole row on an O_APPEND descriptor, then fsync: no torn rows.
+        fd = os.open(csv_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            os.write(fd, buf.getvalue().encode())
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def _migrate_header(csv_path: Path) -> None:
+    """Rewrite a leaderboard written with an older column list to the current one (caller holds the lock)."""
+    with open(csv_path, newline="") as f:
+        if f.readline().strip() == ",".join(COLUMNS):
+            return
+        f.seek(0)
+        rows = list(csv.DictReader(f))
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=COLUMNS, lineterminator="\n", extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write_text(csv_path, buf.getvalue())
+
+
+def read_rows(csv_path: Path) -> list[dict[str, str]]:
+    """All leaderboard rows (empty list when there is no leaderboard yet)."""
+    if not csv_path.exists():
+        return []
+    with locked(csv_path), open(csv_path, newline="") as f:
+        return list(csv.DictReader(f))

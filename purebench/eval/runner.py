@@ -1,0 +1,185 @@
+"""The evaluation runner: one config in, one result file and one leaderboard row out.
+
+For each batch of the deterministic evaluation subset it measures, on the same images:
+undefended clean accuracy, SA = acc(classifier(purify(x))), the attack under the configured
+threat model, undefended adversarial accuracy and RA = acc(classifier(purify(x_adv))).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import time
+import uuid
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from omegaconf import DictConfig, OmegaConf
+from tqdm import tqdm
+
+import purebench
+from purebench.attacks import ATTACKS, Attack
+from purebench.classifiers import CLASSIFIERS, Classifier
+from purebench.data import DATASETS, EvalDataset
+from purebench.defenses import DEFENSES, Defense
+from purebench.errors import PurebenchError
+from purebench.eval.results import append_row, write_json
+from purebench.eval.threats import THREATS, ThreatModel
+from purebench.provenance import config_hash, git_commit
+from purebench.seeding import derive_seed, per_example, seed_everything
+
+log = logging.getLogger(__name__)
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` means CUDA when available, else CPU."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def _params(group: DictConfig, *drop: str) -> dict[str, Any]:
+    """A config group as factory keyword arguments (without its registry ``name`` and ``drop`` keys)."""
+    return {k: v for k, v in OmegaConf.to_container(group, resolve=True).items() if k not in ("name", *drop)}
+
+
+def select_indices(dataset: EvalDataset, n_examples: int, sample: str, seed: int) -> list[int]:
+    """The evaluation subset: the first ``n_examples`` images, or a seeded random sample."""
+    if n_examples <= 0:
+        raise PurebenchError(f"n_examples must be a positive integer, got {n_examples}.")
+    if n_examples > len(dataset):
+        raise PurebenchError(
+            f"n_examples={n_examples} but {dataset.name} has only {len(dataset)} images here ({dataset.source}). "
+            f"Use n_examples<={len(dataset)} or point dataset.root at the full data."
+        )
+    if sample == "first":
+        return list(range(n_examples))
+    if sample == "random":
+        rng = np.random.default_rng(derive_seed(seed, "sample"))
+        return sorted(rng.choice(len(dataset), size=n_examples, replace=False).tolist())
+    raise PurebenchError(f"dataset.sample must be 'first' or 'random', got '{sample}'.")
+
+
+def build_components(
+    cfg: DictConfig, device: torch.device
+) -> tuple[EvalDataset, Classifier, Defense, Attack, ThreatModel]:
+    """Instantiate every registry entry named in ``cfg`` (fails early, before any compute)."""
+    dataset = DATASETS.build(cfg.dataset.name, **_params(cfg.dataset, "sample"))
+    classifier = CLASSIFIERS.build(cfg.classifier.name, **_params(cfg.classifier)).to(device)
+    if classifier.num_classes != dataset.num_classes:
+        raise PurebenchError(
+            f"classifier '{classifier.name}' predicts {classifier.num_classes} classes but {dataset.name} has "
+            f"{dataset.num_classes}: pick a matching classifier or set classifier.num_classes."
+        )
+    defense = DEFENSES.build(cfg.defense.name, classifier=classifier, **_params(cfg.defense)).to(device)
+    attack = ATTACKS.build(cfg.attack.name, seed=int(cfg.seed), **_params(cfg.attack))
+    threat = THREATS.build(cfg.threat.name, **_params(cfg.threat))
+    return dataset, classifier, defense, attack, threat
+
+
+def check_images(x: torch.Tensor, indices: Sequence[int]) -> None:
+    if x.min() < 0 or x.max() > 1:
+        raise PurebenchError(
+            f"Images {indices[0]}..{indices[-1]} are outside [0, 1] (min {x.min():.3f}, max {x.max():.3f}). "
+            "purebench expects unnormalised pixels; move normalisation into the classifier wrapper."
+        )
+
+
+@torch.no_grad()
+def _predict(classifier: Classifier, x: torch.Tensor) -> torch.Tensor:
+    return classifier(x).argmax(1)
+
+
+def _purify(defense: Defense, x: torch.Tensor, seed: int, indices: Sequence[int], stream: str) -> torch.Tensor:
+    """Purify with per-example seeded randomness; no autograd graph is kept for evaluation."""
+    with per_example(seed, indices, stream), torch.no_grad():
+        return defense.purify(x)
+
+
+def evaluate(cfg: DictConfig) -> dict[str, Any]:
+    """Run the configured evaluation; returns the leaderboard row (also written to ``results_dir``)."""
+    start = time.perf_counter()
+    if int(cfg.batch_size) <= 0:
+        raise PurebenchError(f"batch_size must be a positive integer, got {cfg.batch_size}.")
+    if int(cfg.threads) > 0:
+        torch.set_num_threads(int(cfg.threads))
+    device = resolve_device(str(cfg.device))
+    seed = int(cfg.seed)
+    dataset, classifier, defense, attack, threat = build_components(cfg, device)
+    indices = select_indices(dataset, int(cfg.n_examples), str(cfg.dataset.sample), seed)
+    log.info("data: %s; evaluating %d images", dataset.source, len(indices))
+    attacked = threat.attacked_model(classifier, defense)
+    attacked_randomized = threat.attacked_is_randomized(defense)
+
+    per_example_rows: list[dict[str, int]] = []
+    batches = [indices[i : i + int(cfg.batch_size)] for i in range(0, len(indices), int(cfg.batch_size))]
+    for batch in tqdm(batches, desc=f"{cfg.defense.name} vs {cfg.attack.name}", unit="batch"):
+        x, y = dataset.load(batch)
+        check_images(x, batch)
+        x, y = x.to(device), y.to(device)
+        clean_pred = _predict(classifier, x)
+        sa_pred = _predict(classifier, _purify(defense, x, seed, batch, "purify-clean"))
+        seed_everything(derive_seed(seed, "attack", batch[0]))
+        x_adv = attack(attacked, x, y, randomized=attacked_randomized)
+        adv_pred = _predict(classifier, x_adv)
+        ra_pred = _predict(classifier, _purify(defense, x_adv, seed, batch, "purify-adv"))
+        for k, index in enumerate(batch):
+            label = int(y[k])
+            per_example_rows.append({
+                "index": int(index), "label": label,
+                "clean_correct": int(clean_pred[k] == label), "adv_correct": int(adv_pred[k] == label),
+                "sa_correct": int(sa_pred[k] == label), "ra_correct": int(ra_pred[k] == label),
+            })  # fmt: skip
+
+    config = OmegaConf.to_container(cfg, resolve=True)
+    chash = config_hash(config)
+    finished = dt.datetime.now(dt.UTC)
+    run_id = f"{finished:%Y%m%dT%H%M%S}-{chash[:8]}-{uuid.uuid4().hex[:6]}"
+    accuracy = lambda key: round(100.0 * float(np.mean([r[key] for r in per_example_rows])), 2)  # noqa: E731
+    attack_info = attack.describe(attacked_randomized)
+    row = {
+        "run_id": run_id,
+        "dataset": dataset.name,
+        "classifier": classifier.name,
+        "defense": cfg.defense.name,
+        "defense_params": ",".join(f"{k}={v}" for k, v in sorted(_params(cfg.defense).items())),
+        "attack": cfg.attack.name,
+        "threat_model": threat.describe()["threat_model"],
+        "norm": attack.norm,
+        "eps": attack.eps,
+        "n_examples": len(indices),
+        "seed": seed,
+        "sa": accuracy("sa_correct"),
+        "ra": accuracy("ra_correct"),
+        "clean_acc_undefended": accuracy("clean_correct"),
+        "adv_acc_undefended": accuracy("adv_correct"),
+        "attack_steps": attack_info.get("attack_steps", ""),
+        "attack_eot_iter": attack_info.get("attack_eot_iter", ""),
+        "defense_randomized": defense.randomized,
+        "wall_s": round(time.perf_counter() - start, 2),
+        "config_hash": chash,
+        "commit": git_commit(),
+        "version": purebench.__version__,
+        "data_source": dataset.source,
+        "warnings": attack_info.get("attack_warnings", ""),
+        "finished_at": finished.isoformat(timespec="seconds"),
+    }
+    results_dir = Path(str(cfg.results_dir))
+    write_json(
+        results_dir / "runs" / f"{run_id}.json",
+        {
+            "row": row,
+            "config": config,
+            "attack": attack_info,
+            "threat": threat.describe(),
+            "defense_properties": defense.describe(),
+            "torch": torch.__version__,
+            "device": str(device),
+            "per_example": per_example_rows,
+        },
+    )
+    append_row(results_dir / "leaderboard.csv", row)
+    return row

@@ -1,0 +1,71 @@
+"""Per-example randomness.
+
+Every random draw a defense makes for an image comes from a generator seeded by
+(run seed, dataset index of that image, stream). So the purified image of example ``i`` is the
+same whether it was processed alone, in a batch of 128 or in shard 3 of 8: results never depend
+on batch size, order or sharding. Outside a :func:`per_example` context the draws fall back to
+torch's global generator, which keeps defenses usable as plain modules.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import random
+from collections.abc import Iterator, Sequence
+from contextvars import ContextVar
+
+import numpy as np
+import torch
+
+_generators: ContextVar[list[torch.Generator] | None] = ContextVar("_generators", default=None)
+
+
+def derive_seed(*parts: object) -> int:
+    """A stable 63-bit seed from any printable parts (stable across processes, unlike ``hash``)."""
+    digest = hashlib.sha256("/".join(map(str, parts)).encode()).digest()
+    return int.from_bytes(digest[:8], "little") >> 1
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch global generators (for code we do not control, e.g. attacks)."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+@contextlib.contextmanager
+def per_example(seed: int, indices: Sequence[int], stream: str = "defense") -> Iterator[None]:
+    """Within this context, :func:`rand_like`/:func:`randn_like` draw row ``k`` from example ``indices[k]``'s generator."""
+    gens = []
+    for index in indices:
+        g = torch.Generator(device="cpu")
+        g.manual_seed(derive_seed(seed, int(index), stream))
+        gens.append(g)
+    token = _generators.set(gens)
+    try:
+        yield
+    finally:
+        _generators.reset(token)
+
+
+def _draw(x: torch.Tensor, sampler: str) -> torch.Tensor:
+    gens = _generators.get()
+    fn = torch.rand if sampler == "rand" else torch.randn
+    if gens is None:
+        return fn(x.shape, device=x.device, dtype=x.dtype)
+    # A batch may be a repeat of the examples (EOT samples); row k then uses generator k % n.
+    if x.shape[0] % len(gens):
+        raise ValueError(f"batch of {x.shape[0]} does not tile {len(gens)} per-example generators")
+    rows = [fn(x.shape[1:], generator=gens[k % len(gens)]) for k in range(x.shape[0])]
+    return torch.stack(rows).to(device=x.device, dtype=x.dtype)
+
+
+def rand_like(x: torch.Tensor) -> torch.Tensor:
+    """Uniform [0, 1) noise shaped like ``x``, per-example seeded inside :func:`per_example`."""
+    return _draw(x, "rand")
+
+
+def randn_like(x: torch.Tensor) -> torch.Tensor:
+    """Standard normal noise shaped like ``x``, per-example seeded inside :func:`per_example`."""
+    return _draw(x, "randn")
