@@ -1,0 +1,1 @@
+"""Leaderboard tables built from ``results_dir/leaderboard.csv``."""

@@ -1,0 +1,50 @@
+"""Shared fixtures: the real data root and a Hydra config composer.
+
+Tests that need the real CIFAR data and weights skip with a reason when no data root is found;
+with PUREBENCH_REQUIRE_DATA=1 (set by .ci/run) that skip becomes a failure instead.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig
+
+from purebench.cli import CONF_DIR
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _data_root() -> Path | None:
+    candidates = [os.environ.get("PUREBENCH_DATA"), str(REPO.parent / "shared" / "data")]
+    for c in candidates:
+        if c and (Path(c) / "cifar10-subsets").is_dir():
+            return Path(c)
+    return None
+
+
+@pytest.fixture(scope="session")
+def data_root() -> Path:
+    root = _data_root()
+    if root is None:
+        message = "real CIFAR data not found (set PUREBENCH_DATA to the folder of shared/data)"
+        if os.environ.get("PUREBENCH_REQUIRE_DATA") == "1":
+            pytest.fail(message + "; PUREBENCH_REQUIRE_DATA=1 forbids skipping")
+        pytest.skip(message)
+    os.environ["PUREBENCH_DATA"] = str(root)
+    return root
+
+
+@pytest.fixture
+def make_cfg(tmp_path: Path) -> Callable[..., DictConfig]:
+    """Compose the real config tree with overrides; results go to a temporary folder."""
+
+    def _compose(*overrides: str) -> DictConfig:
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+            return compose("config", overrides=[f"results_dir={tmp_path / 'results'}", *overrides])
+
+    return _compose

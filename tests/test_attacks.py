@@ -1,0 +1,73 @@
+import pytest
+import torch
+
+from purebench.attacks import ATTACKS, check_budget
+from purebench.attacks.base import perturbation_norm, project
+from purebench.classifiers import CLASSIFIERS
+from purebench.data import DATASETS
+from purebench.errors import PurebenchError
+
+
+@pytest.fixture(scope="module")
+def resnet20_batch(data_root):
+    data = DATASETS.build("cifar10", root=str(data_root))
+    x, y = data.load(range(64))
+    return CLASSIFIERS.build("resnet20"), x, y
+
+
+def test_pgd_breaks_undefended_resnet20_within_budget(resnet20_batch):
+    model, x, y = resnet20_batch
+    eps = 8 / 255
+    attack = ATTACKS.build("pgd", norm="Linf", eps=eps, seed=0, alpha=2 / 255, steps=10, random_start=True)
+    x_adv = attack(model, x, y)
+    assert perturbation_norm(x_adv - x, "Linf").max() <= eps + 1e-6
+    assert 0 <= x_adv.min() and x_adv.max() <= 1
+    with torch.no_grad():
+        assert (model(x_adv).argmax(1) == y).float().mean() < 0.05
+
+
+def test_unbounded_attack_is_projected_to_budget(resnet20_batch):
+    model, x, y = resnet20_batch
+    attack = ATTACKS.build("deepfool", norm="L2", eps=0.1, seed=0, steps=5, overshoot=0.02)
+    x_adv = attack(model, x[:8], y[:8])
+    assert perturbation_norm(x_adv - x[:8], "L2").max() <= 0.1 + 1e-5
+
+
+@pytest.mark.parametrize("eps", [0.0, -0.1, 1.5])
+def test_bad_eps_is_rejected(eps):
+    with pytest.raises(PurebenchError, match="outside"):
+        ATTACKS.build("pgd", norm="Linf", eps=eps, seed=0)
+
+
+def test_unknown_attack_parameter_lists_accepted_ones():
+    with pytest.raises(PurebenchError, match="accepts: .*alpha"):
+        ATTACKS.build("pgd", norm="Linf", eps=0.03, seed=0, stepz=3)
+
+
+def test_unsupported_norm_is_rejected():
+    with pytest.raises(PurebenchError, match="supports norm Linf"):
+        ATTACKS.build("fgsm", norm="L2", eps=0.5, seed=0)
+
+
+def test_budget_violations_are_errors():
+    x = torch.full((2, 3, 4, 4), 0.5)
+    with pytest.raises(RuntimeError, match="exceeded its budget"):
+        check_budget(x + 0.1, x, "Linf", 0.05, "test")
+    with pytest.raises(RuntimeError, match="outside"):
+        check_budget(x + 0.6, x, "Linf", 1.0, "test")
+    with pytest.raises(RuntimeError, match="shape"):
+        check_budget(x[:1], x, "Linf", 0.05, "test")
+    projected = project(x + torch.randn_like(x), x, "L2", 0.3)
+    check_budget(projected, x, "L2", 0.3, "test")
+
+
+def test_autoattack_rand_collapses_eot_for_deterministic_targets(resnet20_batch):
+    model, x, y = resnet20_batch
+    attack = ATTACKS.build("autoattack", norm="Linf", eps=8 / 255, seed=0, version="rand", n_iter=5, verbose=False)
+    x_adv = attack(model, x[:16], y[:16], randomized=False)
+    assert perturbation_norm(x_adv - x[:16], "Linf").max() <= 8 / 255 + 1e-6
+    info = attack.describe(randomized=False)
+    assert info["attack_eot_iter"] == 1 and info["attack_components"] == "apgd-ce+apgd-dlr"
+    assert attack.describe(randomized=True)["attack_eot_iter"] == 20
+    with torch.no_grad():
+        assert (model(x_adv).argmax(1) == y[:16]).float().mean() < 0.2

@@ -1,0 +1,81 @@
+import pytest
+import torch
+
+from purebench.classifiers import CLASSIFIERS
+from purebench.data import DATASETS
+from purebench.errors import PurebenchError
+
+
+def _accuracy(model, data, n: int) -> float:
+    x, y = data.load(range(n))
+    with torch.no_grad():
+        return (torch.cat([model(x[i : i + 128]).argmax(1) for i in range(0, n, 128)]) == y).float().mean().item()
+
+
+@pytest.mark.slow
+def test_pretrained_resnet20_reaches_known_accuracy(data_root):
+    data = DATASETS.build("cifar10", root=str(data_root))
+    assert _accuracy(CLASSIFIERS.build("resnet20"), data, 256) >= 0.88
+
+
+@pytest.mark.slow
+def test_pretrained_resnet18_reaches_known_accuracy(data_root):
+    data = DATASETS.build("cifar10", root=str(data_root))
+    assert _accuracy(CLASSIFIERS.build("resnet18"), data, 256) >= 0.90
+
+
+def test_features_expose_layers_and_embedding(data_root):
+    model = CLASSIFIERS.build("resnet20")
+    x = torch.rand(2, 3, 32, 32)
+    logits, feats = model.features(x, ["layer2", "layer3"], embedding=True)
+    assert feats["layer2"].shape == (2, 32, 16, 16) and feats["layer3"].shape == (2, 64, 8, 8)
+    # logits = g(f(x)): the decision layer applied to the embedding.
+    torch.testing.assert_close(model.net.linear(feats["embedding"]), logits)
+    assert model.stages == ["layer1", "layer2", "layer3"] and "layer3.2.conv2" in model.layer_names()
+    with pytest.raises(PurebenchError, match="Unknown layer"):
+        model.features(x, ["layer9"])
+
+
+def test_missing_checkpoint_says_what_to_do(tmp_path):
+    with pytest.raises(PurebenchError, match="Checkpoint not found"):
+        CLASSIFIERS.build("resnet20", checkpoint=str(tmp_path / "missing.th"))
+
+
+def test_corrupt_checkpoint_is_reported(tmp_path):
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"\x00garbage" * 100)
+    with pytest.raises(PurebenchError, match="corrupt"):
+        CLASSIFIERS.build("resnet20", checkpoint=str(bad))
+
+
+def test_mismatching_checkpoint_names_the_keys(tmp_path):
+    path = tmp_path / "other.pt"
+    torch.save(CLASSIFIERS.build("resnet56", pretrained=False).net.state_dict(), path)
+    with pytest.raises(PurebenchError, match="does not match"):
+        CLASSIFIERS.build("resnet20", checkpoint=str(path))
+
+
+def test_checkpoint_needing_unpickling_is_refused(tmp_path):
+    import argparse
+
+    path = tmp_path / "pickled.pt"
+    torch.save({"state_dict": argparse.Namespace(weights=1)}, path)  # not in torch's weights_only allowlist
+    with pytest.raises(PurebenchError, match="arbitrary unpickling"):
+        CLASSIFIERS.build("resnet20", checkpoint=str(path))
+
+
+def test_wrong_hash_is_reported(tmp_path, monkeypatch):
+    (tmp_path / "weights").mkdir()
+    (tmp_path / "weights" / "resnet20-12fca82f.th").write_bytes(b"truncated")
+    monkeypatch.setenv("PUREBENCH_DATA", str(tmp_path))
+    with pytest.raises(PurebenchError, match="SHA-256"):
+        CLASSIFIERS.build("resnet20")
+
+
+def test_checkpoint_round_trip_for_random_init_architectures(tmp_path):
+    model = CLASSIFIERS.build("wrn28_10")
+    path = tmp_path / "wrn.pt"
+    torch.save(model.net.state_dict(), path)
+    again = CLASSIFIERS.build("wrn28_10", checkpoint=str(path))
+    x = torch.rand(1, 3, 32, 32)
+    torch.testing.assert_close(model(x), again(x))

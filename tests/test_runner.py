@@ -1,0 +1,99 @@
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from purebench.errors import PurebenchError
+from purebench.eval.results import COLUMNS
+from purebench.eval.runner import evaluate
+
+REPO = Path(__file__).resolve().parent.parent
+FAST = ["n_examples=8", "batch_size=4", "attack.steps=2", "attack.verbose=false"]
+
+
+def _cli(*args: str, results: Path, env_data: Path | None = None) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    if env_data is not None:
+        env["PUREBENCH_DATA"] = str(env_data)
+    return subprocess.Popen(
+        [sys.executable, "-m", "purebench", f"results_dir={results}", "hydra.run.dir=" + str(results / "hydra"), *args],
+        cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+
+
+def test_row_has_every_column_and_run_file(make_cfg, data_root, tmp_path):
+    row = evaluate(make_cfg("defense=gaussian_blur", *FAST))
+    assert set(COLUMNS) == set(row) and row["threat_model"] == "oblivious"
+    assert 0 <= row["ra"] <= row["sa"] <= 100 and row["n_examples"] == 8
+    results = tmp_path / "results"
+    with open(results / "leaderboard.csv") as f:
+        assert list(csv.DictReader(f))[0]["run_id"] == row["run_id"]
+    record = json.loads((results / "runs" / f"{row['run_id']}.json").read_text())
+    assert [e["index"] for e in record["per_example"]] == list(range(8))
+    assert record["config"]["defense"]["sigma"] == 1.0
+
+
+def test_same_seed_same_numbers_and_batch_size_does_not_matter(make_cfg, data_root):
+    a = evaluate(make_cfg("defense=gaussian_blur", *FAST))
+    b = evaluate(make_cfg("defense=gaussian_blur", *FAST))
+    assert (a["sa"], a["ra"], a["adv_acc_undefended"]) == (b["sa"], b["ra"], b["adv_acc_undefended"])
+    assert a["config_hash"] == b["config_hash"] and a["run_id"] != b["run_id"]
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("n_examples=0", "n_examples must be a positive"),
+        ("attack.eps=0", "outside \\(0, 1\\]"),
+        ("attack.eps=2", "outside \\(0, 1\\]"),
+        ("batch_size=0", "batch_size must be"),
+        ("classifier.name=resnet21", "Did you mean 'resnet20'"),
+        ("dataset.root=/nonexistent", "No cifar10 test data"),
+        ("classifier.checkpoint=/nonexistent.pt", "Checkpoint not found"),
+    ],
+)
+def test_bad_input_fails_early_with_a_clear_message(make_cfg, data_root, override, message):
+    with pytest.raises(PurebenchError, match=message):
+        evaluate(make_cfg(override))
+
+
+def test_cli_contract_exit_codes_and_messages(tmp_path, data_root):
+    ok = _cli("dataset=cifar10", "classifier=resnet20", "defense=none", "attack=pgd", "threat=oblivious",
+              "seed=0", *FAST, results=tmp_path / "r")  # fmt: skip
+    out, err = ok.communicate(timeout=300)
+    assert ok.returncode == 0, err
+    assert "RA (defended)" in out
+    bad_group = _cli("defense=nonexistent", results=tmp_path / "r")
+    _, err = bad_group.communicate(timeout=120)
+    assert bad_group.returncode != 0 and "gaussian_blur" in err and "Could not find 'defense/nonexistent'" in err
+    bad_eps = _cli("attack.eps=0", results=tmp_path / "r")
+    _, err = bad_eps.communicate(timeout=120)
+    assert bad_eps.returncode == 2 and "attack.eps=0" in err and "Traceback" not in err
+
+
+def test_concurrent_runs_append_intact_rows(tmp_path, data_root):
+    results = tmp_path / "shared"
+    procs = [_cli("defense=median_blur", *FAST, f"seed={s}", results=results) for s in (1, 2)]
+    for p in procs:
+        _, err = p.communicate(timeout=300)
+        assert p.returncode == 0, err
+    with open(results / "leaderboard.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert sorted(int(r["seed"]) for r in rows) == [1, 2]
+    assert all(r["run_id"] and r["commit"] and r["finished_at"] for r in rows)
+    assert len(list((results / "runs").glob("*.json"))) == 2
+
+
+def test_leaderboard_command_writes_markdown(make_cfg, data_root, tmp_path):
+    evaluate(make_cfg("defense=none", *FAST))
+    results = tmp_path / "results"
+    done = subprocess.run(
+        [sys.executable, "-m", "purebench.leaderboard", f"results_dir={results}"], capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    assert "## cifar10 — threat model: oblivious" in done.stdout
+    assert (results / "leaderboard.md").read_text().count("| resnet20 | none |") == 1
