@@ -21,7 +21,7 @@ def test_pgd_breaks_undefended_resnet20_within_budget(resnet20_batch):
     attack = ATTACKS.build("pgd", norm="Linf", eps=eps, seed=0, alpha=2 / 255, steps=10, random_start=True)
     x_adv = attack(model, x, y)
     assert perturbation_norm(x_adv - x, "Linf").max() <= eps + 1e-6
-    assert 0 <= x_adv.min() and x_adv.max() <= 1
+    assert x_adv.min() >= 0 and x_adv.max() <= 1
     with torch.no_grad():
         assert (model(x_adv).argmax(1) == y).float().mean() < 0.05
 
@@ -40,7 +40,7 @@ def test_bad_eps_is_rejected(eps):
 
 
 def test_unknown_attack_parameter_lists_accepted_ones():
-    with pytest.raises(PurebenchError, match="accepts: .*alpha"):
+    with pytest.raises(PurebenchError, match=r"accepts: .*alpha"):
         ATTACKS.build("pgd", norm="Linf", eps=0.03, seed=0, stepz=3)
 
 

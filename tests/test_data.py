@@ -12,7 +12,7 @@ def test_cifar10_subset_is_real_and_aligned(data_root):
     assert len(data) == 1017 and "verified subset" in data.source
     x, y = data.load(range(10))
     assert x.shape == (10, 3, 32, 32) and x.dtype == torch.float32
-    assert 0 <= x.min() and x.max() <= 1
+    assert x.min() >= 0 and x.max() <= 1
     # Known first labels of the official test batch (cat, ship, ship, airplane, frog, ...).
     assert y.tolist() == [3, 8, 8, 0, 6, 6, 1, 6, 3, 1]
 

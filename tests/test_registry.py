@@ -29,10 +29,22 @@ def test_duplicate_registration_is_refused():
 
 def test_builtin_registries_are_populated():
     assert {"cifar10", "cifar100", "imagenet", "imagenette", "synthetic"} <= set(DATASETS.list())
-    assert {"resnet20", "resnet56", "resnet18", "resnet50", "wrn28_10", "timm:", "torchvision:"} <= set(CLASSIFIERS.list())
-    assert {"autoattack", "fgsm", "pgd", "pgdl2", "cw", "deepfool", "mifgsm", "difgsm", "apgd", "square", "eotpgd"} <= set(
-        ATTACKS.list()
+    assert {"resnet20", "resnet56", "resnet18", "resnet50", "wrn28_10", "timm:", "torchvision:"} <= set(
+        CLASSIFIERS.list()
     )
+    assert {
+        "autoattack",
+        "fgsm",
+        "pgd",
+        "pgdl2",
+        "cw",
+        "deepfool",
+        "mifgsm",
+        "difgsm",
+        "apgd",
+        "square",
+        "eotpgd",
+    } <= set(ATTACKS.list())
     assert "oblivious" in THREATS.list()
 
 

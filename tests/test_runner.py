@@ -12,7 +12,7 @@ from purebench.eval.results import COLUMNS
 from purebench.eval.runner import evaluate
 
 REPO = Path(__file__).resolve().parent.parent
-FAST = ["n_examples=8", "batch_size=4", "attack.steps=2", "attack.verbose=false"]
+FAST = ["attack=pgd", "n_examples=8", "batch_size=4", "attack.steps=2", "attack.verbose=false"]
 
 
 def _cli(*args: str, results: Path, env_data: Path | None = None) -> subprocess.Popen:
@@ -31,7 +31,7 @@ def test_row_has_every_column_and_run_file(make_cfg, data_root, tmp_path):
     assert 0 <= row["ra"] <= row["sa"] <= 100 and row["n_examples"] == 8
     results = tmp_path / "results"
     with open(results / "leaderboard.csv") as f:
-        assert list(csv.DictReader(f))[0]["run_id"] == row["run_id"]
+        assert next(csv.DictReader(f))["run_id"] == row["run_id"]
     record = json.loads((results / "runs" / f"{row['run_id']}.json").read_text())
     assert [e["index"] for e in record["per_example"]] == list(range(8))
     assert record["config"]["defense"]["sigma"] == 1.0
@@ -48,6 +48,7 @@ def test_same_seed_same_numbers_and_batch_size_does_not_matter(make_cfg, data_ro
     ("override", "message"),
     [
         ("n_examples=0", "n_examples must be a positive"),
+        ("n_examples=5000", "has only 1017 images"),
         ("attack.eps=0", "outside \\(0, 1\\]"),
         ("attack.eps=2", "outside \\(0, 1\\]"),
         ("batch_size=0", "batch_size must be"),
@@ -58,7 +59,7 @@ def test_same_seed_same_numbers_and_batch_size_does_not_matter(make_cfg, data_ro
 )
 def test_bad_input_fails_early_with_a_clear_message(make_cfg, data_root, override, message):
     with pytest.raises(PurebenchError, match=message):
-        evaluate(make_cfg(override))
+        evaluate(make_cfg("defense=none", "attack=pgd", override))
 
 
 def test_cli_contract_exit_codes_and_messages(tmp_path, data_root):
@@ -70,7 +71,7 @@ def test_cli_contract_exit_codes_and_messages(tmp_path, data_root):
     bad_group = _cli("defense=nonexistent", results=tmp_path / "r")
     _, err = bad_group.communicate(timeout=120)
     assert bad_group.returncode != 0 and "gaussian_blur" in err and "Could not find 'defense/nonexistent'" in err
-    bad_eps = _cli("attack.eps=0", results=tmp_path / "r")
+    bad_eps = _cli("defense=none", "attack.eps=0", results=tmp_path / "r")
     _, err = bad_eps.communicate(timeout=120)
     assert bad_eps.returncode == 2 and "attack.eps=0" in err and "Traceback" not in err
 

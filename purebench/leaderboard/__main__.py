@@ -18,7 +18,10 @@ def main(argv: list[str]) -> int:
     results_dir = Path(options.get("results_dir", "results"))
     rows = read_rows(results_dir / "leaderboard.csv")
     if not rows:
-        print(f"purebench.leaderboard: no rows in {results_dir / 'leaderboard.csv'}; run `python -m purebench` first.", file=sys.stderr)
+        print(
+            f"purebench.leaderboard: no rows in {results_dir / 'leaderboard.csv'}; run `python -m purebench` first.",
+            file=sys.stderr,
+        )
         return 2
     text = grouped_markdown(rows)
     atomic_write_text(results_dir / "leaderboard.md", text + "\n")

@@ -1,0 +1,177 @@
+"""ZeroPur (Liu et al.): training-free purification by Guided Shift + Adaptive Projection.
+
+The classifier is split into the embedding f and the decision layer g (Eq. 1, 3). Guided Shift
+(Alg. 1, Eq. 11-14) moves the input so that f(x) aligns with f(blur(x)); Adaptive Projection
+(Alg. 2, Eq. 15-20) then moves the input along the feature-space direction GS found, held back
+by a perceptual regulariser built from the classifier's own features. Everything is batched but
+per-example: losses are summed over images (never averaged across them) and the classifier is in
+eval mode, so purifying a batch equals purifying each image alone.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+import torch.nn.functional as F
+
+from purebench.classifiers import Classifier
+from purebench.defenses.base import DEFENSES, Defense
+from purebench.defenses.blur_ops import make_blur
+from purebench.errors import PurebenchError
+from purebench.seeding import rand_like
+
+
+def _clip(x: torch.Tensor, center: torch.Tensor, eps: float) -> torch.Tensor:
+    """Alg. 1 lines 6-7 / Alg. 2 lines 11-12: back into the eps_pfy ball around the input and [0, 1]."""
+    return torch.min(torch.max(x, center - eps), center + eps).clamp(0, 1)
+
+
+def _per_example_dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    return (a.flatten(1) * b.flatten(1)).sum(1)
+
+
+class ZeroPur(Defense):
+    """GS (+ AP) purifier; hyper-parameters are documented in conf/defense/zeropur.yaml."""
+
+    trainable = False
+    differentiable = True
+
+    def __init__(
+        self,
+        classifier: Classifier,
+        eps: float,
+        blur: Callable[[torch.Tensor], torch.Tensor],
+        gs_steps: int,
+        gs_step_size: float | None,
+        gs_random_start: bool,
+        gs_momentum: float | None,
+        gs_detach_blur: bool,
+        ap: bool,
+        ap_steps: int,
+        ap_layers: Sequence[str],
+        ap_direction: str,
+        lambda1: float,
+        lambda2: float,
+        perceptual: bool,
+        perceptual_layers: Sequence[str],
+    ) -> None:
+        super().__init__()
+        if not 0 < eps <= 1:
+            raise PurebenchError(f"defense.eps (eps_pfy) must be in (0, 1], got {eps}.")
+        if ap_direction not in ("raw", "unit"):
+            raise PurebenchError(f"defense.ap_direction must be 'raw' (Eq. 16) or 'unit', got '{ap_direction}'.")
+        self.classifier = classifier
+        self.eps, self.blur = eps, blur
+        self.gs_steps = gs_steps
+        self.gs_step_size = gs_step_size if gs_step_size is not None else eps / gs_steps
+        self.gs_random_start, self.gs_momentum, self.gs_detach_blur = gs_random_start, gs_momentum, gs_detach_blur
+        self.ap, self.ap_steps, self.ap_layers, self.ap_direction = ap, ap_steps, list(ap_layers), ap_direction
+        self.lambda1, self.lambda2 = lambda1, lambda2
+        self.perceptual, self.perceptual_layers = perceptual, list(perceptual_layers)
+        self.randomized = gs_random_start  # the random start is the only source of randomness
+
+    # ---- Guided Shift (Alg. 1) -------------------------------------------------------------
+    @torch.enable_grad()
+    def guided_shift(self, x_adv: torch.Tensor, differentiable: bool = False) -> torch.Tensor:
+        """T_g sign steps ascending cos(f(x), f(blur(x))) (Eq. 11, 13), blur recomputed each step (Eq. 14)."""
+        x = x_adv
+        if self.gs_random_start:  # Alg. 1 line 1: random start inside the purification budget
+            x = _clip(x + (2 * rand_like(x) - 1) * self.eps, x_adv, self.eps)
+        momentum = torch.zeros_like(x_adv)
+        for _ in range(self.gs_steps):
+            x = x if differentiable else x.detach().requires_grad_(True)
+            blurred = self.blur(x)  # Alg. 1 line 3
+            if self.gs_detach_blur:
+                blurred = blurred.detach()
+            z, z_blur = self.classifier.embed(x), self.classifier.embed(blurred)  # line 4
+            similarity = F.cosine_similarity(z, z_blur, dim=1)  # Eq. 11, one value per image
+            (grad,) = torch.autograd.grad(similarity.sum(), x, create_graph=differentiable)
+            if self.gs_momentum is not None:  # authors' code: momentum on the L1-normalised gradient
+                l1 = grad.abs().flatten(1).sum(1).clamp_min(1e-12).view(-1, 1, 1, 1)
+                momentum = self.gs_momentum * momentum + grad / l1
+                grad = momentum
+            x = _clip(x + self.gs_step_size * grad.sign(), x_adv, self.eps)  # lines 5-7
+        return x
+
+    # ---- Adaptive Projection (Alg. 2) ------------------------------------------------------
+    def _phi_distance(self, feats: dict[str, torch.Tensor], ref: dict[str, torch.Tensor]) -> torch.Tensor:
+        """||phi(x_p) - phi(x_init)||_2 per image: channel-normalised activations / sqrt(w_l h_l) (Sec. 3.3)."""
+        total = 0.0
+        for layer in self.perceptual_layers:
+            a, b = F.normalize(feats[layer], dim=1, eps=1e-10), F.normalize(ref[layer], dim=1, eps=1e-10)
+            h, w = a.shape[-2:]
+            total = total + ((a - b) ** 2).flatten(1).sum(1) / (h * w)
+        return torch.sqrt(total + 1e-12)
+
+    @torch.enable_grad()
+    def adaptive_projection(
+        self, x_init: torch.Tensor, x_g: torch.Tensor, differentiable: bool = False
+    ) -> torch.Tensor:
+        """T_p sign steps of size eps/T_p on L (Alg. 2 line 9), from x_p^0 = x_init (line 1)."""
+        layers = sorted(set(self.ap_layers) | set(self.perceptual_layers if self.perceptual else []))
+        feats_init = {k: v.detach() for k, v in self.classifier.features(x_init, layers)[1].items()}
+        feats_g = self.classifier.features(x_g, self.ap_layers)[1]
+        directions = {}
+        for layer in self.ap_layers:  # line 5 / Eq. 17: Delta u_g
+            du_g = (feats_g[layer] - feats_init[layer]).flatten(1)
+            if self.ap_direction == "unit":  # authors' code: unit direction (ILA-style)
+                du_g = du_g / du_g.norm(dim=1, keepdim=True).clamp_min(1e-12)
+            directions[layer] = du_g if differentiable else du_g.detach()
+        step = self.eps / self.ap_steps  # line 2
+        x_p = x_init
+        for _ in range(self.ap_steps):
+            x_p = x_p if differentiable else x_p.detach().requires_grad_(True)
+            feats_p = self.classifier.features(x_p, layers)[1]
+            projection = sum(  # lines 4-8 / Eq. 16: -(Delta u_g . Delta u_p), summed over S
+                -_per_example_dot(directions[layer], feats_p[layer] - feats_init[layer]) for layer in self.ap_layers
+            )
+            loss = self.lambda1 / len(self.ap_layers) * projection  # line 9
+            if self.perceptual:
+                loss = loss + self.lambda2 * self._phi_distance(feats_p, feats_init)
+            (grad,) = torch.autograd.grad(loss.sum(), x_p, create_graph=differentiable)
+            x_p = _clip(x_p - step * grad.sign(), x_init, self.eps)  # lines 10-12
+        return x_p
+
+    def purify(self, x: torch.Tensor) -> torch.Tensor:
+        """GS then AP. Differentiable end to end when called on an input that requires grad."""
+        differentiable = torch.is_grad_enabled() and x.requires_grad
+        out = self.guided_shift(x, differentiable)
+        if self.ap:
+            out = self.adaptive_projection(x, out, differentiable)
+        return out if differentiable else out.detach()
+
+
+def _build(
+    classifier: Classifier,
+    ap: bool,
+    blur: str,
+    blur_level: float,
+    tv_weight: float,
+    tv_steps: int,
+    ap_layers: Sequence[str] | None,
+    perceptual_layers: Sequence[str] | None,
+    **params,
+) -> ZeroPur:
+    if len(classifier.stages) < 2 and (ap_layers is None or perceptual_layers is None):
+        raise PurebenchError(f"classifier '{classifier.name}' declares fewer than two stages; set defense.ap_layers.")
+    return ZeroPur(
+        classifier,
+        blur=make_blur(blur, blur_level, tv_weight, tv_steps),
+        ap=ap,
+        ap_layers=list(ap_layers) if ap_layers else classifier.stages[-2:],
+        perceptual_layers=list(perceptual_layers) if perceptual_layers else classifier.stages,
+        **params,
+    )
+
+
+@DEFENSES.register("zeropur")
+def zeropur(name: str, classifier: Classifier, **params) -> Defense:
+    """ZeroPur = Guided Shift + Adaptive Projection."""
+    return _build(classifier, ap=True, **params)
+
+
+@DEFENSES.register("zeropur_gs")
+def zeropur_gs(name: str, classifier: Classifier, **params) -> Defense:
+    """Guided Shift only (Table 1's "GS" rows); the AP keys of the config are ignored by design."""
+    return _build(classifier, ap=False, **params)
