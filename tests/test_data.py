@@ -59,3 +59,20 @@ def test_subset_selection_is_deterministic():
         select_indices(data, 101, "first", 0)
     with pytest.raises(PurebenchError, match="positive"):
         select_indices(data, 0, "first", 0)
+
+
+def test_image_folder_datasets_resize_and_crop(tmp_path):
+    from PIL import Image
+
+    for cls in ("n01", "n02"):
+        (tmp_path / "imagenette2-320" / "val" / cls).mkdir(parents=True)
+        for i in range(2):
+            Image.new("RGB", (48, 40), color=(10 * i, 100, 200)).save(
+                tmp_path / "imagenette2-320" / "val" / cls / f"{i}.png"
+            )
+    data = DATASETS.build("imagenette", root=str(tmp_path), resize=36, crop=32)
+    x, y = data.load([0, 3])
+    assert x.shape == (2, 3, 32, 32) and y.tolist() == [0, 1] and data.num_classes == 2
+    assert x.min() >= 0 and x.max() <= 1
+    with pytest.raises(PurebenchError, match="No image folder for imagenet"):
+        DATASETS.build("imagenet", root=str(tmp_path))
