@@ -11,10 +11,14 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+import torch
 from hydra import compose, initialize_config_dir
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
+from purebench.classifiers import CLASSIFIERS, Classifier
 from purebench.cli import CONF_DIR
+from purebench.data import DATASETS
+from purebench.defenses import DEFENSES, Defense
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -48,3 +52,21 @@ def make_cfg(tmp_path: Path) -> Callable[..., DictConfig]:
             return compose("config", overrides=[f"results_dir={tmp_path / 'results'}", *overrides])
 
     return _compose
+
+
+@pytest.fixture(scope="session")
+def resnet20_batch(data_root: Path) -> tuple[Classifier, torch.Tensor, torch.Tensor]:
+    """The pretrained resnet20 and the first 64 real CIFAR-10 test images with labels."""
+    x, y = DATASETS.build("cifar10", root=str(data_root)).load(range(64))
+    return CLASSIFIERS.build("resnet20"), x, y
+
+
+def zeropur_from_config(classifier: Classifier, **overrides: object) -> Defense:
+    """ZeroPur with the shipped defaults of conf/defense/zeropur.yaml, plus overrides (``name`` included)."""
+    params = {**OmegaConf.to_container(OmegaConf.load(CONF_DIR / "defense" / "zeropur.yaml")), **overrides}
+    return DEFENSES.build(params.pop("name"), classifier=classifier, **params)
+
+
+@pytest.fixture
+def zeropur() -> Callable[..., Defense]:
+    return zeropur_from_config

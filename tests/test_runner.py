@@ -89,12 +89,18 @@ def test_concurrent_runs_append_intact_rows(tmp_path, data_root):
     assert len(list((results / "runs").glob("*.json"))) == 2
 
 
-def test_leaderboard_command_writes_markdown(make_cfg, data_root, tmp_path):
-    evaluate(make_cfg("defense=none", *FAST))
+def test_leaderboard_command_writes_markdown_and_threat_pivot(make_cfg, data_root, tmp_path):
+    rows = {t: evaluate(make_cfg("defense=gaussian_blur", *FAST, f"threat={t}")) for t in ("adaptive", "oblivious")}
     results = tmp_path / "results"
     done = subprocess.run(
         [sys.executable, "-m", "purebench.leaderboard", f"results_dir={results}"], capture_output=True, text=True
     )
     assert done.returncode == 0, done.stderr
-    assert "## cifar10 — threat model: oblivious" in done.stdout
-    assert (results / "leaderboard.md").read_text().count("| resnet20 | none |") == 1
+    assert "## cifar10 — threat model: oblivious" in done.stdout and "threat model: adaptive" in done.stdout
+    pivot = (results / "leaderboard.md").read_text().split("## Across threat models")[1].strip().splitlines()
+    header, line = [c.strip() for c in pivot[0].split("|")], [c.strip() for c in pivot[2].split("|")]
+    assert header.index("RA % oblivious") < header.index("RA % adaptive")  # ladder order, weakest first
+    cell = dict(zip(header, line, strict=True))
+    assert cell["RA % oblivious"].startswith(f"{rows['oblivious']['ra']} ")
+    worst = min(rows.values(), key=lambda r: r["ra"])
+    assert cell["worst-case RA % (threat)"] == f"{worst['ra']} ({worst['threat_model']})"

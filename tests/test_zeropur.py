@@ -7,22 +7,9 @@ import torch.nn.functional as F
 from purebench.attacks import ATTACKS
 from purebench.classifiers import CLASSIFIERS
 from purebench.data import DATASETS
-from purebench.defenses import DEFENSES
 from purebench.seeding import per_example
 
-EPS = 10 / 255
 SMALL = {"gs_steps": 4, "ap_steps": 8}  # fewer steps for speed; the algorithm is unchanged
-
-
-def _zeropur(classifier, **overrides):
-    params = {
-        "eps": EPS, "blur": "gaussian", "blur_level": 1.2, "tv_weight": 0.03, "tv_steps": 30,
-        "gs_steps": 10, "gs_step_size": None, "gs_random_start": True, "gs_momentum": 1.0,
-        "gs_detach_blur": True, "ap_steps": 50, "ap_layers": None, "ap_direction": "raw",
-        "lambda1": 1e-4, "lambda2": 1.0, "perceptual": True, "perceptual_layers": None,
-    }  # fmt: skip
-    params.update(overrides)
-    return DEFENSES.build(params.pop("name", "zeropur"), classifier=classifier, **params)
 
 
 @pytest.fixture(scope="module")
@@ -38,17 +25,17 @@ def _purify(defense, x, indices, seed=0):
 
 
 @pytest.mark.parametrize("blur,level", [("gaussian", 1.2), ("median", 3), ("tvm", 0)])
-def test_output_within_budget_and_range(real, blur, level):
+def test_output_within_budget_and_range(real, zeropur, blur, level):
     model, x, _ = real
-    defense = _zeropur(model, blur=blur, blur_level=level, **SMALL)
+    defense = zeropur(model, blur=blur, blur_level=level, **SMALL)
     out = _purify(defense, x[:4], range(4))
     assert out.shape == x[:4].shape
-    assert (out - x[:4]).abs().max() <= EPS + 1e-6 and out.min() >= 0 and out.max() <= 1
+    assert (out - x[:4]).abs().max() <= defense.eps + 1e-6 and out.min() >= 0 and out.max() <= 1
 
 
-def test_guided_shift_raises_feature_similarity_to_blurred_counterpart(real):
+def test_guided_shift_raises_feature_similarity_to_blurred_counterpart(real, zeropur):
     model, x, _ = real
-    defense = _zeropur(model, gs_random_start=False)
+    defense = zeropur(model, gs_random_start=False)
 
     def similarity(z):
         with torch.no_grad():
@@ -61,12 +48,12 @@ def test_guided_shift_raises_feature_similarity_to_blurred_counterpart(real):
     assert (after > before).float().mean() >= 0.9
 
 
-def test_batch_equals_per_image_and_seed_reproducible(data_root, real):
+def test_batch_equals_per_image_and_seed_reproducible(data_root, real, zeropur):
     _, x, _ = real
     # float64: in float32, batched and single convolutions round differently and sign steps
     # amplify those last-bit differences; in float64 any mixing of images would still show.
     model = CLASSIFIERS.build("resnet20").double()
-    defense = _zeropur(model, **SMALL)
+    defense = zeropur(model, **SMALL)
     x = x[:6].double()
     batch = _purify(defense, x, range(6))
     singles = torch.cat([_purify(defense, x[i : i + 1], [i]) for i in range(6)])
@@ -75,15 +62,15 @@ def test_batch_equals_per_image_and_seed_reproducible(data_root, real):
     assert not torch.equal(batch, _purify(defense, x, range(6), seed=1))  # random start is seeded
 
 
-def test_declares_randomness_from_random_start(real):
+def test_declares_randomness_from_random_start(real, zeropur):
     model, *_ = real
-    assert _zeropur(model).randomized and not _zeropur(model, gs_random_start=False).randomized
-    gs_only = _zeropur(model, name="zeropur_gs")
+    assert zeropur(model).randomized and not zeropur(model, gs_random_start=False).randomized
+    gs_only = zeropur(model, name="zeropur_gs")
     assert not gs_only.ap
 
 
 @pytest.mark.slow
-def test_zeropur_restores_accuracy_under_oblivious_pgd(real):
+def test_zeropur_restores_accuracy_under_oblivious_pgd(real, zeropur):
     model, x, y = real
     torch.manual_seed(0)  # PGD's random start
     attack = ATTACKS.build("pgd", norm="Linf", eps=8 / 255, seed=0, alpha=2 / 255, steps=10, random_start=True)
@@ -91,10 +78,10 @@ def test_zeropur_restores_accuracy_under_oblivious_pgd(real):
     accuracy = lambda z: (model(z).argmax(1) == y).float().mean().item()  # noqa: E731
     with torch.no_grad():
         undefended = accuracy(x_adv)
-        defense = _zeropur(model)
+        defense = zeropur(model)
         robust = accuracy(_purify(defense, x_adv, range(64)))
         sa_with_pr = accuracy(_purify(defense, x, range(64)))
-        sa_without_pr = accuracy(_purify(_zeropur(model, perceptual=False), x, range(64)))
+        sa_without_pr = accuracy(_purify(zeropur(model, perceptual=False), x, range(64)))
     # Measured on these 64 images (seed 0): undefended 0%, ZeroPur 6-11% (by PGD start); SA 93.8% with PR, 3.1% without.
     # The pretrained ResNet-20 purifies poorly under PGD-10 (see results/README.md); the test guards
     # the direction and the order of magnitude, not the paper's ResNet-18 numbers.
@@ -111,6 +98,9 @@ def test_experiment_recipes_compose(make_cfg):
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         table1 = compose("config", overrides=["+experiment=zeropur_table1"], return_hydra_config=True)
         blur = compose("config", overrides=["+experiment=zeropur_table6", "+zeropur_blur=median5"])
+        table4 = compose("config", overrides=["+experiment=zeropur_table4"], return_hydra_config=True)
     assert table1.hydra.sweeper.params.defense == "zeropur_gs,zeropur"
     assert table1.classifier.name == "resnet18" and table1.attack.version == "rand" and table1.n_examples == 512
     assert (blur.defense.blur, blur.defense.blur_level) == ("median", 5)
+    assert (table4.threat.name, table4.attack.name, table4.defense.name) == ("bpda", "pgd", "zeropur")
+    assert table4.hydra.sweeper.params["attack.steps"] == "10,20,40"

@@ -2,9 +2,9 @@
 
 pyautoattack differs from upstream: keyword-only arguments, ``run_standard_evaluation`` returns
 ``(x_adv, y_adv)``, and ``seed=None`` means a time-based seed, so a seed is always passed here.
-The ``rand`` version (APGD-CE + APGD-DLR with EOT 20) is what purification papers report; when
-the attacked function is deterministic EOT cannot help, so ``eot_iter`` collapses to 1 and the
-row records the value that was actually used.
+The ``rand`` version (APGD-CE + APGD-DLR) is what purification papers report. Its EOT is the
+threat model's job in purebench (``threat=eot|bpda_eot|adaptive``, ``threat.eot_iter``): APGD here
+always takes one gradient per step, of whatever function the threat model hands it.
 """
 
 from __future__ import annotations
@@ -47,7 +47,6 @@ class AutoAttackAdapter(Attack):
         attacks: list[str] | None,
         n_iter: int,
         restarts: int,
-        eot_iter: int,
         n_queries: int,
     ) -> None:
         super().__init__(name, norm, eps, seed, verbose)
@@ -60,14 +59,11 @@ class AutoAttackAdapter(Attack):
                     f"attack.version=custom needs attack.attacks drawn from {', '.join(ATTACK_NAMES)} (got {attacks})."
                 )
         self.version, self.attacks = version, list(attacks or [])
-        self.n_iter, self.restarts, self.eot_iter, self.n_queries = n_iter, restarts, eot_iter, n_queries
+        self.n_iter, self.restarts, self.n_queries = n_iter, restarts, n_queries
         self.warnings = _WarningCollector()
         logging.getLogger("auto-attack").addHandler(self.warnings)
 
-    def _effective_eot(self, randomized: bool) -> int:
-        return self.eot_iter if randomized else 1
-
-    def perturb(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, randomized: bool) -> torch.Tensor:
+    def perturb(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         from pyautoattack import AutoAttack
 
         logging.getLogger("auto-attack").setLevel(logging.DEBUG if self.verbose else logging.WARNING)
@@ -83,14 +79,14 @@ class AutoAttackAdapter(Attack):
         # Override the version's defaults with the configured budget of iterations.
         for apgd in (aa.apgd, aa.apgd_targeted):
             apgd.n_iter = self.n_iter
-            apgd.eot_iter = self._effective_eot(randomized)
+            apgd.eot_iter = 1  # EOT, when wanted, is inside the model the threat model built
         aa.apgd.n_restarts = self.restarts
         aa.fab.n_iter = self.n_iter
         aa.square.n_queries = self.n_queries
         x_adv, _ = aa.run_standard_evaluation(x, y, batch_size=x.shape[0])
         return x_adv
 
-    def describe(self, randomized: bool) -> dict[str, Any]:
+    def describe(self) -> dict[str, Any]:
         attacks = (
             self.attacks
             if self.version == "custom"
@@ -101,12 +97,11 @@ class AutoAttackAdapter(Attack):
             }[self.version]
         )
         return {
-            **super().describe(randomized),
+            **super().describe(),
             "attack_version": self.version,
             "attack_components": "+".join(attacks),
             "attack_steps": self.n_iter,
             "attack_restarts": self.restarts,
-            "attack_eot_iter": self._effective_eot(randomized),
             "attack_warnings": " | ".join(self.warnings.messages),
         }
 
@@ -122,8 +117,7 @@ def autoattack(
     attacks: list[str] | None = None,
     n_iter: int = 100,
     restarts: int = 1,
-    eot_iter: int = 20,
     n_queries: int = 5000,
 ) -> Attack:
     """AutoAttack; ``version=rand`` (APGD-CE + APGD-DLR) is the purification papers' protocol."""
-    return AutoAttackAdapter(name, norm, eps, seed, verbose, version, attacks, n_iter, restarts, eot_iter, n_queries)
+    return AutoAttackAdapter(name, norm, eps, seed, verbose, version, attacks, n_iter, restarts, n_queries)

@@ -1,7 +1,7 @@
 """Attack interface and the budget check applied to every attack's output.
 
 An attack sees only a differentiable function from images in [0, 1] to logits (the threat
-model builds that function), plus whether that function is randomized. Its output is checked:
+model builds that function, EOT included). Its output is checked:
 same shape, inside [0, 1] and within eps in the declared norm. A violation is an error, because
 a number computed from an over-budget example is not a robust accuracy.
 """
@@ -53,15 +53,15 @@ class Attack(ABC):
         self.log = logging.getLogger(f"purebench.attack.{name}")
 
     @abstractmethod
-    def perturb(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, randomized: bool) -> torch.Tensor:
+    def perturb(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """Adversarial examples for ``model`` (a function of [0,1] images to logits)."""
 
-    def describe(self, randomized: bool) -> dict[str, Any]:
+    def describe(self) -> dict[str, Any]:
         """The effective attack parameters recorded in the result row."""
         return {"attack_norm": self.norm, "attack_eps": self.eps}
 
-    def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, randomized: bool = False) -> torch.Tensor:
-        x_adv = self.perturb(model, x, y, randomized).detach()
+    def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        x_adv = self.perturb(model, x, y).detach()
         check_budget(x_adv, x, self.norm, self.eps, self.name)
         return x_adv
 

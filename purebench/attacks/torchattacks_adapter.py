@@ -60,15 +60,15 @@ class TorchattacksAdapter(Attack):
             if key in accepted:
                 self.params[key] = value
 
-    def perturb(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, randomized: bool) -> torch.Tensor:
+    def perturb(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         attack = self._cls(model, **self.params)
         x_adv = attack(x, y)
         return x_adv if self.spec.bounded else project(x_adv, x, self.norm, self.eps)
 
-    def describe(self, randomized: bool) -> dict[str, Any]:
+    def describe(self) -> dict[str, Any]:
         shown = {k: v for k, v in self.params.items() if k not in ("eps", "norm", "seed")}
         return {
-            **super().describe(randomized),
+            **super().describe(),
             "attack_params": ",".join(f"{k}={v}" for k, v in sorted(shown.items())),
             "attack_steps": shown.get("steps", 1),
             "attack_eot_iter": shown.get("eot_iter", 1),

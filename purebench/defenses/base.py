@@ -5,6 +5,8 @@ properties. Threat models decide how to attack from these properties alone (neve
 defense's name): ``randomized`` switches on EOT and repeated evaluation, ``differentiable``
 says whether gradients through ``purify`` are meaningful, and ``bpda_approximation`` is the
 surrogate that BPDA differentiates instead of ``purify`` (identity unless a defense knows better).
+``adaptive_purify`` is what a fully adaptive attacker differentiates: the real purifier, with any
+inner optimisation unrolled into the graph.
 """
 
 from __future__ import annotations
@@ -29,6 +31,16 @@ class Defense(nn.Module):
     def bpda_approximation(self, x: torch.Tensor) -> torch.Tensor:
         """A differentiable stand-in for ``purify`` used by BPDA's backward pass (Athalye et al. 2018)."""
         return x
+
+    def adaptive_purify(self, x: torch.Tensor, backprop_steps: int | None = None) -> torch.Tensor:
+        """``purify`` keeping the autograd graph back to ``x``.
+
+        Defenses built from ordinary differentiable operations need nothing more. A defense that
+        runs an inner optimisation overrides this to unroll its steps (``create_graph``); with
+        ``backprop_steps=k`` only the last k steps are unrolled and earlier ones are bridged by a
+        straight-through estimator, trading gradient fidelity for memory (0 = nothing unrolled).
+        """
+        return self.purify(x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.purify(x)

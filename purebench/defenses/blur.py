@@ -1,7 +1,9 @@
-"""Baseline defenses: no defense, Gaussian blur and median blur.
+"""Baseline defenses: no defense, Gaussian blur, median blur and Gaussian noise.
 
 Blurs are the classic weak purifiers: they survive an oblivious attacker but fall to one that
 differentiates through them, which makes them the reference point for the threat-model ladder.
+Gaussian noise is the simplest randomized purifier: the reference point for EOT and for the
+repeated-evaluation protocol.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ import torch
 
 from purebench.defenses.base import DEFENSES, Defense
 from purebench.defenses.blur_ops import gaussian_blur, median_blur
+from purebench.seeding import randn_like
 
 
 class NoDefense(Defense):
@@ -37,6 +40,19 @@ class MedianBlur(Defense):
         return median_blur(x, self.kernel_size)
 
 
+class GaussianNoise(Defense):
+    """x + N(0, sigma^2), clipped to [0, 1]; a fresh draw on every call."""
+
+    randomized = True
+
+    def __init__(self, sigma: float) -> None:
+        super().__init__()
+        self.sigma = sigma
+
+    def purify(self, x: torch.Tensor) -> torch.Tensor:
+        return (x + self.sigma * randn_like(x)).clamp(0, 1)
+
+
 @DEFENSES.register("none")
 def none(name: str, classifier: torch.nn.Module) -> Defense:
     return NoDefense()
@@ -50,3 +66,8 @@ def gaussian(name: str, classifier: torch.nn.Module, sigma: float = 1.0) -> Defe
 @DEFENSES.register("median_blur")
 def median(name: str, classifier: torch.nn.Module, kernel_size: int = 3) -> Defense:
     return MedianBlur(kernel_size)
+
+
+@DEFENSES.register("gaussian_noise")
+def gaussian_noise(name: str, classifier: torch.nn.Module, sigma: float = 0.03) -> Defense:
+    return GaussianNoise(sigma)

@@ -31,6 +31,37 @@ def _per_example_dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return (a.flatten(1) * b.flatten(1)).sum(1)
 
 
+class _Graph:
+    """Which inner steps an adaptive attacker differentiates through.
+
+    The last ``keep_last`` of ``total`` inner steps are unrolled into the autograd graph
+    (``create_graph``); earlier steps are detached and bridged by a straight-through estimator
+    (BPDA identity), which truncates memory when the full unrolled graph does not fit.
+    """
+
+    def __init__(self, total: int, keep_last: int) -> None:
+        self.first_kept, self.count = total - max(0, min(keep_last, total)), 0
+        self.differentiable = keep_last > 0
+
+    def step(self) -> bool:
+        keep = self.count >= self.first_kept and self.differentiable
+        self.count += 1
+        return keep
+
+    @staticmethod
+    def enter(x: torch.Tensor, anchor: torch.Tensor, keep: bool) -> torch.Tensor:
+        """The iterate entering a step: a fresh leaf, or connected to the input's graph."""
+        if not keep:
+            return x.detach().requires_grad_(True)
+        if x.grad_fn is None and x is not anchor:  # first unrolled step after truncated ones
+            return anchor + (x - anchor).detach()
+        return x
+
+    @staticmethod
+    def leave(x: torch.Tensor, keep: bool) -> torch.Tensor:
+        return x if keep else x.detach()
+
+
 class ZeroPur(Defense):
     """GS (+ AP) purifier; hyper-parameters are documented in conf/defense/zeropur.yaml."""
 
@@ -73,25 +104,27 @@ class ZeroPur(Defense):
 
     # ---- Guided Shift (Alg. 1) -------------------------------------------------------------
     @torch.enable_grad()
-    def guided_shift(self, x_adv: torch.Tensor, differentiable: bool = False) -> torch.Tensor:
+    def guided_shift(self, x_adv: torch.Tensor, graph: _Graph | None = None) -> torch.Tensor:
         """T_g sign steps ascending cos(f(x), f(blur(x))) (Eq. 11, 13), blur recomputed each step (Eq. 14)."""
+        graph = graph or _Graph(total=0, keep_last=0)
         x = x_adv
         if self.gs_random_start:  # Alg. 1 line 1: random start inside the purification budget
             x = _clip(x + (2 * rand_like(x) - 1) * self.eps, x_adv, self.eps)
         momentum = torch.zeros_like(x_adv)
         for _ in range(self.gs_steps):
-            x = x if differentiable else x.detach().requires_grad_(True)
+            keep = graph.step()
+            x = graph.enter(x, x_adv, keep)
             blurred = self.blur(x)  # Alg. 1 line 3
             if self.gs_detach_blur:
                 blurred = blurred.detach()
             z, z_blur = self.classifier.embed(x), self.classifier.embed(blurred)  # line 4
             similarity = F.cosine_similarity(z, z_blur, dim=1)  # Eq. 11, one value per image
-            (grad,) = torch.autograd.grad(similarity.sum(), x, create_graph=differentiable)
+            (grad,) = torch.autograd.grad(similarity.sum(), x, create_graph=keep)
             if self.gs_momentum is not None:  # authors' code: momentum on the L1-normalised gradient
                 l1 = grad.abs().flatten(1).sum(1).clamp_min(1e-12).view(-1, 1, 1, 1)
                 momentum = self.gs_momentum * momentum + grad / l1
                 grad = momentum
-            x = _clip(x + self.gs_step_size * grad.sign(), x_adv, self.eps)  # lines 5-7
+            x = graph.leave(_clip(x + self.gs_step_size * grad.sign(), x_adv, self.eps), keep)  # lines 5-7
         return x
 
     # ---- Adaptive Projection (Alg. 2) ------------------------------------------------------
@@ -105,23 +138,25 @@ class ZeroPur(Defense):
         return torch.sqrt(total + 1e-12)
 
     @torch.enable_grad()
-    def adaptive_projection(
-        self, x_init: torch.Tensor, x_g: torch.Tensor, differentiable: bool = False
-    ) -> torch.Tensor:
+    def adaptive_projection(self, x_init: torch.Tensor, x_g: torch.Tensor, graph: _Graph | None = None) -> torch.Tensor:
         """T_p sign steps of size eps/T_p on L (Alg. 2 line 9), from x_p^0 = x_init (line 1)."""
+        graph = graph or _Graph(total=0, keep_last=0)
         layers = sorted(set(self.ap_layers) | set(self.perceptual_layers if self.perceptual else []))
-        feats_init = {k: v.detach() for k, v in self.classifier.features(x_init, layers)[1].items()}
+        feats_init = self.classifier.features(x_init, layers)[1]
+        if not graph.differentiable:
+            feats_init = {k: v.detach() for k, v in feats_init.items()}
         feats_g = self.classifier.features(x_g, self.ap_layers)[1]
         directions = {}
         for layer in self.ap_layers:  # line 5 / Eq. 17: Delta u_g
             du_g = (feats_g[layer] - feats_init[layer]).flatten(1)
             if self.ap_direction == "unit":  # authors' code: unit direction (ILA-style)
                 du_g = du_g / du_g.norm(dim=1, keepdim=True).clamp_min(1e-12)
-            directions[layer] = du_g if differentiable else du_g.detach()
+            directions[layer] = du_g if graph.differentiable else du_g.detach()
         step = self.eps / self.ap_steps  # line 2
         x_p = x_init
         for _ in range(self.ap_steps):
-            x_p = x_p if differentiable else x_p.detach().requires_grad_(True)
+            keep = graph.step()
+            x_p = graph.enter(x_p, x_init, keep)
             feats_p = self.classifier.features(x_p, layers)[1]
             projection = sum(  # lines 4-8 / Eq. 16: -(Delta u_g . Delta u_p), summed over S
                 -_per_example_dot(directions[layer], feats_p[layer] - feats_init[layer]) for layer in self.ap_layers
@@ -129,17 +164,23 @@ class ZeroPur(Defense):
             loss = self.lambda1 / len(self.ap_layers) * projection  # line 9
             if self.perceptual:
                 loss = loss + self.lambda2 * self._phi_distance(feats_p, feats_init)
-            (grad,) = torch.autograd.grad(loss.sum(), x_p, create_graph=differentiable)
-            x_p = _clip(x_p - step * grad.sign(), x_init, self.eps)  # lines 10-12
+            (grad,) = torch.autograd.grad(loss.sum(), x_p, create_graph=keep)
+            x_p = graph.leave(_clip(x_p - step * grad.sign(), x_init, self.eps), keep)  # lines 10-12
         return x_p
 
+    def _run(self, x: torch.Tensor, graph: _Graph) -> torch.Tensor:
+        out = self.guided_shift(x, graph)
+        return self.adaptive_projection(x, out, graph) if self.ap else out
+
     def purify(self, x: torch.Tensor) -> torch.Tensor:
-        """GS then AP. Differentiable end to end when called on an input that requires grad."""
-        differentiable = torch.is_grad_enabled() and x.requires_grad
-        out = self.guided_shift(x, differentiable)
-        if self.ap:
-            out = self.adaptive_projection(x, out, differentiable)
-        return out if differentiable else out.detach()
+        """GS then AP; no autograd graph is kept (every inner step starts from a detached leaf)."""
+        return self._run(x, _Graph(total=0, keep_last=0)).detach()
+
+    def adaptive_purify(self, x: torch.Tensor, backprop_steps: int | None = None) -> torch.Tensor:
+        """GS then AP with the inner steps unrolled into the graph (create_graph) for adaptive attacks."""
+        total = self.gs_steps + (self.ap_steps if self.ap else 0)
+        out = self._run(x, _Graph(total=total, keep_last=total if backprop_steps is None else backprop_steps))
+        return out if out.grad_fn is not None else x + (out - x).detach()  # nothing unrolled: straight-through
 
 
 def _build(

@@ -3,6 +3,11 @@
 For each batch of the deterministic evaluation subset it measures, on the same images:
 undefended clean accuracy, SA = acc(classifier(purify(x))), the attack under the configured
 threat model, undefended adversarial accuracy and RA = acc(classifier(purify(x_adv))).
+
+A randomized defense (declared, or detected by purifying twice) is attacked with the threat's
+EOT, and each adversarial example is purified ``threat.n_eval`` times with independent draws:
+``ra`` is the mean accuracy over those evaluations and ``ra_worst`` counts an example as robust
+only if every evaluation classifies it correctly, so one lucky draw never decides a number.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from purebench.classifiers import CLASSIFIERS, Classifier
 from purebench.data import DATASETS, EvalDataset
 from purebench.defenses import DEFENSES, Defense
 from purebench.errors import PurebenchError
+from purebench.eval import checks
 from purebench.eval.results import append_row, write_json
 from purebench.eval.threats import THREATS, ThreatModel
 from purebench.provenance import config_hash, git_commit
@@ -99,6 +105,11 @@ def _purify(defense: Defense, x: torch.Tensor, seed: int, indices: Sequence[int]
         return defense.purify(x)
 
 
+def _adv_stream(evaluation: int) -> str:
+    """Seed stream of the k-th purification of an adversarial example (k=0 keeps the historic name)."""
+    return "purify-adv" if evaluation == 0 else f"purify-adv-{evaluation}"
+
+
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
     """Run the configured evaluation; returns the leaderboard row (also written to ``results_dir``)."""
     start = time.perf_counter()
@@ -111,35 +122,50 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     dataset, classifier, defense, attack, threat = build_components(cfg, device)
     indices = select_indices(dataset, int(cfg.n_examples), str(cfg.dataset.sample), seed)
     log.info("data: %s; evaluating %d images", dataset.source, len(indices))
-    attacked = threat.attacked_model(classifier, defense)
-    attacked_randomized = threat.attacked_is_randomized(defense)
+    batches = [indices[i : i + int(cfg.batch_size)] for i in range(0, len(indices), int(cfg.batch_size))]
+    x_first, _ = dataset.load(batches[0][: checks.N_CHECK])
+    check_images(x_first, batches[0])
+    detected = checks.purification_is_random(defense, x_first.to(device))
+    randomized = defense.randomized or detected
+    warnings = []
+    if detected and not defense.randomized:
+        warnings.append(f"defense '{cfg.defense.name}' is random but does not declare it; treated as randomized")
+    attacked = threat.attacked_model(classifier, defense, randomized)
+    threat_info = threat.describe(randomized)
+    n_eval = int(threat_info["threat_n_eval"])
 
     per_example_rows: list[dict[str, int]] = []
-    batches = [indices[i : i + int(cfg.batch_size)] for i in range(0, len(indices), int(cfg.batch_size))]
-    for batch in tqdm(batches, desc=f"{cfg.defense.name} vs {cfg.attack.name}", unit="batch"):
+    for number, batch in enumerate(tqdm(batches, desc=f"{cfg.defense.name} vs {cfg.attack.name}", unit="batch")):
         x, y = dataset.load(batch)
         check_images(x, batch)
         x, y = x.to(device), y.to(device)
         clean_pred = _predict(classifier, x)
         sa_pred = _predict(classifier, _purify(defense, x, seed, batch, "purify-clean"))
         seed_everything(derive_seed(seed, "attack", batch[0]))
-        x_adv = attack(attacked, x, y, randomized=attacked_randomized)
+        if number == 0 and (blind := checks.zero_gradient_count(attacked, x, y)):
+            warnings.append(f"zero input gradient for {blind}/{min(len(batch), checks.N_CHECK)} checked images")
+        x_adv = attack(attacked, x, y)
         adv_pred = _predict(classifier, x_adv)
-        ra_pred = _predict(classifier, _purify(defense, x_adv, seed, batch, "purify-adv"))
+        ra_hits = sum(  # independent draws of the defense's randomness per evaluation (stream k)
+            (_predict(classifier, _purify(defense, x_adv, seed, batch, _adv_stream(k))) == y).int()
+            for k in range(n_eval)
+        )
         for k, index in enumerate(batch):
             label = int(y[k])
             per_example_rows.append({
                 "index": int(index), "label": label,
                 "clean_correct": int(clean_pred[k] == label), "adv_correct": int(adv_pred[k] == label),
-                "sa_correct": int(sa_pred[k] == label), "ra_correct": int(ra_pred[k] == label),
+                "sa_correct": int(sa_pred[k] == label), "ra_hits": int(ra_hits[k]),
             })  # fmt: skip
 
     config = OmegaConf.to_container(cfg, resolve=True)
     chash = config_hash(config)
     finished = dt.datetime.now(dt.UTC)
     run_id = f"{finished:%Y%m%dT%H%M%S}-{chash[:8]}-{uuid.uuid4().hex[:6]}"
-    accuracy = lambda key: round(100.0 * float(np.mean([r[key] for r in per_example_rows])), 2)  # noqa: E731
-    attack_info = attack.describe(attacked_randomized)
+    accuracy = lambda values: round(100.0 * float(np.mean(values)), 2)  # noqa: E731
+    column = lambda key: [r[key] for r in per_example_rows]  # noqa: E731
+    attack_info = attack.describe()
+    warnings += [w for w in [attack_info.get("attack_warnings", "")] if w]
     row = {
         "run_id": run_id,
         "dataset": dataset.name,
@@ -147,24 +173,29 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         "defense": cfg.defense.name,
         "defense_params": ",".join(f"{k}={v}" for k, v in sorted(_params(cfg.defense).items())),
         "attack": cfg.attack.name,
-        "threat_model": threat.describe()["threat_model"],
+        "threat_model": threat.name,
         "norm": attack.norm,
         "eps": attack.eps,
         "n_examples": len(indices),
         "seed": seed,
-        "sa": accuracy("sa_correct"),
-        "ra": accuracy("ra_correct"),
-        "clean_acc_undefended": accuracy("clean_correct"),
-        "adv_acc_undefended": accuracy("adv_correct"),
+        "sa": accuracy(column("sa_correct")),
+        "ra": accuracy([hits / n_eval for hits in column("ra_hits")]),
+        "ra_worst": accuracy([hits == n_eval for hits in column("ra_hits")]),
+        "n_eval": n_eval,
+        "clean_acc_undefended": accuracy(column("clean_correct")),
+        "adv_acc_undefended": accuracy(column("adv_correct")),
         "attack_steps": attack_info.get("attack_steps", ""),
-        "attack_eot_iter": attack_info.get("attack_eot_iter", ""),
+        "attack_eot_iter": attack_info.get("attack_eot_iter", 1),
+        "threat_eot_iter": threat_info["threat_eot_iter"],
+        "threat_backprop_steps": threat_info.get("threat_backprop_steps", ""),
         "defense_randomized": defense.randomized,
+        "randomness_detected": detected,
         "wall_s": round(time.perf_counter() - start, 2),
         "config_hash": chash,
         "commit": git_commit(),
         "version": purebench.__version__,
         "data_source": dataset.source,
-        "warnings": attack_info.get("attack_warnings", ""),
+        "warnings": " | ".join(warnings),
         "finished_at": finished.isoformat(timespec="seconds"),
     }
     results_dir = Path(str(cfg.results_dir))
@@ -174,7 +205,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
             "row": row,
             "config": config,
             "attack": attack_info,
-            "threat": threat.describe(),
+            "threat": threat_info,
             "defense_properties": defense.describe(),
             "torch": torch.__version__,
             "device": str(device),

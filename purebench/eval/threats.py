@@ -1,53 +1,139 @@
-"""Threat models: what function the attacker differentiates.
+"""Threat models: the ladder of attackers, from oblivious to fully adaptive.
 
-A threat model wraps (classifier, defense) into the module an attack sees; attacks stay
-generic and never look at which defense they face. ``oblivious`` is the protocol of most
-purification papers (ZeroPur and IMPure report it): the attacker knows only the classifier.
+A threat model wraps (classifier, defense) into the one function the attack differentiates;
+attacks stay generic and never look at which defense they face. Each rung is fixed by two
+choices, read from the defense's declared properties only:
+
+- the gradient path: ``classifier`` (oblivious: the attacker ignores the purifier), ``bpda``
+  (forward through the real purifier, backward through ``defense.bpda_approximation``, Athalye
+  et al. 2018), ``exact`` (backward through ``defense.adaptive_purify``: with ``backprop_steps=0``
+  an inner optimisation is bridged straight-through and only the ordinary differentiable parts
+  count, with ``null`` it is unrolled completely);
+- EOT: when the defense is randomized, every forward averages the logits of ``eot_iter``
+  independent draws of its randomness, so the attack follows the gradient of the expected
+  prediction instead of one draw's (the threat owns EOT, attacks do not add their own).
+
+============  ===========  ======================  ==========================================
+threat        gradient     EOT when randomized     what it models
+============  ===========  ======================  ==========================================
+oblivious     classifier   no                      the papers' default (ZeroPur, IMPure)
+bpda          bpda         no                      ZeroPur Table 4; AToP's pipeline attack
+eot           exact (k=0)  yes                     EOT on random transforms (Athalye et al.)
+bpda_eot      bpda         yes                     BPDA+EOT (Athalye et al. 2018, Sec. 4.3)
+adaptive      exact (all)  yes                     full white box, inner steps unrolled
+============  ===========  ======================  ==========================================
 """
 
 from __future__ import annotations
 
-from abc import ABC, abstractmethod
+from collections.abc import Callable
 from typing import Any
 
+import torch
 from torch import nn
 
 from purebench.classifiers import Classifier
 from purebench.defenses import Defense
+from purebench.errors import PurebenchError
 from purebench.registry import Registry
 
+GRADIENTS = ("classifier", "bpda", "exact")
 
-class ThreatModel(ABC):
-    name: str
 
-    @abstractmethod
-    def attacked_model(self, classifier: Classifier, defense: Defense) -> nn.Module:
+class DefendedClassifier(nn.Module):
+    """classifier(purify(x)) as one module; with ``eot_iter > 1`` the logits of that many draws are averaged."""
+
+    def __init__(self, classifier: Classifier, purify: Callable[[torch.Tensor], torch.Tensor], eot_iter: int) -> None:
+        super().__init__()
+        self.classifier, self.purify, self.eot_iter = classifier, purify, eot_iter
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        logits = self.classifier(self.purify(x))
+        for _ in range(self.eot_iter - 1):
+            logits = logits + self.classifier(self.purify(x))
+        return logits / self.eot_iter
+
+
+def bpda(defense: Defense) -> Callable[[torch.Tensor], torch.Tensor]:
+    """Forward: the real purifier. Backward: the gradient of ``defense.bpda_approximation``."""
+
+    def purify(x: torch.Tensor) -> torch.Tensor:
+        approximation = defense.bpda_approximation(x)
+        with torch.no_grad():
+            purified = defense.purify(x)
+        return approximation + (purified - approximation).detach()
+
+    return purify
+
+
+class ThreatModel:
+    """One rung of the ladder; see the module docstring for the table of rungs."""
+
+    def __init__(
+        self, name: str, gradient: str, eot: bool, eot_iter: int, n_eval: int, backprop_steps: int | None
+    ) -> None:
+        if gradient not in GRADIENTS:
+            raise PurebenchError(f"threat.gradient must be one of {', '.join(GRADIENTS)}, got '{gradient}'.")
+        if eot_iter < 1 or n_eval < 1:
+            raise PurebenchError(f"threat.eot_iter and threat.n_eval must be >= 1, got {eot_iter} and {n_eval}.")
+        if backprop_steps is not None and backprop_steps < 0:
+            raise PurebenchError(f"threat.backprop_steps must be null (all) or >= 0, got {backprop_steps}.")
+        self.name, self.gradient, self.eot = name, gradient, eot
+        self.eot_iter, self.n_eval, self.backprop_steps = eot_iter, n_eval, backprop_steps
+
+    def effective_eot_iter(self, randomized: bool) -> int:
+        """EOT draws per forward: 1 when EOT is off or cannot help (a deterministic defense)."""
+        return self.eot_iter if self.eot and randomized and self.gradient != "classifier" else 1
+
+    def attacked_model(self, classifier: Classifier, defense: Defense, randomized: bool) -> nn.Module:
         """The function from images in [0, 1] to logits that the attack differentiates."""
+        if self.gradient == "classifier":
+            return classifier
+        if self.gradient == "exact" and not defense.differentiable:
+            raise PurebenchError(
+                f"threat={self.name} differentiates through the purifier, but this defense declares "
+                "differentiable=False. Use threat=bpda or threat=bpda_eot (or give it a bpda_approximation)."
+            )
+        purify = (
+            bpda(defense)
+            if self.gradient == "bpda"
+            else lambda x: defense.adaptive_purify(x, backprop_steps=self.backprop_steps)
+        )
+        return DefendedClassifier(classifier, purify, self.effective_eot_iter(randomized)).eval()
 
-    @abstractmethod
-    def attacked_is_randomized(self, defense: Defense) -> bool:
-        """Whether that function is random (decides EOT inside attacks that support it)."""
-
-    def describe(self) -> dict[str, Any]:
+    def describe(self, randomized: bool) -> dict[str, Any]:
         """Threat-model parameters recorded in the result row."""
-        return {"threat_model": self.name}
-
-
-class Oblivious(ThreatModel):
-    """Adversarial examples are crafted on the classifier alone, then purified and classified."""
-
-    name = "oblivious"
-
-    def attacked_model(self, classifier: Classifier, defense: Defense) -> nn.Module:
-        return classifier
-
-    def attacked_is_randomized(self, defense: Defense) -> bool:
-        return False
+        info: dict[str, Any] = {
+            "threat_model": self.name,
+            "threat_gradient": self.gradient,
+            "threat_eot_iter": self.effective_eot_iter(randomized),
+            "threat_n_eval": self.n_eval if randomized else 1,
+        }
+        if self.gradient == "exact":
+            info["threat_backprop_steps"] = "all" if self.backprop_steps is None else self.backprop_steps
+        return info
 
 
 THREATS: Registry[ThreatModel] = Registry("threat model")
 
 
-@THREATS.register("oblivious")
-def oblivious(name: str) -> ThreatModel:
-    return Oblivious()
+def _register(name: str, gradient: str, eot: bool, backprop_steps: int | None, doc: str) -> None:
+    @THREATS.register(name)
+    def factory(
+        name: str, eot_iter: int = 20, n_eval: int = 10, backprop_steps: int | None = backprop_steps
+    ) -> ThreatModel:
+        return ThreatModel(name, gradient, eot, eot_iter, n_eval, backprop_steps)
+
+    factory.__doc__ = doc
+
+
+# The ladder, weakest attacker first: name -> (gradient path, EOT, default backprop_steps, doc).
+LADDER = {
+    "oblivious": ("classifier", False, 0, "Attack the classifier alone, then purify (the papers' protocol)."),
+    "bpda": ("bpda", False, 0, "BPDA: the purifier's backward pass replaced by its approximation (identity)."),
+    "eot": ("exact", True, 0, "EOT over the defense's randomness, gradients through its differentiable parts."),
+    "bpda_eot": ("bpda", True, 0, "BPDA with EOT over the defense's randomness."),
+    "adaptive": ("exact", True, None, "Full white box: inner optimisation unrolled, EOT when randomized."),
+}
+for _name, _spec in LADDER.items():
+    _register(_name, *_spec)

@@ -1,4 +1,7 @@
-"""``python -m purebench.leaderboard results_dir=DIR``: print and write ``DIR/leaderboard.md``."""
+"""``python -m purebench.leaderboard results_dir=DIR``: print and write ``DIR/leaderboard.md``.
+
+The Markdown holds the per-threat-model tables and the pivot of each defense across threat models.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +9,8 @@ import sys
 from pathlib import Path
 
 from purebench.eval.results import atomic_write_text, read_rows
-from purebench.leaderboard.table import grouped_markdown
+from purebench.eval.threats import LADDER
+from purebench.leaderboard.table import grouped_markdown, threat_pivot
 
 
 def main(argv: list[str]) -> int:
@@ -23,7 +27,7 @@ def main(argv: list[str]) -> int:
             file=sys.stderr,
         )
         return 2
-    text = grouped_markdown(rows)
+    text = grouped_markdown(rows) + "\n" + threat_pivot(rows, list(LADDER))
     atomic_write_text(results_dir / "leaderboard.md", text + "\n")
     print(text)
     return 0

@@ -1,4 +1,9 @@
-"""SA/RA tables from the leaderboard CSV, grouped by dataset and threat model and sorted by RA."""
+"""SA/RA tables from the leaderboard CSV.
+
+Two views: one table per (dataset, threat model) sorted by RA, and a pivot that puts one
+defense's rows under every threat model side by side with its worst case over them, because a
+purifier is only as robust as the strongest attacker that was tried.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +14,8 @@ from collections.abc import Sequence
 SHOWN = [
     ("classifier", "classifier"), ("defense", "defense"), ("defense params", "defense_params"),
     ("attack", "attack"), ("norm", "norm"), ("eps", "eps"), ("n", "n_examples"), ("seed", "seed"),
-    ("SA %", "sa"), ("RA %", "ra"), ("clean % (undef.)", "clean_acc_undefended"),
+    ("SA %", "sa"), ("RA %", "ra"), ("RA worst %", "ra_worst"), ("evals", "n_eval"), ("EOT", "threat_eot_iter"),
+    ("clean % (undef.)", "clean_acc_undefended"),
     ("adv % (undef.)", "adv_acc_undefended"), ("run", "run_id"), ("commit", "commit"),
 ]  # fmt: skip
 
@@ -33,3 +39,32 @@ def grouped_markdown(rows: Sequence[dict[str, str]]) -> str:
         sections += [f"## {dataset} — threat model: {threat}", ""]
         sections += [markdown_table([h for h, _ in SHOWN], [[r.get(c, "") for _, c in SHOWN] for r in members]), ""]
     return "\n".join(sections)
+
+
+PIVOT_KEY = ("dataset", "classifier", "defense", "defense_params", "attack", "norm", "eps")
+
+
+def _cell(row: dict[str, str]) -> str:
+    worst = f", worst {row['ra_worst']}" if row.get("n_eval", "1") not in ("", "1") else ""
+    return f"{row['ra']}{worst} (n={row['n_examples']})"
+
+
+def threat_pivot(rows: Sequence[dict[str, str]], threat_order: Sequence[str]) -> str:
+    """RA of each (dataset, classifier, defense, attack, budget) under each threat model, latest run per cell.
+
+    The last column is the minimum RA over the threat models that were run for that line.
+    """
+    latest: dict[tuple[str, ...], dict[str, dict[str, str]]] = defaultdict(dict)
+    for row in sorted(rows, key=lambda r: r["finished_at"]):
+        latest[tuple(row[k] for k in PIVOT_KEY)][row["threat_model"]] = row
+    seen = {t for cells in latest.values() for t in cells}
+    threats = [t for t in threat_order if t in seen] + sorted(seen - set(threat_order))
+    headers = [*PIVOT_KEY[:5], "budget", *[f"RA % {t}" for t in threats], "worst-case RA % (threat)"]
+    lines = []
+    for key, cells in sorted(latest.items()):
+        worst_threat = min(cells, key=lambda t: float(cells[t]["ra"]))
+        lines.append([
+            *key[:5], f"{key[5]} {key[6]}", *[_cell(cells[t]) if t in cells else "" for t in threats],
+            f"{cells[worst_threat]['ra']} ({worst_threat})",
+        ])  # fmt: skip
+    return "\n".join(["## Across threat models", "", markdown_table(headers, lines), ""])

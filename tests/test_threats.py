@@ -1,0 +1,133 @@
+"""The threat-model ladder on real models and data (small n)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from purebench.attacks import ATTACKS
+from purebench.defenses import DEFENSES, Defense
+from purebench.errors import PurebenchError
+from purebench.eval.runner import evaluate
+from purebench.eval.threats import THREATS
+from purebench.seeding import seed_everything
+
+PGD = ["attack=pgd", "attack.verbose=false"]
+
+
+def test_blur_survives_the_oblivious_attacker_and_falls_to_the_adaptive_one(make_cfg, data_root):
+    common = ["defense=gaussian_blur", *PGD, "n_examples=64", "batch_size=64"]
+    oblivious = evaluate(make_cfg(*common, "threat=oblivious"))
+    adaptive = evaluate(make_cfg(*common, "threat=adaptive"))
+    assert oblivious["ra"] >= 25, oblivious
+    assert adaptive["ra"] <= 5, adaptive
+    assert oblivious["sa"] == adaptive["sa"]  # same images, same deterministic purifier
+    assert adaptive["threat_eot_iter"] == 1 and adaptive["n_eval"] == 1  # deterministic: EOT collapses
+
+
+def test_bpda_over_no_defense_is_the_plain_attack(resnet20_batch):
+    model, x, y = resnet20_batch
+    attack = ATTACKS.build("pgd", norm="Linf", eps=8 / 255, seed=0, verbose=False, alpha=2 / 255, steps=5)
+    none = DEFENSES.build("none", classifier=model)
+    wrapped = THREATS.build("bpda").attacked_model(model, none, randomized=False)
+    seed_everything(3)
+    plain = attack(model, x[:16], y[:16])
+    seed_everything(3)
+    through_bpda = attack(wrapped, x[:16], y[:16])
+    assert torch.equal(plain, through_bpda)
+
+
+def _input_gradients(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, repeats: int) -> torch.Tensor:
+    grads = []
+    for _ in range(repeats):
+        z = x.clone().requires_grad_(True)
+        torch.nn.functional.cross_entropy(model(z), y, reduction="sum").backward()
+        grads.append(z.grad)
+    return torch.stack(grads)
+
+
+def test_eot_reduces_gradient_variance_on_a_randomized_defense(resnet20_batch):
+    model, x, y = resnet20_batch
+    noise = DEFENSES.build("gaussian_noise", classifier=model, sigma=0.05)
+    threat = THREATS.build("eot", eot_iter=16)
+    one_draw = THREATS.build("bpda").attacked_model(model, noise, randomized=True)
+    averaged = threat.attacked_model(model, noise, randomized=True)
+    torch.manual_seed(0)
+    variance_1 = _input_gradients(one_draw, x[:4], y[:4], repeats=6).var(0).mean()
+    variance_16 = _input_gradients(averaged, x[:4], y[:4], repeats=6).var(0).mean()
+    assert variance_16 < variance_1 / 4, (variance_1, variance_16)
+    assert threat.describe(randomized=True)["threat_eot_iter"] == 16
+    assert threat.describe(randomized=False)["threat_eot_iter"] == 1
+
+
+def test_randomized_defense_is_evaluated_repeatedly_and_worst_case_is_below_mean(make_cfg, data_root, tmp_path):
+    row = evaluate(
+        make_cfg("defense=gaussian_noise", "attack=fgsm", "attack.verbose=false", "n_examples=32", "threat.n_eval=6")
+    )
+    assert row["n_eval"] == 6 and row["defense_randomized"]
+    assert row["ra_worst"] <= row["ra"] <= 100
+    record = json.loads((tmp_path / "results" / "runs" / f"{row['run_id']}.json").read_text())
+    hits = [e["ra_hits"] for e in record["per_example"]]
+    assert all(0 <= h <= 6 for h in hits)
+    assert row["ra_worst"] == pytest.approx(100 * sum(h == 6 for h in hits) / 32, abs=0.01)
+
+
+class _SneakyNoise(Defense):
+    """Random, but declares itself deterministic."""
+
+    def purify(self, x: torch.Tensor) -> torch.Tensor:
+        return (x + 0.02 * torch.randn_like(x)).clamp(0, 1)
+
+
+class _Opaque(Defense):
+    differentiable = False
+
+    def purify(self, x: torch.Tensor) -> torch.Tensor:
+        return (x * 255).round() / 255
+
+
+DEFENSES.register("test_sneaky_noise")(lambda name, classifier: _SneakyNoise())
+DEFENSES.register("test_opaque")(lambda name, classifier: _Opaque())
+
+
+def test_undeclared_randomness_is_detected_flagged_and_treated_as_random(make_cfg, data_root):
+    row = evaluate(make_cfg("defense=none", "defense.name=test_sneaky_noise", "attack=fgsm", "n_examples=8"))
+    assert row["randomness_detected"] and not row["defense_randomized"]
+    assert row["n_eval"] == 10 and "does not declare" in row["warnings"]
+
+
+def test_threats_that_differentiate_the_purifier_refuse_an_opaque_defense(make_cfg, data_root):
+    with pytest.raises(PurebenchError, match="threat=bpda"):
+        evaluate(make_cfg("defense=none", "defense.name=test_opaque", "attack=fgsm", "n_examples=4", "threat=eot"))
+
+
+TINY_ZEROPUR = ["defense=zeropur", "defense.gs_steps=2", "defense.ap_steps=3", "attack=pgd", "attack.steps=2"]
+TINY_RUN = ["n_examples=4", "attack.verbose=false", "threat.n_eval=2"]
+
+
+@pytest.mark.parametrize("threat", ["bpda", "bpda_eot", "eot", "adaptive"])
+def test_zeropur_runs_under_every_informed_threat_and_writes_rows(make_cfg, data_root, tmp_path, threat):
+    extra = [] if threat == "bpda" else ["threat.eot_iter=2"]
+    row = evaluate(make_cfg(*TINY_ZEROPUR, *TINY_RUN, f"threat={threat}", *extra))
+    assert row["threat_model"] == threat and row["n_eval"] == 2
+    assert row["threat_eot_iter"] == (1 if threat == "bpda" else 2)
+    assert Path(tmp_path / "results" / "leaderboard.csv").read_text().count(f",{threat},") == 1
+
+
+def test_zeropur_adaptive_gradient_unrolls_inner_steps(resnet20_batch, zeropur):
+    model, x, _ = resnet20_batch
+    zeropur = zeropur(model, gs_steps=2, ap_steps=2, gs_random_start=False)
+
+    def gradient(backprop_steps: int | None) -> torch.Tensor:
+        z = x[:2].clone().requires_grad_(True)
+        zeropur.adaptive_purify(z, backprop_steps).sum().backward()
+        return z.grad
+
+    straight_through = gradient(0)
+    assert torch.equal(straight_through, torch.ones_like(straight_through))
+    for k in (1, None):
+        g = gradient(k)
+        assert torch.isfinite(g).all() and not torch.allclose(g, straight_through)
