@@ -17,7 +17,9 @@ from torch import nn
 
 from purebench.errors import PurebenchError
 
-_WRAPPER_KEYS = ("state_dict", "model", "net", "model_state_dict")
+# Where common trainers keep the weights: plain conventions, purebench's own training checkpoints
+# ("purifier") and DeepFill v2 ports ("G", the generator).
+_WRAPPER_KEYS = ("state_dict", "model", "net", "model_state_dict", "purifier", "G")
 
 
 def sha256_of(path: Path) -> str:
@@ -64,7 +66,12 @@ def read_state_dict(path: str | Path, expected_sha256: str | None = None) -> dic
     return {k.removeprefix("module."): v for k, v in obj.items()}
 
 
-def load_weights(model: nn.Module, path: str | Path, expected_sha256: str | None = None) -> None:
+def load_weights(
+    model: nn.Module,
+    path: str | Path,
+    expected_sha256: str | None = None,
+    hint: str = "Choose the classifier that the checkpoint was trained as.",
+) -> None:
     """Load ``path`` into ``model`` strictly; a mismatch says which keys differ."""
     state = read_state_dict(path, expected_sha256)
     own = model.state_dict()
@@ -75,6 +82,6 @@ def load_weights(model: nn.Module, path: str | Path, expected_sha256: str | None
         raise PurebenchError(
             f"Checkpoint '{path}' does not match the {type(model).__name__} architecture: "
             f"{len(missing)} missing keys {missing[:3]}, {len(unexpected)} unexpected keys {unexpected[:3]}, "
-            f"{len(shapes)} shape mismatches {shapes[:3]}. Choose the classifier that the checkpoint was trained as."
+            f"{len(shapes)} shape mismatches {shapes[:3]}. {hint}"
         )
     model.load_state_dict(state, strict=False)

@@ -1,0 +1,103 @@
+"""A masked-autoencoder purifier for AToP (Wu et al. 2023, "Denoising masked autoencoders").
+
+The encoder is a ViT that sees only the visible patches of the transformed image (noise plus
+masking, as AToP's RT2 produces); the decoder places a learned mask token at every hidden
+position, adds fixed 2-D sine-cosine position embeddings and predicts every patch's pixels.
+L_mae is the mean squared error on the hidden patches (plus, with weight ``visible_weight``, on
+the visible ones, which the noise has corrupted). Width, depth and heads come from the config:
+ViT-B-like for a GPU, a few blocks of width 128 on a CPU.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def sincos_position_embedding(grid: int, dim: int) -> torch.Tensor:
+    """Fixed 2-D sine-cosine embedding (grid*grid, dim): half the channels encode rows, half columns."""
+    if dim % 4:
+        raise ValueError(f"embedding width {dim} must be divisible by 4")
+    omega = 1.0 / 10000 ** (torch.arange(dim // 4, dtype=torch.float64) / (dim // 4))
+    rows, cols = torch.meshgrid(
+        torch.arange(grid, dtype=torch.float64), torch.arange(grid, dtype=torch.float64), indexing="ij"
+    )
+    parts = []
+    for coord in (rows.flatten(), cols.flatten()):
+        angles = coord[:, None] * omega[None]
+        parts += [angles.sin(), angles.cos()]
+    return torch.cat(parts, dim=1).float()
+
+
+def _blocks(dim: int, depth: int, heads: int) -> nn.TransformerEncoder:
+    layer = nn.TransformerEncoderLayer(
+        dim, heads, 4 * dim, dropout=0.0, activation="gelu", batch_first=True, norm_first=True
+    )
+    return nn.TransformerEncoder(layer, depth, enable_nested_tensor=False)
+
+
+class MAEPurifier(nn.Module):
+    """g(x_t, m) -> x_hat for images of ``image_size`` split into ``patch_size`` patches."""
+
+    adversarial = False  # trained on L_mae alone, no discriminator
+
+    def __init__(
+        self, image_size: int, patch_size: int, dim: int, depth: int, heads: int,
+        decoder_dim: int, decoder_depth: int, decoder_heads: int, visible_weight: float,
+    ) -> None:  # fmt: skip
+        super().__init__()
+        if image_size % patch_size:
+            raise ValueError(f"image size {image_size} is not a multiple of patch size {patch_size}")
+        self.patch_size, self.grid, self.visible_weight = patch_size, image_size // patch_size, visible_weight
+        patch_dim = 3 * patch_size**2
+        self.embed = nn.Linear(patch_dim, dim)
+        self.register_buffer("pos", sincos_position_embedding(self.grid, dim), persistent=False)
+        self.register_buffer("decoder_pos", sincos_position_embedding(self.grid, decoder_dim), persistent=False)
+        self.encoder, self.encoder_norm = _blocks(dim, depth, heads), nn.LayerNorm(dim)
+        self.to_decoder = nn.Linear(dim, decoder_dim)
+        self.mask_token = nn.Parameter(torch.zeros(1, 1, decoder_dim))
+        nn.init.normal_(self.mask_token, std=0.02)
+        self.decoder, self.decoder_norm = _blocks(decoder_dim, decoder_depth, decoder_heads), nn.LayerNorm(decoder_dim)
+        self.head = nn.Linear(decoder_dim, patch_dim)
+
+    def patchify(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, 3, H, W) -> (B, L, 3 p^2), patches in row-major order."""
+        p = self.patch_size
+        return F.unfold(x, p, stride=p).transpose(1, 2)
+
+    def unpatchify(self, patches: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        p = self.patch_size
+        return F.fold(patches.transpose(1, 2), size, p, stride=p)
+
+    def visible(self, mask: torch.Tensor) -> torch.Tensor:
+        """(B, L) bool: patches the transform kept (m = 1 on the whole patch)."""
+        p = self.patch_size
+        return F.avg_pool2d(mask[:, :1], p, stride=p).flatten(1) > 0.5
+
+    def forward(self, x_t: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        keep = self.visible(mask)
+        n_keep = keep.sum(1)
+        if not bool((n_keep == n_keep[0]).all()):
+            raise ValueError("every image must keep the same number of patches (AToP masks do)")
+        tokens = self.embed(self.patchify(x_t)) + self.pos
+        b, length, _ = tokens.shape
+        kept_index = keep.float().argsort(dim=1, descending=True, stable=True)[:, : int(n_keep[0])]
+        encoded = self.encoder_norm(
+            self.encoder(tokens.gather(1, kept_index[..., None].expand(-1, -1, tokens.shape[-1])))
+        )
+        full = self.mask_token.expand(b, length, -1).clone()
+        full = full.scatter(1, kept_index[..., None].expand(-1, -1, full.shape[-1]), self.to_decoder(encoded))
+        decoded = self.decoder_norm(self.decoder(full + self.decoder_pos))
+        return self.unpatchify(self.head(decoded), tuple(x_t.shape[-2:])).clamp(0, 1)
+
+    def reconstruction_loss(self, prediction: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """L_mae: MSE on hidden patches (+ visible_weight x MSE on visible ones), mean over images."""
+        error = (self.patchify(prediction) - self.patchify(target)).pow(2).mean(-1)
+        hidden = (~self.visible(mask)).float()
+        per_image = (error * hidden).sum(1) / hidden.sum(1).clamp_min(1)
+        if self.visible_weight:
+            per_image = per_image + self.visible_weight * (error * (1 - hidden)).sum(1) / (1 - hidden).sum(1).clamp_min(
+                1
+            )
+        return per_image.mean()

@@ -1,0 +1,1 @@
+"""Training entry points for the trainable defenses (``python -m purebench.train``)."""

@@ -1,0 +1,52 @@
+"""Training checkpoints: written atomically with their config, resumable, refused when they do not match.
+
+A checkpoint is a plain dict readable with ``torch.load(weights_only=True)``: the purifier's
+state dict under ``purifier`` (so ``defense.checkpoint=PATH`` loads it directly), the
+discriminator and optimiser states, the finished epoch, the validation history and the resolved
+config with its hash. Re-running the same command continues from the last finished epoch; a
+different config pointed at the same file is an error, never a silent overwrite.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from purebench.errors import PurebenchError
+
+
+def save(path: Path, state: dict[str, Any]) -> None:
+    """Write ``state`` so that ``path`` holds the old checkpoint or the new one, never a torn file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        torch.save(state, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def load(path: Path) -> dict[str, Any]:
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise PurebenchError(f"Cannot read training checkpoint '{path}' ({type(exc).__name__}: {exc}).") from exc
+
+
+def resume_state(path: Path, config_hash: str) -> dict[str, Any] | None:
+    """The checkpoint to continue from, or None for a fresh run; a foreign checkpoint is refused."""
+    if not path.exists():
+        return None
+    state = load(path)
+    if state.get("config_hash") != config_hash:
+        raise PurebenchError(
+            f"train.out='{path}' holds a checkpoint of a different training config (hash {state.get('config_hash')}, "
+            f"this run {config_hash}). Pick another train.out, or delete the file to start over."
+        )
+    return state
