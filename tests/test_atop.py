@@ -9,11 +9,13 @@ from pathlib import Path
 import pytest
 import torch
 
+from purebench.defenses import DEFENSES
+from purebench.defenses.atop import AToP
 from purebench.defenses.atop.deepfill import DeepFillGenerator, PatchDiscriminator
 from purebench.defenses.atop.mae import MAEPurifier
 from purebench.defenses.atop.transforms import RandomTransform
 from purebench.errors import PurebenchError
-from purebench.eval.runner import evaluate
+from purebench.eval.runner import evaluate, group_params
 from purebench.seeding import per_example
 
 REPO = Path(__file__).resolve().parent.parent
@@ -134,3 +136,59 @@ def test_mae_purifier_trains(data_root, tmp_path):
 def test_atop_without_checkpoint_says_how_to_train(make_cfg, data_root):
     with pytest.raises(PurebenchError, match=r"python -m purebench\.train"):
         evaluate(make_cfg("defense=atop", "n_examples=2"))
+
+
+def _train_cfg(*overrides: str):
+    from hydra import compose, initialize_config_dir
+
+    from purebench.cli import CONF_DIR
+
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        return compose("train", overrides=["defense=atop", *TINY_DEEPFILL, "train.n_train=40", *overrides])
+
+
+def test_finetune_steps_lower_the_classification_loss_and_leave_the_classifier_alone(data_root, tmp_path):
+    from purebench.train.atop import AToPTrainer
+
+    trainer = AToPTrainer(_train_cfg("train.stage=finetune", "train.init=unused", f"train.out={tmp_path / 'f.pt'}"))
+    before = {k: v.clone() for k, v in trainer.classifier.state_dict().items()}
+    x, y = trainer.dataset.load(range(8))
+    ce = [trainer.step(x, y, epoch=0)["ce"] for _ in range(15)]
+    assert ce[-1] < ce[0], ce
+    after = trainer.classifier.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+
+
+def test_checkpoint_round_trip_reproduces_the_purified_images(make_cfg, data_root, tmp_path):
+    from purebench.train import checkpoint
+    from purebench.train.atop import AToPTrainer
+
+    trainer = AToPTrainer(_train_cfg(f"train.out={tmp_path / 'p.pt'}"))
+    x, y = trainer.dataset.load(range(8))
+    trainer.step(x, y, epoch=0)
+    checkpoint.save(trainer.out, trainer.checkpoint_state(0, []))
+    trained = AToP(trainer.transform, trainer.purifier.eval())
+    cfg = make_cfg("defense=atop", "defense.deepfill.cnum=8", f"defense.checkpoint={trainer.out}")
+    loaded = DEFENSES.build("atop", classifier=None, **group_params(cfg.defense))
+    with per_example(3, range(8)), torch.no_grad():
+        expected = trained.purify(x)
+    with per_example(3, range(8)), torch.no_grad():
+        assert torch.equal(loaded.purify(x), expected)
+
+
+@pytest.mark.parametrize("threat", ["oblivious", "bpda_eot", "adaptive"])
+def test_atop_runs_under_the_threat_models(make_cfg, data_root, tmp_path, threat):
+    from purebench.train import checkpoint
+    from purebench.train.atop import AToPTrainer
+
+    trainer = AToPTrainer(_train_cfg(f"train.out={tmp_path / 'p.pt'}"))
+    checkpoint.save(trainer.out, trainer.checkpoint_state(0, []))
+    row = evaluate(
+        make_cfg(
+            "defense=atop", "defense.deepfill.cnum=8", f"defense.checkpoint={trainer.out}", "attack=pgd",
+            "attack.steps=2", "attack.verbose=false", "n_examples=4", f"threat={threat}", "threat.n_eval=2",
+            *([] if threat == "oblivious" else ["threat.eot_iter=2"]),
+        )
+    )  # fmt: skip
+    assert row["threat_model"] == threat and row["n_eval"] == 2 and row["ra_worst"] <= row["ra"]
+    assert row["threat_eot_iter"] == (1 if threat == "oblivious" else 2)

@@ -47,7 +47,7 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def _params(group: DictConfig, *drop: str) -> dict[str, Any]:
+def group_params(group: DictConfig, *drop: str) -> dict[str, Any]:
     """A config group as factory keyword arguments (without its registry ``name`` and ``drop`` keys)."""
     return {k: v for k, v in OmegaConf.to_container(group, resolve=True).items() if k not in ("name", *drop)}
 
@@ -73,16 +73,16 @@ def build_components(
     cfg: DictConfig, device: torch.device
 ) -> tuple[EvalDataset, Classifier, Defense, Attack, ThreatModel]:
     """Instantiate every registry entry named in ``cfg`` (fails early, before any compute)."""
-    dataset = DATASETS.build(cfg.dataset.name, **_params(cfg.dataset, "sample"))
-    classifier = CLASSIFIERS.build(cfg.classifier.name, **_params(cfg.classifier)).to(device)
+    dataset = DATASETS.build(cfg.dataset.name, **group_params(cfg.dataset, "sample"))
+    classifier = CLASSIFIERS.build(cfg.classifier.name, **group_params(cfg.classifier)).to(device)
     if classifier.num_classes != dataset.num_classes:
         raise PurebenchError(
             f"classifier '{classifier.name}' predicts {classifier.num_classes} classes but {dataset.name} has "
             f"{dataset.num_classes}: pick a matching classifier or set classifier.num_classes."
         )
-    defense = DEFENSES.build(cfg.defense.name, classifier=classifier, **_params(cfg.defense)).to(device)
-    attack = ATTACKS.build(cfg.attack.name, seed=int(cfg.seed), **_params(cfg.attack))
-    threat = THREATS.build(cfg.threat.name, **_params(cfg.threat))
+    defense = DEFENSES.build(cfg.defense.name, classifier=classifier, **group_params(cfg.defense)).to(device)
+    attack = ATTACKS.build(cfg.attack.name, seed=int(cfg.seed), **group_params(cfg.attack))
+    threat = THREATS.build(cfg.threat.name, **group_params(cfg.threat))
     return dataset, classifier, defense, attack, threat
 
 
@@ -171,7 +171,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         "dataset": dataset.name,
         "classifier": classifier.name,
         "defense": cfg.defense.name,
-        "defense_params": ",".join(f"{k}={v}" for k, v in sorted(_params(cfg.defense).items())),
+        "defense_params": ",".join(f"{k}={v}" for k, v in sorted(group_params(cfg.defense).items())),
         "attack": cfg.attack.name,
         "threat_model": threat.name,
         "norm": attack.norm,

@@ -34,7 +34,7 @@ from purebench.defenses.atop import AToP, build_purifier, load_purifier
 from purebench.defenses.atop.deepfill import PatchDiscriminator
 from purebench.defenses.atop.transforms import RandomTransform
 from purebench.errors import PurebenchError
-from purebench.eval.runner import resolve_device
+from purebench.eval.runner import group_params, resolve_device
 from purebench.provenance import config_hash, git_commit
 from purebench.seeding import derive_seed, seed_everything
 from purebench.train import checkpoint
@@ -68,10 +68,8 @@ class AToPTrainer:
         self.device = resolve_device(str(cfg.device))
         self.seed = int(cfg.seed)
         seed_everything(self.seed)
-        dataset_params = {k: v for k, v in OmegaConf.to_container(cfg.dataset, resolve=True).items() if k != "sample"}
-        self.dataset = DATASETS.build(dataset_params.pop("name"), **dataset_params)
-        classifier_params = OmegaConf.to_container(cfg.classifier, resolve=True)
-        self.classifier: Classifier = CLASSIFIERS.build(classifier_params.pop("name"), **classifier_params)
+        self.dataset = DATASETS.build(cfg.dataset.name, **group_params(cfg.dataset, "sample"))
+        self.classifier: Classifier = CLASSIFIERS.build(cfg.classifier.name, **group_params(cfg.classifier))
         self.classifier.to(self.device)
         d = cfg.defense
         self.transform = RandomTransform(d.transform, d.sigma, d.grid, d.missing_rate, d.n_masks)
@@ -86,8 +84,9 @@ class AToPTrainer:
         self.opt_d = (
             torch.optim.Adam(self.discriminator.parameters(), lr=self.t.lr, betas=betas) if self.discriminator else None
         )
-        adversary = OmegaConf.to_container(self.t.adversary, resolve=True)
-        self.adversary: Attack = ATTACKS.build(adversary.pop("name"), seed=self.seed, verbose=False, **adversary)
+        self.adversary: Attack = ATTACKS.build(
+            self.t.adversary.name, seed=self.seed, verbose=False, **group_params(self.t.adversary)
+        )
         self.train_idx, self.val_idx = self._split()
         config = OmegaConf.to_container(cfg, resolve=True)
         self.config = config
@@ -174,7 +173,7 @@ class AToPTrainer:
         return {"val_sa": round(100 * correct_sa / n, 2), "val_ra": round(100 * correct_ra / n, 2)}
 
     # ---- checkpoints -----------------------------------------------------------------------
-    def _state(self, epoch: int, history: list[dict[str, Any]]) -> dict[str, Any]:
+    def checkpoint_state(self, epoch: int, history: list[dict[str, Any]]) -> dict[str, Any]:
         return {
             "purifier": self.purifier.state_dict(),
             "discriminator": self.discriminator.state_dict() if self.discriminator else {},
@@ -228,7 +227,7 @@ class AToPTrainer:
             if (epoch + 1) % int(self.t.val_every) == 0 or epoch + 1 == int(self.t.epochs):
                 record.update(self.validate())
             history.append(record)
-            checkpoint.save(self.out, self._state(epoch, history))
+            checkpoint.save(self.out, self.checkpoint_state(epoch, history))
             epoch_s = time.perf_counter() - epoch_start
             log.info("%s", record)
         return {"out": str(self.out), "epochs_done": len(history), "history": history}
