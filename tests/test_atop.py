@@ -127,7 +127,9 @@ def test_train_pretrain_resume_finetune_and_evaluate(make_cfg, data_root, tmp_pa
 
 def test_mae_purifier_trains(data_root, tmp_path):
     out = tmp_path / "mae.pt"
-    done = _train(*TINY_MAE, f"train.out={out}", "train.epochs=2", "defense.transform=rt1", cwd=tmp_path)
+    done = _train(
+        *TINY_MAE, f"train.out={out}", "train.epochs=4", "train.lr=1e-3", "defense.transform=rt1", cwd=tmp_path
+    )
     assert done.returncode == 0, done.stderr
     history = torch.load(out, weights_only=True)["history"]
     assert history[-1]["rec"] < history[0]["rec"] and "d" not in history[0]
@@ -153,7 +155,7 @@ def test_finetune_steps_lower_the_classification_loss_and_leave_the_classifier_a
     trainer = AToPTrainer(_train_cfg("train.stage=finetune", "train.init=unused", f"train.out={tmp_path / 'f.pt'}"))
     before = {k: v.clone() for k, v in trainer.classifier.state_dict().items()}
     x, y = trainer.dataset.load(range(8))
-    ce = [trainer.step(x, y, epoch=0)["ce"] for _ in range(15)]
+    ce = [trainer.step((x, y), epoch=0)["ce"] for _ in range(15)]
     assert ce[-1] < ce[0], ce
     after = trainer.classifier.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)
@@ -165,7 +167,7 @@ def test_checkpoint_round_trip_reproduces_the_purified_images(make_cfg, data_roo
 
     trainer = AToPTrainer(_train_cfg(f"train.out={tmp_path / 'p.pt'}"))
     x, y = trainer.dataset.load(range(8))
-    trainer.step(x, y, epoch=0)
+    trainer.step((x, y), epoch=0)
     checkpoint.save(trainer.out, trainer.checkpoint_state(0, []))
     trained = AToP(trainer.transform, trainer.purifier.eval())
     cfg = make_cfg("defense=atop", "defense.deepfill.cnum=8", f"defense.checkpoint={trainer.out}")
