@@ -21,8 +21,9 @@ log = logging.getLogger("purebench.train")
 
 def _trainers() -> dict:
     from purebench.train.atop import AToPTrainer
+    from purebench.train.impure import ImpureTrainer
 
-    return {"atop": AToPTrainer}
+    return {"atop": AToPTrainer, "impure": ImpureTrainer}
 
 
 @hydra.main(config_path=str(CONF_DIR), config_name="train", version_base="1.3")

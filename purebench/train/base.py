@@ -95,8 +95,8 @@ class Trainer(ABC):
     def initialise(self) -> None:  # noqa: B027 (optional hook)
         """Set the networks' starting weights for a fresh run (default: as constructed)."""
 
-    def end_epoch(self, epoch: int) -> None:  # noqa: B027 (optional hook)
-        """Per-epoch bookkeeping (a learning-rate schedule, say)."""
+    def begin_epoch(self, epoch: int) -> None:  # noqa: B027 (optional hook)
+        """Per-epoch set-up before the first step (a learning-rate schedule, say)."""
 
     # ---- checkpoints -----------------------------------------------------------------------
     def checkpoint_state(self, epoch: int, history: list[dict[str, Any]]) -> dict[str, Any]:
@@ -131,6 +131,7 @@ class Trainer(ABC):
                 log.info("stopping before epoch %d: train.max_minutes=%s reached", epoch, self.t.max_minutes)
                 break
             epoch_start = time.perf_counter()
+            self.begin_epoch(epoch)
             seed_everything(derive_seed(self.seed, "epoch", epoch))  # resumption replays the same epochs
             generator = torch.Generator().manual_seed(derive_seed(self.seed, "batches", epoch))
             totals: dict[str, float] = {}
@@ -138,7 +139,6 @@ class Trainer(ABC):
             for batch in tqdm(self.batches(epoch, generator), total=n, desc=f"epoch {epoch}", leave=False):
                 for k, v in self.step(tuple(t.to(self.device) for t in batch), epoch).items():
                     totals[k] = totals.get(k, 0.0) + v / n
-            self.end_epoch(epoch)
             record = {"epoch": epoch, **{k: round(v, 4) for k, v in totals.items()}}
             if (epoch + 1) % int(self.t.val_every) == 0 or epoch + 1 == int(self.t.epochs):
                 for net in self.networks.values():

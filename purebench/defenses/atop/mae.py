@@ -14,27 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-
-def sincos_position_embedding(grid: int, dim: int) -> torch.Tensor:
-    """Fixed 2-D sine-cosine embedding (grid*grid, dim): half the channels encode rows, half columns."""
-    if dim % 4:
-        raise ValueError(f"embedding width {dim} must be divisible by 4")
-    omega = 1.0 / 10000 ** (torch.arange(dim // 4, dtype=torch.float64) / (dim // 4))
-    rows, cols = torch.meshgrid(
-        torch.arange(grid, dtype=torch.float64), torch.arange(grid, dtype=torch.float64), indexing="ij"
-    )
-    parts = []
-    for coord in (rows.flatten(), cols.flatten()):
-        angles = coord[:, None] * omega[None]
-        parts += [angles.sin(), angles.cos()]
-    return torch.cat(parts, dim=1).float()
-
-
-def _blocks(dim: int, depth: int, heads: int) -> nn.TransformerEncoder:
-    layer = nn.TransformerEncoderLayer(
-        dim, heads, 4 * dim, dropout=0.0, activation="gelu", batch_first=True, norm_first=True
-    )
-    return nn.TransformerEncoder(layer, depth, enable_nested_tensor=False)
+from purebench.defenses.vit import patchify, sincos_position_embedding, transformer, unpatchify
 
 
 class MAEPurifier(nn.Module):
@@ -54,21 +34,18 @@ class MAEPurifier(nn.Module):
         self.embed = nn.Linear(patch_dim, dim)
         self.register_buffer("pos", sincos_position_embedding(self.grid, dim), persistent=False)
         self.register_buffer("decoder_pos", sincos_position_embedding(self.grid, decoder_dim), persistent=False)
-        self.encoder, self.encoder_norm = _blocks(dim, depth, heads), nn.LayerNorm(dim)
+        self.encoder, self.encoder_norm = transformer(dim, depth, heads), nn.LayerNorm(dim)
         self.to_decoder = nn.Linear(dim, decoder_dim)
         self.mask_token = nn.Parameter(torch.zeros(1, 1, decoder_dim))
         nn.init.normal_(self.mask_token, std=0.02)
-        self.decoder, self.decoder_norm = _blocks(decoder_dim, decoder_depth, decoder_heads), nn.LayerNorm(decoder_dim)
+        self.decoder, self.decoder_norm = (
+            transformer(decoder_dim, decoder_depth, decoder_heads),
+            nn.LayerNorm(decoder_dim),
+        )
         self.head = nn.Linear(decoder_dim, patch_dim)
 
     def patchify(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, 3, H, W) -> (B, L, 3 p^2), patches in row-major order."""
-        p = self.patch_size
-        return F.unfold(x, p, stride=p).transpose(1, 2)
-
-    def unpatchify(self, patches: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-        p = self.patch_size
-        return F.fold(patches.transpose(1, 2), size, p, stride=p)
+        return patchify(x, self.patch_size)
 
     def visible(self, mask: torch.Tensor) -> torch.Tensor:
         """(B, L) bool: patches the transform kept (m = 1 on the whole patch)."""
@@ -89,7 +66,7 @@ class MAEPurifier(nn.Module):
         full = self.mask_token.expand(b, length, -1).clone()
         full = full.scatter(1, kept_index[..., None].expand(-1, -1, full.shape[-1]), self.to_decoder(encoded))
         decoded = self.decoder_norm(self.decoder(full + self.decoder_pos))
-        return self.unpatchify(self.head(decoded), tuple(x_t.shape[-2:])).clamp(0, 1)
+        return unpatchify(self.head(decoded), self.patch_size, tuple(x_t.shape[-2:])).clamp(0, 1)
 
     def reconstruction_loss(self, prediction: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """L_mae: MSE on hidden patches (+ visible_weight x MSE on visible ones), mean over images."""

@@ -1,0 +1,40 @@
+"""Vision-transformer pieces shared by the token-based purifiers (AToP's MAE, IMPure's RIAE)."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def sincos_position_embedding(grid: int, dim: int) -> torch.Tensor:
+    """Fixed 2-D sine-cosine embedding (grid*grid, dim): half the channels encode rows, half columns."""
+    if dim % 4:
+        raise ValueError(f"embedding width {dim} must be divisible by 4")
+    omega = 1.0 / 10000 ** (torch.arange(dim // 4, dtype=torch.float64) / (dim // 4))
+    rows, cols = torch.meshgrid(
+        torch.arange(grid, dtype=torch.float64), torch.arange(grid, dtype=torch.float64), indexing="ij"
+    )
+    parts = []
+    for coord in (rows.flatten(), cols.flatten()):
+        angles = coord[:, None] * omega[None]
+        parts += [angles.sin(), angles.cos()]
+    return torch.cat(parts, dim=1).float()
+
+
+def transformer(dim: int, depth: int, heads: int) -> nn.TransformerEncoder:
+    """Pre-norm transformer blocks (GELU MLP of 4x width, no dropout), batch first."""
+    layer = nn.TransformerEncoderLayer(
+        dim, heads, 4 * dim, dropout=0.0, activation="gelu", batch_first=True, norm_first=True
+    )
+    return nn.TransformerEncoder(layer, depth, enable_nested_tensor=False)
+
+
+def patchify(x: torch.Tensor, patch_size: int) -> torch.Tensor:
+    """(B, C, H, W) -> (B, L, C p^2), patches in row-major order."""
+    return F.unfold(x, patch_size, stride=patch_size).transpose(1, 2)
+
+
+def unpatchify(patches: torch.Tensor, patch_size: int, size: tuple[int, int]) -> torch.Tensor:
+    """Inverse of :func:`patchify`."""
+    return F.fold(patches.transpose(1, 2), size, patch_size, stride=patch_size)
