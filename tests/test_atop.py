@@ -88,7 +88,7 @@ def test_mae_never_sees_the_hidden_pixels():
         assert torch.allclose(mae(x_t, m), mae(changed, m), atol=1e-6)
 
 
-def _train(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess:
+def _train(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "purebench.train", "defense=atop", "train.n_train=40", "train.batch_size=8",
          "threads=1", "hydra.run.dir=" + str(cwd / "hydra-out"), *args],
@@ -111,7 +111,9 @@ def test_train_pretrain_resume_finetune_and_evaluate(make_cfg, data_root, tmp_pa
     assert foreign.returncode == 2 and "different training config" in foreign.stderr
     no_init = _train(*TINY_DEEPFILL, f"train.out={fine}", "train.stage=finetune", cwd=tmp_path)
     assert no_init.returncode == 2 and "train.init" in no_init.stderr
-    done = _train(*TINY_DEEPFILL, f"train.out={fine}", "train.stage=finetune", f"train.init={pre}", "train.epochs=1")
+    done = _train(
+        *TINY_DEEPFILL, f"train.out={fine}", "train.stage=finetune", f"train.init={pre}", "train.epochs=1", cwd=tmp_path
+    )
     assert done.returncode == 0, done.stderr
     assert "ce" in torch.load(fine, weights_only=True)["history"][0]
     row = evaluate(
