@@ -57,6 +57,7 @@ def test_autoattack_rand_breaks_the_undefended_classifier(resnet20_batch):
     attack = ATTACKS.build("autoattack", norm="Linf", eps=8 / 255, seed=0, version="rand", n_iter=5, verbose=False)
     x_adv = attack(model, x[:16], y[:16])
     assert perturbation_norm(x_adv - x[:16], "Linf").max() <= 8 / 255 + 1e-6
-    assert attack.describe()["attack_components"] == "apgd-ce+apgd-dlr"
+    info = attack.describe()
+    assert info["attack_components"] == "apgd-ce+apgd-dlr" and info["attack_eot_iter"] == 1
     with torch.no_grad():
         assert (model(x_adv).argmax(1) == y[:16]).float().mean() < 0.2

@@ -2,9 +2,11 @@
 
 pyautoattack differs from upstream: keyword-only arguments, ``run_standard_evaluation`` returns
 ``(x_adv, y_adv)``, and ``seed=None`` means a time-based seed, so a seed is always passed here.
-The ``rand`` version (APGD-CE + APGD-DLR) is what purification papers report. Its EOT is the
-threat model's job in purebench (``threat=eot|bpda_eot|adaptive``, ``threat.eot_iter``): APGD here
-always takes one gradient per step, of whatever function the threat model hands it.
+The ``rand`` version (APGD-CE + APGD-DLR) is what purification papers report. EOT is normally the
+threat model's job (``threat=eot|bpda_eot|adaptive``, ``threat.eot_iter``, averaging logits inside
+the attacked model); ``attack.eot_iter`` additionally runs APGD's own EOT, which averages
+gradients over that many calls of the attacked model (AutoAttack's rand protocol), for whoever
+wants that form.
 """
 
 from __future__ import annotations
@@ -47,6 +49,7 @@ class AutoAttackAdapter(Attack):
         attacks: list[str] | None,
         n_iter: int,
         restarts: int,
+        eot_iter: int,
         n_queries: int,
     ) -> None:
         super().__init__(name, norm, eps, seed, verbose)
@@ -59,7 +62,7 @@ class AutoAttackAdapter(Attack):
                     f"attack.version=custom needs attack.attacks drawn from {', '.join(ATTACK_NAMES)} (got {attacks})."
                 )
         self.version, self.attacks = version, list(attacks or [])
-        self.n_iter, self.restarts, self.n_queries = n_iter, restarts, n_queries
+        self.n_iter, self.restarts, self.eot_iter, self.n_queries = n_iter, restarts, eot_iter, n_queries
         self.warnings = _WarningCollector()
         logging.getLogger("auto-attack").addHandler(self.warnings)
 
@@ -79,7 +82,7 @@ class AutoAttackAdapter(Attack):
         # Override the version's defaults with the configured budget of iterations.
         for apgd in (aa.apgd, aa.apgd_targeted):
             apgd.n_iter = self.n_iter
-            apgd.eot_iter = 1  # EOT, when wanted, is inside the model the threat model built
+            apgd.eot_iter = self.eot_iter
         aa.apgd.n_restarts = self.restarts
         aa.fab.n_iter = self.n_iter
         aa.square.n_queries = self.n_queries
@@ -102,6 +105,7 @@ class AutoAttackAdapter(Attack):
             "attack_components": "+".join(attacks),
             "attack_steps": self.n_iter,
             "attack_restarts": self.restarts,
+            "attack_eot_iter": self.eot_iter,
             "attack_warnings": " | ".join(self.warnings.messages),
         }
 
@@ -117,7 +121,8 @@ def autoattack(
     attacks: list[str] | None = None,
     n_iter: int = 100,
     restarts: int = 1,
+    eot_iter: int = 1,
     n_queries: int = 5000,
 ) -> Attack:
     """AutoAttack; ``version=rand`` (APGD-CE + APGD-DLR) is the purification papers' protocol."""
-    return AutoAttackAdapter(name, norm, eps, seed, verbose, version, attacks, n_iter, restarts, n_queries)
+    return AutoAttackAdapter(name, norm, eps, seed, verbose, version, attacks, n_iter, restarts, eot_iter, n_queries)
