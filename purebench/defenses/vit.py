@@ -38,3 +38,10 @@ def patchify(x: torch.Tensor, patch_size: int) -> torch.Tensor:
 def unpatchify(patches: torch.Tensor, patch_size: int, size: tuple[int, int]) -> torch.Tensor:
     """Inverse of :func:`patchify`."""
     return F.fold(patches.transpose(1, 2), size, patch_size, stride=patch_size)
+
+
+def to_image(prediction: torch.Tensor, training: bool) -> torch.Tensor:
+    """Pixels clamped to [0, 1]; while training the clamp passes gradients straight through, so
+    predictions that start outside the range are pulled back instead of going silent."""
+    clamped = prediction.clamp(0, 1)
+    return prediction + (clamped - prediction).detach() if training else clamped

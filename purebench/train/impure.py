@@ -26,7 +26,7 @@ from purebench.seeding import rand_like
 from purebench.train.adversarial_cache import adversarial_pairs
 from purebench.train.base import Trainer
 
-LOGITS = "logits"  # feature-layer name of the pre-softmax output
+LOGITS, EMBEDDING = "logits", "embedding"  # feature names of the pre-softmax output and the penultimate features
 
 
 def random_combination(x_hat: torch.Tensor, x_adv: torch.Tensor, patch_size: int) -> torch.Tensor:
@@ -73,21 +73,23 @@ class ImpureTrainer(Trainer):
 
     # ---- loss -------------------------------------------------------------------------------
     def _features(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        layers = [layer for layer in self.t.feature_layers if layer != LOGITS]
-        logits, feats = self.feature_net.features(x, layers)
+        layers = [layer for layer in self.t.feature_layers if layer not in (LOGITS, EMBEDDING)]
+        logits, feats = self.feature_net.features(x, layers, embedding=EMBEDDING in self.t.feature_layers)
         return {**feats, LOGITS: logits}
 
     def perceptual(self, combined: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        """sum_i lambda_i * (1 / (H_F W_F)) ||F_i(x) - F_i(x')||_1 (Eq. 13-14), averaged over images."""
+        """sum_i lambda_i * L1(F_i(x'), F_i(x)) (Eq. 13-14), the L1 a mean over every element.
+
+        Eq. 13 prints 1/(H_F W_F) ||.||_1; the authors' code takes the mean over channels too
+        (L1Loss), which is the scale at which the weights 30/10/5 balance the pixel term.
+        """
         with torch.no_grad():
             target = self._features(x)
         current = self._features(combined)
-        total = 0.0
-        for layer, weight in zip(self.t.feature_layers, self.t.feature_weights, strict=True):
-            diff = (current[layer] - target[layer]).abs().flatten(1).sum(1)
-            spatial = math.prod(current[layer].shape[2:]) if current[layer].dim() > 2 else 1
-            total = total + weight * diff / spatial
-        return total.mean()
+        return sum(
+            weight * (current[layer] - target[layer]).abs().mean()
+            for layer, weight in zip(self.t.feature_layers, self.t.feature_weights, strict=True)
+        )
 
     def begin_epoch(self, epoch: int) -> None:
         """Cosine annealing of the learning rate over train.epochs (Sec. 4.1)."""
@@ -105,7 +107,7 @@ class ImpureTrainer(Trainer):
             self.t.t_feature_range[0] + noise[:, 1] * (self.t.t_feature_range[1] - self.t.t_feature_range[0])
         ).long()
         x_hat = self.riae(x_adv, self.riae.division(x_adv, self.t.division), self.defense.masking, t_image, t_feature)
-        pixel = (x_hat - x).abs().flatten(1).sum(1).mean() / (x.shape[-2] * x.shape[-1])  # Eq. 12
+        pixel = (x_hat - x).abs().mean()  # Eq. 12 (mean over pixels and channels, as the code's L1Loss)
         perceptual = self.perceptual(random_combination(x_hat, x_adv, self.riae.patch_size), x)  # Eq. 10, 13-14
         loss = pixel + perceptual  # Eq. 15
         self.optimizers["purifier"].zero_grad(set_to_none=True)

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from purebench.defenses.vit import patchify, sincos_position_embedding, transformer, unpatchify
+from purebench.defenses.vit import patchify, sincos_position_embedding, to_image, transformer, unpatchify
 
 
 class MAEPurifier(nn.Module):
@@ -66,7 +66,7 @@ class MAEPurifier(nn.Module):
         full = self.mask_token.expand(b, length, -1).clone()
         full = full.scatter(1, kept_index[..., None].expand(-1, -1, full.shape[-1]), self.to_decoder(encoded))
         decoded = self.decoder_norm(self.decoder(full + self.decoder_pos))
-        return unpatchify(self.head(decoded), self.patch_size, tuple(x_t.shape[-2:])).clamp(0, 1)
+        return to_image(unpatchify(self.head(decoded), self.patch_size, tuple(x_t.shape[-2:])), self.training)
 
     def reconstruction_loss(self, prediction: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """L_mae: MSE on hidden patches (+ visible_weight x MSE on visible ones), mean over images."""

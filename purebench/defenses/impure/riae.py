@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from purebench.defenses.vit import patchify, sincos_position_embedding, transformer, unpatchify
+from purebench.defenses.vit import patchify, sincos_position_embedding, to_image, transformer, unpatchify
 from purebench.errors import PurebenchError
 from purebench.seeding import rand_like, randn_like
 
@@ -118,4 +118,4 @@ class RIAE(nn.Module):
         for i in range(s):  # keep from pass i only the patches of subset i
             rows = subsets[:, i, :, None].expand(-1, -1, decoded.shape[-1])
             out = out.scatter(1, rows, decoded[i].gather(1, rows))
-        return unpatchify(out, self.patch_size, tuple(x.shape[-2:])).clamp(0, 1)
+        return to_image(unpatchify(out, self.patch_size, tuple(x.shape[-2:])), self.training)
