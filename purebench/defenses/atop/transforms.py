@@ -64,7 +64,9 @@ class RandomTransform:
         else:
             group_of_patch = torch.where(rank < n_missing, 0, -1)
             groups = range(1)
-        noisy = x if self.kind == "rt1" else x + self.sigma * randn_like(x)  # eta ~ N(0, sigma^2), one draw (Eq. 3-4)
+        # eta ~ N(0, sigma^2), one draw shared by the RT3 views (Eq. 3-4); clipped to the image range,
+        # which the paper leaves open, so every purifier input is a valid image.
+        noisy = x if self.kind == "rt1" else (x + self.sigma * randn_like(x)).clamp(0, 1)
         masks = [_masks_from_groups(x, self.grid, group_of_patch, g) for g in groups]
         return [(m * noisy, m) for m in masks]
 
