@@ -102,5 +102,6 @@ def test_leaderboard_command_writes_markdown_and_threat_pivot(make_cfg, data_roo
     assert header.index("RA % oblivious") < header.index("RA % adaptive")  # ladder order, weakest first
     cell = dict(zip(header, line, strict=True))
     assert cell["RA % oblivious"].startswith(f"{rows['oblivious']['ra']} ")
+    assert cell["attack_params"] == rows["oblivious"]["attack_params"] and "steps=2" in cell["attack_params"]
     worst = min(rows.values(), key=lambda r: r["ra"])
     assert cell["worst-case RA % (threat)"] == f"{worst['ra']} ({worst['threat_model']})"

@@ -106,6 +106,8 @@ class AutoAttackAdapter(Attack):
             "attack_steps": self.n_iter,
             "attack_restarts": self.restarts,
             "attack_eot_iter": self.eot_iter,
+            "attack_params": f"version={self.version},attacks={'+'.join(attacks)},restarts={self.restarts},"
+            f"eot_iter={self.eot_iter},n_queries={self.n_queries}",
             "attack_warnings": " | ".join(self.warnings.messages),
         }
 

@@ -185,6 +185,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         "clean_acc_undefended": accuracy(column("clean_correct")),
         "adv_acc_undefended": accuracy(column("adv_correct")),
         "attack_steps": attack_info.get("attack_steps", ""),
+        "attack_params": attack_info.get("attack_params", ""),
         "attack_eot_iter": attack_info.get("attack_eot_iter", 1),
         "threat_eot_iter": threat_info["threat_eot_iter"],
         "threat_backprop_steps": threat_info.get("threat_backprop_steps", ""),

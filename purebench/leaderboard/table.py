@@ -13,7 +13,7 @@ from collections.abc import Sequence
 # (header, column) pairs shown in the Markdown tables; the CSV keeps every column.
 SHOWN = [
     ("classifier", "classifier"), ("defense", "defense"), ("defense params", "defense_params"),
-    ("attack", "attack"), ("norm", "norm"), ("eps", "eps"), ("n", "n_examples"), ("seed", "seed"),
+    ("attack", "attack"), ("attack params", "attack_params"), ("norm", "norm"), ("eps", "eps"), ("n", "n_examples"), ("seed", "seed"),
     ("SA %", "sa"), ("RA %", "ra"), ("RA worst %", "ra_worst"), ("evals", "n_eval"), ("EOT", "threat_eot_iter"),
     ("clean % (undef.)", "clean_acc_undefended"),
     ("adv % (undef.)", "adv_acc_undefended"), ("run", "run_id"), ("commit", "commit"),
@@ -41,7 +41,7 @@ def grouped_markdown(rows: Sequence[dict[str, str]]) -> str:
     return "\n".join(sections)
 
 
-PIVOT_KEY = ("dataset", "classifier", "defense", "defense_params", "attack", "norm", "eps")
+PIVOT_KEY = ("dataset", "classifier", "defense", "defense_params", "attack", "attack_params", "norm", "eps")
 
 
 def _cell(row: dict[str, str]) -> str:
@@ -59,12 +59,12 @@ def threat_pivot(rows: Sequence[dict[str, str]], threat_order: Sequence[str]) ->
         latest[tuple(row[k] for k in PIVOT_KEY)][row["threat_model"]] = row
     seen = {t for cells in latest.values() for t in cells}
     threats = [t for t in threat_order if t in seen] + sorted(seen - set(threat_order))
-    headers = [*PIVOT_KEY[:5], "budget", *[f"RA % {t}" for t in threats], "worst-case RA % (threat)"]
+    headers = [*PIVOT_KEY[:6], "budget", *[f"RA % {t}" for t in threats], "worst-case RA % (threat)"]
     lines = []
     for key, cells in sorted(latest.items()):
         worst_threat = min(cells, key=lambda t: float(cells[t]["ra"]))
         lines.append([
-            *key[:5], f"{key[5]} {key[6]}", *[_cell(cells[t]) if t in cells else "" for t in threats],
+            *key[:6], f"{key[6]} {key[7]}", *[_cell(cells[t]) if t in cells else "" for t in threats],
             f"{cells[worst_threat]['ra']} ({worst_threat})",
         ])  # fmt: skip
     return "\n".join(["## Across threat models", "", markdown_table(headers, lines), ""])
