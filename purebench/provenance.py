@@ -11,7 +11,7 @@ from typing import Any
 import purebench
 
 # Keys that change where or how fast a run goes, not what it computes.
-_NOT_HASHED = ("results_dir", "device", "threads")
+_NOT_HASHED = ("results_dir", "device", "threads", "shard")
 
 
 def config_hash(config: dict[str, Any]) -> str:

@@ -105,3 +105,50 @@ def test_leaderboard_command_writes_markdown_and_threat_pivot(make_cfg, data_roo
     assert cell["attack_params"] == rows["oblivious"]["attack_params"] and "steps=2" in cell["attack_params"]
     worst = min(rows.values(), key=lambda r: r["ra"])
     assert cell["worst-case RA % (threat)"] == f"{worst['ra']} ({worst['threat_model']})"
+
+
+def test_shards_merge_into_the_unsharded_numbers(make_cfg, data_root, tmp_path):
+    sharded = ["defense=gaussian_noise", "attack=pgd", "attack.steps=2", "attack.verbose=false", "n_examples=12",
+               "batch_size=4", "threat.n_eval=3"]  # fmt: skip
+    whole = evaluate(make_cfg(*sharded))
+    shards = [evaluate(make_cfg(*sharded, f"shard={i}/3")) for i in range(3)]
+    assert [s["n_examples"] for s in shards] == [4, 4, 4] and len({s["config_hash"] for s in shards}) == 1
+    results = tmp_path / "results"
+    done = subprocess.run(
+        [sys.executable, "-m", "purebench.leaderboard", "merge", f"results_dir={results}"],
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stderr
+    with open(results / "leaderboard.csv") as f:
+        merged = [r for r in csv.DictReader(f) if r["shard"] == "merged 3"]
+    assert len(merged) == 1
+    for key in ("sa", "ra", "ra_worst", "adv_acc_undefended", "n_examples"):
+        assert float(merged[0][key]) == float(whole[key]), key
+
+
+def test_an_interrupted_run_resumes_from_its_finished_batches(make_cfg, data_root, tmp_path, monkeypatch):
+    from purebench.eval import runner
+
+    cfg = make_cfg("defense=gaussian_blur", *FAST)
+    reference = evaluate(cfg)
+    calls = []
+    original = runner._evaluate_batch
+
+    def crash_on_second(*args, **kwargs):
+        calls.append(args[5])
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(runner, "_evaluate_batch", crash_on_second)
+    with pytest.raises(KeyboardInterrupt):
+        evaluate(cfg)
+    calls.clear()
+    monkeypatch.setattr(runner, "_evaluate_batch", lambda *a, **k: (calls.append(a[5]), original(*a, **k))[1])
+    resumed = evaluate(cfg)
+    assert calls == [[4, 5, 6, 7]]  # the first batch was not recomputed
+    assert (resumed["sa"], resumed["ra"], resumed["adv_acc_undefended"]) == (
+        reference["sa"], reference["ra"], reference["adv_acc_undefended"],
+    )  # fmt: skip
+    assert not list((tmp_path / "results" / "partial").rglob("*.json"))  # the row now holds the batches

@@ -32,6 +32,7 @@ from purebench.data import DATASETS, EvalDataset
 from purebench.defenses import DEFENSES, Defense
 from purebench.errors import PurebenchError
 from purebench.eval import checks
+from purebench.eval.progress import BatchStore
 from purebench.eval.results import append_row, write_json
 from purebench.eval.threats import THREATS, ThreatModel
 from purebench.provenance import config_hash, git_commit
@@ -105,6 +106,57 @@ def _purify(defense: Defense, x: torch.Tensor, seed: int, indices: Sequence[int]
         return defense.purify(x)
 
 
+def parse_shard(shard: str | None) -> tuple[int, int] | None:
+    """``"I/N"`` -> (I, N): this run evaluates batches I, I+N, I+2N, ... of the full run."""
+    if shard is None:
+        return None
+    try:
+        i, n = (int(part) for part in str(shard).split("/"))
+    except ValueError:
+        i, n = -1, 0
+    if not 0 <= i < n:
+        raise PurebenchError(f"shard must be 'I/N' with 0 <= I < N (e.g. shard=0/4), got '{shard}'.")
+    return i, n
+
+
+def _evaluate_batch(
+    dataset: EvalDataset,
+    classifier: Classifier,
+    defense: Defense,
+    attack: Attack,
+    attacked: torch.nn.Module,
+    batch: list[int],
+    seed: int,
+    n_eval: int,
+    device: torch.device,
+    first: bool,
+) -> dict[str, Any]:
+    """Clean, SA, attack, adversarial and RA predictions of one batch (all randomness seeded by the batch)."""
+    x, y = dataset.load(batch)
+    check_images(x, batch)
+    x, y = x.to(device), y.to(device)
+    clean_pred = _predict(classifier, x)
+    sa_pred = _predict(classifier, _purify(defense, x, seed, batch, "purify-clean"))
+    seed_everything(derive_seed(seed, "attack", batch[0]))
+    warnings = []
+    if first and (blind := checks.zero_gradient_count(attacked, x, y)):
+        warnings.append(f"zero input gradient for {blind}/{min(len(batch), checks.N_CHECK)} checked images")
+    x_adv = attack(attacked, x, y)
+    adv_pred = _predict(classifier, x_adv)
+    ra_hits = sum(  # independent draws of the defense's randomness per evaluation (stream k)
+        (_predict(classifier, _purify(defense, x_adv, seed, batch, _adv_stream(k))) == y).int() for k in range(n_eval)
+    )
+    examples = []
+    for k, index in enumerate(batch):
+        label = int(y[k])
+        examples.append({
+            "index": int(index), "label": label,
+            "clean_correct": int(clean_pred[k] == label), "adv_correct": int(adv_pred[k] == label),
+            "sa_correct": int(sa_pred[k] == label), "ra_hits": int(ra_hits[k]),
+        })  # fmt: skip
+    return {"examples": examples, "warnings": warnings}
+
+
 def _adv_stream(evaluation: int) -> str:
     """Seed stream of the k-th purification of an adversarial example (k=0 keeps the historic name)."""
     return "purify-adv" if evaluation == 0 else f"purify-adv-{evaluation}"
@@ -123,6 +175,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     indices = select_indices(dataset, int(cfg.n_examples), str(cfg.dataset.sample), seed)
     log.info("data: %s; evaluating %d images", dataset.source, len(indices))
     batches = [indices[i : i + int(cfg.batch_size)] for i in range(0, len(indices), int(cfg.batch_size))]
+    all_first = batches[0]
     x_first, _ = dataset.load(batches[0][: checks.N_CHECK])
     check_images(x_first, batches[0])
     detected = checks.purification_is_random(defense, x_first.to(device))
@@ -134,32 +187,28 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     threat_info = threat.describe(randomized)
     n_eval = int(threat_info["threat_n_eval"])
 
-    per_example_rows: list[dict[str, int]] = []
-    for number, batch in enumerate(tqdm(batches, desc=f"{cfg.defense.name} vs {cfg.attack.name}", unit="batch")):
-        x, y = dataset.load(batch)
-        check_images(x, batch)
-        x, y = x.to(device), y.to(device)
-        clean_pred = _predict(classifier, x)
-        sa_pred = _predict(classifier, _purify(defense, x, seed, batch, "purify-clean"))
-        seed_everything(derive_seed(seed, "attack", batch[0]))
-        if number == 0 and (blind := checks.zero_gradient_count(attacked, x, y)):
-            warnings.append(f"zero input gradient for {blind}/{min(len(batch), checks.N_CHECK)} checked images")
-        x_adv = attack(attacked, x, y)
-        adv_pred = _predict(classifier, x_adv)
-        ra_hits = sum(  # independent draws of the defense's randomness per evaluation (stream k)
-            (_predict(classifier, _purify(defense, x_adv, seed, batch, _adv_stream(k))) == y).int()
-            for k in range(n_eval)
-        )
-        for k, index in enumerate(batch):
-            label = int(y[k])
-            per_example_rows.append({
-                "index": int(index), "label": label,
-                "clean_correct": int(clean_pred[k] == label), "adv_correct": int(adv_pred[k] == label),
-                "sa_correct": int(sa_pred[k] == label), "ra_hits": int(ra_hits[k]),
-            })  # fmt: skip
-
     config = OmegaConf.to_container(cfg, resolve=True)
     chash = config_hash(config)
+    commit = git_commit()
+    shard = parse_shard(cfg.shard)
+    batches = batches[shard[0] :: shard[1]] if shard else batches  # whole batches: shards equal the full run
+    store = BatchStore(Path(str(cfg.results_dir)), f"{chash}-{commit}")
+    per_example_rows: list[dict[str, int]] = []
+    reused = 0
+    for batch in tqdm(batches, desc=f"{cfg.defense.name} vs {cfg.attack.name}", unit="batch"):
+        record = store.load(batch)
+        if record is None:
+            record = _evaluate_batch(
+                dataset, classifier, defense, attack, attacked, batch, seed, n_eval, device, first=batch == all_first
+            )
+            store.save(batch, record)
+        else:
+            reused += 1
+        per_example_rows += record["examples"]
+        warnings += [w for w in record["warnings"] if w not in warnings]
+    if reused:
+        log.info("resumed: %d of %d batches were already finished", reused, len(batches))
+
     finished = dt.datetime.now(dt.UTC)
     run_id = f"{finished:%Y%m%dT%H%M%S}-{chash[:8]}-{uuid.uuid4().hex[:6]}"
     accuracy = lambda values: round(100.0 * float(np.mean(values)), 2)  # noqa: E731
@@ -176,8 +225,9 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         "threat_model": threat.name,
         "norm": attack.norm,
         "eps": attack.eps,
-        "n_examples": len(indices),
+        "n_examples": len(per_example_rows),
         "seed": seed,
+        "shard": "" if shard is None else f"{shard[0]}/{shard[1]}",
         "sa": accuracy(column("sa_correct")),
         "ra": accuracy([hits / n_eval for hits in column("ra_hits")]),
         "ra_worst": accuracy([hits == n_eval for hits in column("ra_hits")]),
@@ -193,7 +243,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         "randomness_detected": detected,
         "wall_s": round(time.perf_counter() - start, 2),
         "config_hash": chash,
-        "commit": git_commit(),
+        "commit": commit,
         "version": purebench.__version__,
         "data_source": dataset.source,
         "warnings": " | ".join(warnings),
@@ -214,4 +264,5 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         },
     )
     append_row(results_dir / "leaderboard.csv", row)
+    store.discard(batches)
     return row

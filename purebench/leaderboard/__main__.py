@@ -1,6 +1,8 @@
-"""``python -m purebench.leaderboard results_dir=DIR``: print and write ``DIR/leaderboard.md``.
+"""``python -m purebench.leaderboard [merge] results_dir=DIR``.
 
-The Markdown holds the per-threat-model tables and the pivot of each defense across threat models.
+Without ``merge``: print and write ``DIR/leaderboard.md`` (per-threat-model tables and the pivot of
+each defense across threat models). With ``merge``: first join complete sets of shards into one
+row each (see :mod:`purebench.leaderboard.merge`).
 """
 
 from __future__ import annotations
@@ -8,18 +10,31 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from purebench.errors import PurebenchError
 from purebench.eval.results import atomic_write_text, read_rows
 from purebench.eval.threats import LADDER
+from purebench.leaderboard.merge import merge_shards
 from purebench.leaderboard.table import grouped_markdown, threat_pivot
+
+USAGE = "usage: python -m purebench.leaderboard [merge] results_dir=DIR"
 
 
 def main(argv: list[str]) -> int:
-    options = dict(arg.split("=", 1) for arg in argv if "=" in arg)
-    unknown = [a for a in argv if "=" not in a or a.split("=", 1)[0] != "results_dir"]
+    merge = bool(argv) and argv[0] == "merge"
+    args = argv[1:] if merge else argv
+    options = dict(arg.split("=", 1) for arg in args if "=" in arg)
+    unknown = [a for a in args if "=" not in a or a.split("=", 1)[0] != "results_dir"]
     if unknown:
-        print(f"purebench.leaderboard: unknown argument(s) {unknown}; usage: results_dir=DIR", file=sys.stderr)
+        print(f"purebench.leaderboard: unknown argument(s) {unknown}; {USAGE}", file=sys.stderr)
         return 2
     results_dir = Path(options.get("results_dir", "results"))
+    if merge:
+        try:
+            for row in merge_shards(results_dir):
+                print(f"merged {row['shard'].split()[1]} shards of {row['config_hash']}: SA {row['sa']} RA {row['ra']}")
+        except PurebenchError as exc:
+            print(f"purebench.leaderboard: error: {exc}", file=sys.stderr)
+            return 2
     rows = read_rows(results_dir / "leaderboard.csv")
     if not rows:
         print(

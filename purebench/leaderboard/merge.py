@@ -1,0 +1,77 @@
+"""Join the shards of one configuration into one leaderboard row.
+
+Shards are grouped by config hash; every shard of a group must come from the same code version
+and together cover shards 0..N-1 exactly once. SA/RA are recomputed from the per-example records
+of the shards' run files (never averaged from their percentages), so the merged row equals the
+row of an unsharded run. Shard rows stay in the leaderboard, marked by their ``shard`` column.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import uuid
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from purebench.errors import PurebenchError
+from purebench.eval.results import append_row, read_rows, write_json
+
+MERGED = "merged"
+
+
+def _percent(values: list[float]) -> float:
+    return round(100.0 * float(np.mean(values)), 2)
+
+
+def merge_shards(results_dir: Path) -> list[dict[str, Any]]:
+    """Append one merged row per complete, not yet merged group of shards; returns the new rows."""
+    rows = read_rows(results_dir / "leaderboard.csv")
+    groups: dict[str, list[dict[str, str]]] = defaultdict(list)
+    merged = {r["config_hash"] for r in rows if r.get("shard", "").startswith(MERGED)}
+    for row in rows:
+        if row.get("shard") and not row["shard"].startswith(MERGED) and row["config_hash"] not in merged:
+            groups[row["config_hash"]].append(row)
+    new_rows = []
+    for chash, shards in sorted(groups.items()):
+        commits = sorted({r["commit"] for r in shards})
+        if len(commits) > 1:
+            raise PurebenchError(
+                f"Shards of config {chash} come from different code versions ({', '.join(commits)}); "
+                "re-run the outdated shards at one commit before merging."
+            )
+        ids = sorted(r["shard"] for r in shards)
+        n = int(ids[0].split("/")[1])
+        if sorted(int(s.split("/")[0]) for s in ids) != list(range(n)) or any(int(s.split("/")[1]) != n for s in ids):
+            print(f"purebench.leaderboard merge: config {chash} has shards {ids}, not all of 0..{n - 1}/{n}; skipped.")
+            continue
+        examples = []
+        for shard in shards:
+            examples += json.loads((results_dir / "runs" / f"{shard['run_id']}.json").read_text())["per_example"]
+        examples.sort(key=lambda e: e["index"])
+        n_eval = int(shards[0]["n_eval"] or 1)
+        finished = dt.datetime.now(dt.UTC)
+        row = {
+            **shards[0],
+            "run_id": f"{finished:%Y%m%dT%H%M%S}-{chash[:8]}-{uuid.uuid4().hex[:6]}",
+            "shard": f"{MERGED} {n}",
+            "n_examples": len(examples),
+            "sa": _percent([e["sa_correct"] for e in examples]),
+            "ra": _percent([e["ra_hits"] / n_eval for e in examples]),
+            "ra_worst": _percent([e["ra_hits"] == n_eval for e in examples]),
+            "clean_acc_undefended": _percent([e["clean_correct"] for e in examples]),
+            "adv_acc_undefended": _percent([e["adv_correct"] for e in examples]),
+            "wall_s": round(sum(float(r["wall_s"]) for r in shards), 2),
+            "warnings": " | ".join(sorted({w for r in shards for w in r["warnings"].split(" | ") if w})),
+            "finished_at": finished.isoformat(timespec="seconds"),
+        }
+        write_json(
+            results_dir / "runs" / f"{row['run_id']}.json",
+            {"row": row, "shards": [r["run_id"] for r in shards], "per_example": examples},
+        )
+        append_row(results_dir / "leaderboard.csv", row)
+        new_rows.append(row)
+    return new_rows
