@@ -4,8 +4,8 @@ Each finished batch is written atomically to ``results_dir/partial/<key>/batch-<
 where the key is the config hash (without ``shard``) and the code version. Re-running the same
 command (or another shard of it) reuses every finished batch instead of recomputing it; batches
 are fixed by the config, and all randomness is seeded per batch and per example, so a resumed run
-yields exactly the numbers of an uninterrupted one. The files are removed once the run's row is
-written.
+yields exactly the numbers of an uninterrupted one. The batch files are removed once the run's row
+is written.
 """
 
 from __future__ import annotations
@@ -37,7 +37,5 @@ class BatchStore:
 
     def discard(self, batches: list[list[int]]) -> None:
         """Remove the records of ``batches`` (the run's row now holds them)."""
-        for batch in batches:
+        for batch in batches:  # the folder stays: a concurrent shard may be writing into it
             self._path(batch[0]).unlink(missing_ok=True)
-        if self.dir.exists() and not any(self.dir.iterdir()):
-            self.dir.rmdir()
