@@ -105,6 +105,11 @@ def test_leaderboard_command_writes_markdown_and_threat_pivot(make_cfg, data_roo
     assert cell["attack_params"] == rows["oblivious"]["attack_params"] and "steps=2" in cell["attack_params"]
     worst = min(rows.values(), key=lambda r: r["ra"])
     assert cell["worst-case RA % (threat)"] == f"{worst['ra']} ({worst['threat_model']})"
+    tex = (results / "leaderboard.tex").read_text()
+    assert tex.count("\\begin{tabular}") == tex.count("\\end{tabular}") == 2  # one table per threat model
+    body = [line for line in tex.splitlines() if line.endswith("\\\\") and "toprule" not in line]
+    assert all(line.count(" & ") == 6 for line in body) and "gaussian\\_blur" in tex
+    assert (results / "sa_ra.png").read_bytes()[:4] == b"\x89PNG"
 
 
 def test_shards_merge_into_the_unsharded_numbers(make_cfg, data_root, tmp_path):

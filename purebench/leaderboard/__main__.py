@@ -1,7 +1,7 @@
 """``python -m purebench.leaderboard [merge] results_dir=DIR``.
 
 Without ``merge``: print and write ``DIR/leaderboard.md`` (per-threat-model tables and the pivot of
-each defense across threat models). With ``merge``: first join complete sets of shards into one
+each defense across threat models), ``DIR/leaderboard.tex`` (booktabs) and ``DIR/sa_ra.png``. With ``merge``: first join complete sets of shards into one
 row each (see :mod:`purebench.leaderboard.merge`).
 """
 
@@ -13,7 +13,9 @@ from pathlib import Path
 from purebench.errors import PurebenchError
 from purebench.eval.results import atomic_write_text, read_rows
 from purebench.eval.threats import LADDER
+from purebench.leaderboard.latex import latex_tables
 from purebench.leaderboard.merge import merge_shards
+from purebench.leaderboard.plots import sa_ra_scatter
 from purebench.leaderboard.table import grouped_markdown, threat_pivot
 
 USAGE = "usage: python -m purebench.leaderboard [merge] results_dir=DIR"
@@ -44,6 +46,8 @@ def main(argv: list[str]) -> int:
         return 2
     text = grouped_markdown(rows) + "\n" + threat_pivot(rows, list(LADDER))
     atomic_write_text(results_dir / "leaderboard.md", text + "\n")
+    atomic_write_text(results_dir / "leaderboard.tex", latex_tables(rows))
+    sa_ra_scatter(rows, results_dir / "sa_ra.png")
     print(text)
     return 0
 
