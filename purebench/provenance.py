@@ -8,6 +8,8 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+import torch
+
 import purebench
 
 # Keys that change where or how fast a run goes, not what it computes.
@@ -37,3 +39,12 @@ def git_commit() -> str:
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
     return commit + ("-dirty" if dirty else "")
+
+
+def weights_digest(model: torch.nn.Module) -> str:
+    """SHA-256 of a model's weights: the cache key follows the weights, not a file name."""
+    h = hashlib.sha256()
+    for key, tensor in sorted(model.state_dict().items()):
+        h.update(key.encode())
+        h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]

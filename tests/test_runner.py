@@ -157,3 +157,18 @@ def test_an_interrupted_run_resumes_from_its_finished_batches(make_cfg, data_roo
         reference["sa"], reference["ra"], reference["adv_acc_undefended"],
     )  # fmt: skip
     assert not list((tmp_path / "results" / "partial").rglob("*.json"))  # the row now holds the batches
+
+
+def test_oblivious_attack_runs_once_for_a_sweep_of_defenses(make_cfg, data_root, monkeypatch):
+    from purebench.attacks.base import Attack
+
+    calls = []
+    original = Attack.__call__
+    monkeypatch.setattr(Attack, "__call__", lambda self, *a, **k: (calls.append(1), original(self, *a, **k))[1])
+    first = evaluate(make_cfg("defense=gaussian_blur", *FAST))
+    assert len(calls) == 2 and first["adv_cache"] == "miss"  # two batches attacked
+    second = evaluate(make_cfg("defense=median_blur", *FAST))
+    assert len(calls) == 2 and second["adv_cache"] == "hit"  # the second defense reuses them
+    assert second["adv_acc_undefended"] == first["adv_acc_undefended"]
+    adaptive = evaluate(make_cfg("defense=median_blur", *FAST, "threat=adaptive"))
+    assert len(calls) == 4 and adaptive["adv_cache"] == ""  # informed attackers are never cached

@@ -22,7 +22,7 @@ from typing import Any
 COLUMNS = [
     "run_id", "dataset", "classifier", "defense", "defense_params", "attack", "threat_model", "norm", "eps",
     "n_examples", "seed", "shard", "sa", "ra", "ra_worst", "n_eval", "clean_acc_undefended", "adv_acc_undefended",
-    "attack_steps", "attack_params", "attack_eot_iter", "threat_eot_iter", "threat_backprop_steps", "defense_randomized",
+    "attack_steps", "attack_params", "attack_eot_iter", "threat_eot_iter", "threat_backprop_steps", "adv_cache", "defense_randomized",
     "randomness_detected", "wall_s", "config_hash", "commit", "version", "data_source", "warnings", "finished_at",
 ]  # fmt: skip
 

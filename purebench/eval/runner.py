@@ -32,10 +32,11 @@ from purebench.data import DATASETS, EvalDataset
 from purebench.defenses import DEFENSES, Defense
 from purebench.errors import PurebenchError
 from purebench.eval import checks
+from purebench.eval.adversarial_cache import ObliviousCache
 from purebench.eval.progress import BatchStore
 from purebench.eval.results import append_row, write_json
 from purebench.eval.threats import THREATS, ThreatModel
-from purebench.provenance import config_hash, git_commit
+from purebench.provenance import config_hash, git_commit, weights_digest
 from purebench.seeding import derive_seed, per_example, seed_everything
 
 log = logging.getLogger(__name__)
@@ -130,6 +131,7 @@ def _evaluate_batch(
     n_eval: int,
     device: torch.device,
     first: bool,
+    cache: ObliviousCache | None,
 ) -> dict[str, Any]:
     """Clean, SA, attack, adversarial and RA predictions of one batch (all randomness seeded by the batch)."""
     x, y = dataset.load(batch)
@@ -141,7 +143,14 @@ def _evaluate_batch(
     warnings = []
     if first and (blind := checks.zero_gradient_count(attacked, x, y)):
         warnings.append(f"zero input gradient for {blind}/{min(len(batch), checks.N_CHECK)} checked images")
-    x_adv = attack(attacked, x, y)
+    x_adv = cache.get(batch) if cache is not None else None
+    hit = x_adv is not None
+    if hit:
+        x_adv = x_adv.to(device)
+    else:
+        x_adv = attack(attacked, x, y)
+        if cache is not None:
+            cache.put(batch, x_adv)
     adv_pred = _predict(classifier, x_adv)
     ra_hits = sum(  # independent draws of the defense's randomness per evaluation (stream k)
         (_predict(classifier, _purify(defense, x_adv, seed, batch, _adv_stream(k))) == y).int() for k in range(n_eval)
@@ -154,7 +163,7 @@ def _evaluate_batch(
             "clean_correct": int(clean_pred[k] == label), "adv_correct": int(adv_pred[k] == label),
             "sa_correct": int(sa_pred[k] == label), "ra_hits": int(ra_hits[k]),
         })  # fmt: skip
-    return {"examples": examples, "warnings": warnings}
+    return {"examples": examples, "warnings": warnings, "cache_hit": hit}
 
 
 def _adv_stream(evaluation: int) -> str:
@@ -193,18 +202,27 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     shard = parse_shard(cfg.shard)
     batches = batches[shard[0] :: shard[1]] if shard else batches  # whole batches: shards equal the full run
     store = BatchStore(Path(str(cfg.results_dir)), f"{chash}-{commit}")
+    cache = None
+    if threat.gradient == "classifier":  # x_adv does not depend on the defense: share it across defenses
+        cache_key = {
+            "dataset": group_params(cfg.dataset), "source": dataset.source, "classifier": classifier.name,
+            "weights": weights_digest(classifier), "attack": group_params(cfg.attack), "seed": seed,
+        }  # fmt: skip
+        cache = ObliviousCache(Path(str(cfg.results_dir)), cache_key)
     per_example_rows: list[dict[str, int]] = []
+    cache_hits = []
     reused = 0
     for batch in tqdm(batches, desc=f"{cfg.defense.name} vs {cfg.attack.name}", unit="batch"):
         record = store.load(batch)
         if record is None:
             record = _evaluate_batch(
-                dataset, classifier, defense, attack, attacked, batch, seed, n_eval, device, first=batch == all_first
+                dataset, classifier, defense, attack, attacked, batch, seed, n_eval, device, batch == all_first, cache
             )
             store.save(batch, record)
         else:
             reused += 1
         per_example_rows += record["examples"]
+        cache_hits.append(record.get("cache_hit", False))
         warnings += [w for w in record["warnings"] if w not in warnings]
     if reused:
         log.info("resumed: %d of %d batches were already finished", reused, len(batches))
@@ -239,6 +257,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         "attack_eot_iter": attack_info.get("attack_eot_iter", 1),
         "threat_eot_iter": threat_info["threat_eot_iter"],
         "threat_backprop_steps": threat_info.get("threat_backprop_steps", ""),
+        "adv_cache": ("hit" if all(cache_hits) else "miss" if not any(cache_hits) else "partial") if cache else "",
         "defense_randomized": defense.randomized,
         "randomness_detected": detected,
         "wall_s": round(time.perf_counter() - start, 2),

@@ -8,7 +8,6 @@ is far below any eps used).
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from pathlib import Path
 from typing import Any
@@ -19,20 +18,11 @@ from tqdm import tqdm
 from purebench.attacks import ATTACKS
 from purebench.classifiers import Classifier
 from purebench.data import EvalDataset
-from purebench.provenance import config_hash
+from purebench.provenance import config_hash, weights_digest
 from purebench.seeding import derive_seed, seed_everything
 from purebench.train import checkpoint
 
 log = logging.getLogger(__name__)
-
-
-def weights_digest(model: torch.nn.Module) -> str:
-    """SHA-256 of a model's weights: the cache key follows the weights, not a file name."""
-    h = hashlib.sha256()
-    for key, tensor in sorted(model.state_dict().items()):
-        h.update(key.encode())
-        h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
-    return h.hexdigest()[:16]
 
 
 def adversarial_pairs(
