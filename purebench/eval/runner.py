@@ -33,6 +33,7 @@ from purebench.defenses import DEFENSES, Defense
 from purebench.errors import PurebenchError
 from purebench.eval import checks
 from purebench.eval.adversarial_cache import ObliviousCache
+from purebench.eval.figures import purification_grid
 from purebench.eval.progress import BatchStore
 from purebench.eval.results import append_row, write_json
 from purebench.eval.threats import THREATS, ThreatModel
@@ -132,6 +133,7 @@ def _evaluate_batch(
     device: torch.device,
     first: bool,
     cache: ObliviousCache | None,
+    figure: tuple[Path, int] | None = None,
 ) -> dict[str, Any]:
     """Clean, SA, attack, adversarial and RA predictions of one batch (all randomness seeded by the batch)."""
     x, y = dataset.load(batch)
@@ -152,9 +154,15 @@ def _evaluate_batch(
         if cache is not None:
             cache.put(batch, x_adv)
     adv_pred = _predict(classifier, x_adv)
-    ra_hits = sum(  # independent draws of the defense's randomness per evaluation (stream k)
-        (_predict(classifier, _purify(defense, x_adv, seed, batch, _adv_stream(k))) == y).int() for k in range(n_eval)
-    )
+    ra_hits = torch.zeros_like(y)
+    for k in range(n_eval):  # independent draws of the defense's randomness per evaluation (stream k)
+        purified = _purify(defense, x_adv, seed, batch, _adv_stream(k))
+        ra_pred = _predict(classifier, purified)
+        ra_hits += (ra_pred == y).long()
+        if k == 0 and first and figure is not None:
+            path, n = figure[0], min(figure[1], len(batch))
+            labels = [f"y={int(y[i])}: {int(clean_pred[i])}/{int(adv_pred[i])}/{int(ra_pred[i])}" for i in range(n)]
+            purification_grid(x[:n], x_adv[:n], purified[:n], labels, path)
     examples = []
     for k, index in enumerate(batch):
         label = int(y[k])
@@ -209,6 +217,8 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
             "weights": weights_digest(classifier), "attack": group_params(cfg.attack), "seed": seed,
         }  # fmt: skip
         cache = ObliviousCache(Path(str(cfg.results_dir)), cache_key)
+    figure_path = Path(str(cfg.results_dir)) / "figures" / f"{chash}.png"
+    figure = (figure_path, int(cfg.figures)) if int(cfg.figures) > 0 else None
     per_example_rows: list[dict[str, int]] = []
     cache_hits = []
     reused = 0
@@ -216,8 +226,9 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         record = store.load(batch)
         if record is None:
             record = _evaluate_batch(
-                dataset, classifier, defense, attack, attacked, batch, seed, n_eval, device, batch == all_first, cache
-            )
+                dataset, classifier, defense, attack, attacked, batch, seed, n_eval, device, batch == all_first, cache,
+                figure,
+            )  # fmt: skip
             store.save(batch, record)
         else:
             reused += 1
@@ -280,6 +291,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
             "torch": torch.__version__,
             "device": str(device),
             "per_example": per_example_rows,
+            "figure": str(figure_path) if figure and figure_path.exists() else None,
         },
     )
     append_row(results_dir / "leaderboard.csv", row)
