@@ -13,7 +13,7 @@ import torch
 import purebench
 
 # Keys that change where or how fast a run goes, not what it computes.
-_NOT_HASHED = ("results_dir", "device", "threads", "shard", "figures")
+_NOT_HASHED = ("results_dir", "device", "threads", "shard", "figures", "logger")
 
 
 def config_hash(config: dict[str, Any]) -> str:

@@ -173,3 +173,10 @@ def test_oblivious_attack_runs_once_for_a_sweep_of_defenses(make_cfg, data_root,
     assert second["adv_acc_undefended"] == first["adv_acc_undefended"]
     adaptive = evaluate(make_cfg("defense=median_blur", *FAST, "threat=adaptive"))
     assert len(calls) == 4 and adaptive["adv_cache"] == ""  # informed attackers are never cached
+
+
+def test_wandb_logger_works_offline(make_cfg, data_root, tmp_path, monkeypatch):
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    row = evaluate(make_cfg("defense=none", *FAST, "logger=wandb"))
+    runs = list((tmp_path / "results" / "wandb").glob("offline-run-*"))
+    assert len(runs) == 1 and row["run_id"]

@@ -34,6 +34,7 @@ from purebench.errors import PurebenchError
 from purebench.eval import checks
 from purebench.eval.adversarial_cache import ObliviousCache
 from purebench.eval.figures import purification_grid
+from purebench.eval.loggers import log_run
 from purebench.eval.progress import BatchStore
 from purebench.eval.results import append_row, write_json
 from purebench.eval.threats import THREATS, ThreatModel
@@ -296,4 +297,5 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     )
     append_row(results_dir / "leaderboard.csv", row)
     store.discard(batches)
+    log_run(config["logger"], row, config, figure_path if figure else None, results_dir)
     return row
