@@ -180,3 +180,32 @@ def test_wandb_logger_works_offline(make_cfg, data_root, tmp_path, monkeypatch):
     row = evaluate(make_cfg("defense=none", *FAST, "logger=wandb"))
     runs = list((tmp_path / "results" / "wandb").glob("offline-run-*"))
     assert len(runs) == 1 and row["run_id"]
+
+
+@pytest.mark.parametrize("launcher", ["basic", "local"])
+def test_multirun_over_two_defenses(data_root, tmp_path, launcher):
+    results = tmp_path / "results"
+    args = [sys.executable, "-m", "purebench", "defense=none,gaussian_blur", *FAST, "threads=1", "figures=0",
+            f"results_dir={results}", f"hydra.sweep.dir={tmp_path / 'sweep'}", "--multirun"]  # fmt: skip
+    if launcher == "local":
+        args.insert(-1, "hydra/launcher=local")
+    done = subprocess.run(
+        args, cwd=REPO, capture_output=True, text=True, env={**os.environ, "PYTHONWARNINGS": "ignore"}
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    with open(results / "leaderboard.csv") as f:
+        assert sorted(r["defense"] for r in csv.DictReader(f)) == ["gaussian_blur", "none"]
+
+
+def test_slurm_launcher_config_composes(data_root):
+    from hydra import compose, initialize_config_dir
+
+    from purebench.cli import CONF_DIR
+
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose(
+            "config", overrides=["hydra/launcher=slurm", "hydra.launcher.partition=a100"], return_hydra_config=True
+        )
+    launcher = cfg.hydra.launcher
+    assert launcher._target_.endswith("SlurmLauncher") and launcher.partition == "a100"
+    assert (launcher.gpus_per_node, launcher.array_parallelism, launcher.name) == (1, 32, "purebench")
