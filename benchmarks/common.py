@@ -1,0 +1,36 @@
+"""Shared helpers of the benchmark scripts: compose a config, time with warm-up, report medians."""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig
+
+from purebench.cli import CONF_DIR
+
+
+def config(*overrides: str) -> DictConfig:
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        return compose("config", overrides=list(overrides))
+
+
+def median_seconds(fn: Callable[[], object], repeats: int = 3, warmup: int = 1) -> float:
+    """Median wall time of ``fn`` after ``warmup`` untimed calls (cold CPU processes swing up to 3x)."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def scratch(name: str) -> Path:
+    path = Path("/tmp") / "purebench-bench" / name
+    path.mkdir(parents=True, exist_ok=True)
+    return path
