@@ -6,6 +6,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from purebench.errors import PurebenchError
+
 
 def sincos_position_embedding(grid: int, dim: int) -> torch.Tensor:
     """Fixed 2-D sine-cosine embedding (grid*grid, dim): half the channels encode rows, half columns."""
@@ -45,3 +47,28 @@ def to_image(prediction: torch.Tensor, training: bool) -> torch.Tensor:
     predictions that start outside the range are pulled back instead of going silent."""
     clamped = prediction.clamp(0, 1)
     return prediction + (clamped - prediction).detach() if training else clamped
+
+
+class PatchAutoencoder(nn.Module):
+    """Linear patch embedding with fixed 2-D sin-cos positions, a transformer encoder, a learned mask
+    token and a transformer decoder whose head predicts each patch's pixels (MAE-style, He et al.)."""
+
+    def __init__(
+        self, image_size: int, patch_size: int, dim: int, depth: int, heads: int,
+        decoder_dim: int, decoder_depth: int, decoder_heads: int,
+    ) -> None:  # fmt: skip
+        super().__init__()
+        if image_size % patch_size:
+            raise PurebenchError(f"image size {image_size} is not a multiple of the patch size {patch_size}.")
+        self.patch_size, self.grid = patch_size, image_size // patch_size
+        patch_dim = 3 * patch_size**2
+        self.embed = nn.Linear(patch_dim, dim)
+        self.register_buffer("pos", sincos_position_embedding(self.grid, dim), persistent=False)
+        self.register_buffer("decoder_pos", sincos_position_embedding(self.grid, decoder_dim), persistent=False)
+        self.encoder, self.encoder_norm = transformer(dim, depth, heads), nn.LayerNorm(dim)
+        self.to_decoder = nn.Linear(dim, decoder_dim)
+        self.mask_token = nn.Parameter(torch.zeros(1, 1, decoder_dim))
+        nn.init.normal_(self.mask_token, std=0.02)
+        self.decoder = transformer(decoder_dim, decoder_depth, decoder_heads)
+        self.decoder_norm = nn.LayerNorm(decoder_dim)
+        self.head = nn.Linear(decoder_dim, patch_dim)

@@ -12,12 +12,11 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
-from purebench.defenses.vit import patchify, sincos_position_embedding, to_image, transformer, unpatchify
+from purebench.defenses.vit import PatchAutoencoder, patchify, to_image, unpatchify
 
 
-class MAEPurifier(nn.Module):
+class MAEPurifier(PatchAutoencoder):
     """g(x_t, m) -> x_hat for images of ``image_size`` split into ``patch_size`` patches."""
 
     adversarial = False  # trained on L_mae alone, no discriminator
@@ -26,23 +25,8 @@ class MAEPurifier(nn.Module):
         self, image_size: int, patch_size: int, dim: int, depth: int, heads: int,
         decoder_dim: int, decoder_depth: int, decoder_heads: int, visible_weight: float,
     ) -> None:  # fmt: skip
-        super().__init__()
-        if image_size % patch_size:
-            raise ValueError(f"image size {image_size} is not a multiple of patch size {patch_size}")
-        self.patch_size, self.grid, self.visible_weight = patch_size, image_size // patch_size, visible_weight
-        patch_dim = 3 * patch_size**2
-        self.embed = nn.Linear(patch_dim, dim)
-        self.register_buffer("pos", sincos_position_embedding(self.grid, dim), persistent=False)
-        self.register_buffer("decoder_pos", sincos_position_embedding(self.grid, decoder_dim), persistent=False)
-        self.encoder, self.encoder_norm = transformer(dim, depth, heads), nn.LayerNorm(dim)
-        self.to_decoder = nn.Linear(dim, decoder_dim)
-        self.mask_token = nn.Parameter(torch.zeros(1, 1, decoder_dim))
-        nn.init.normal_(self.mask_token, std=0.02)
-        self.decoder, self.decoder_norm = (
-            transformer(decoder_dim, decoder_depth, decoder_heads),
-            nn.LayerNorm(decoder_dim),
-        )
-        self.head = nn.Linear(decoder_dim, patch_dim)
+        super().__init__(image_size, patch_size, dim, depth, heads, decoder_dim, decoder_depth, decoder_heads)
+        self.visible_weight = visible_weight
 
     def patchify(self, x: torch.Tensor) -> torch.Tensor:
         return patchify(x, self.patch_size)

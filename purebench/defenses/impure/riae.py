@@ -13,9 +13,8 @@ its own clean-through perturbation.
 from __future__ import annotations
 
 import torch
-from torch import nn
 
-from purebench.defenses.vit import patchify, sincos_position_embedding, to_image, transformer, unpatchify
+from purebench.defenses.vit import PatchAutoencoder, patchify, to_image, unpatchify
 from purebench.errors import PurebenchError
 from purebench.seeding import rand_like, randn_like
 
@@ -30,32 +29,15 @@ def noise_level(t: torch.Tensor) -> torch.Tensor:
     return torch.cumprod(1 - betas, 0).to(torch.float32)[t.long()]
 
 
-class RIAE(nn.Module):
+class RIAE(PatchAutoencoder):
     def __init__(
         self, image_size: int, patch_size: int, subsets: int, dim: int, depth: int, heads: int,
         decoder_dim: int, decoder_depth: int, decoder_heads: int,
     ) -> None:  # fmt: skip
-        super().__init__()
-        if image_size % patch_size:
-            raise PurebenchError(
-                f"defense.image_size {image_size} is not a multiple of defense.patch_size {patch_size}."
-            )
-        self.patch_size, self.grid, self.subsets = patch_size, image_size // patch_size, subsets
+        super().__init__(image_size, patch_size, dim, depth, heads, decoder_dim, decoder_depth, decoder_heads)
         if self.grid**2 % subsets:
             raise PurebenchError(f"{self.grid**2} patches do not split into {subsets} equal subsets.")
-        patch_dim = 3 * patch_size**2
-        self.embed = nn.Linear(patch_dim, dim)
-        self.register_buffer("pos", sincos_position_embedding(self.grid, dim), persistent=False)
-        self.register_buffer("decoder_pos", sincos_position_embedding(self.grid, decoder_dim), persistent=False)
-        self.encoder, self.encoder_norm = transformer(dim, depth, heads), nn.LayerNorm(dim)
-        self.to_decoder = nn.Linear(dim, decoder_dim)
-        self.mask_token = nn.Parameter(torch.zeros(1, 1, decoder_dim))
-        nn.init.normal_(self.mask_token, std=0.02)
-        self.decoder, self.decoder_norm = (
-            transformer(decoder_dim, decoder_depth, decoder_heads),
-            nn.LayerNorm(decoder_dim),
-        )
-        self.head = nn.Linear(decoder_dim, patch_dim)
+        self.subsets = subsets
 
     # ---- division ----------------------------------------------------------------------------
     def division(self, x: torch.Tensor, kind: str) -> torch.Tensor:
