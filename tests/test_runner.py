@@ -111,6 +111,8 @@ def test_leaderboard_command_writes_markdown_and_threat_pivot(make_cfg, data_roo
     body = [line for line in tex.splitlines() if line.endswith("\\\\") and "toprule" not in line]
     assert all(line.count(" & ") == 6 for line in body) and "gaussian\\_blur" in tex
     assert (results / "sa_ra.png").read_bytes()[:4] == b"\x89PNG"
+    record = json.loads((results / "robustbench" / "cifar10" / "adaptive" / "resnet20--gaussian_blur.json").read_text())
+    assert record["robust_acc"] == str(rows["adaptive"]["ra"]) and record["eps"] == pytest.approx(8 / 255, abs=1e-4)
 
 
 def test_shards_merge_into_the_unsharded_numbers(make_cfg, data_root, tmp_path):
@@ -209,3 +211,32 @@ def test_slurm_launcher_config_composes(data_root):
     launcher = cfg.hydra.launcher
     assert launcher._target_.endswith("SlurmLauncher") and launcher.partition == "a100"
     assert (launcher.gpus_per_node, launcher.array_parallelism, launcher.name) == (1, 32, "purebench")
+
+
+def test_sigkill_and_rerun_equals_the_uninterrupted_run(data_root, tmp_path):
+    import signal
+    import time
+
+    args = ["defense=zeropur", "defense.gs_steps=2", "defense.ap_steps=4", "attack=pgd", "attack.steps=3",
+            "attack.verbose=false", "n_examples=24", "batch_size=4", "threat.n_eval=2", "figures=0", "threads=1"]  # fmt: skip
+    killed, whole = tmp_path / "killed", tmp_path / "whole"
+    run = _cli(*args, results=killed)
+    deadline = time.time() + 120
+    while not list((killed / "partial").rglob("batch-*.json")) and time.time() < deadline:
+        time.sleep(0.05)
+    run.send_signal(signal.SIGKILL)
+    run.wait()
+    assert not (killed / "leaderboard.csv").exists()  # killed before the end: no row, no torn row
+    outputs = {}
+    for results in (killed, whole):
+        done = _cli(*args, results=results)
+        out, err = done.communicate()
+        assert done.returncode == 0, err
+        outputs[results.name] = out + err
+    assert "resumed:" in outputs["killed"] and "resumed:" not in outputs["whole"]  # finished batches were reused
+    rows = {}
+    for results in (killed, whole):
+        with open(results / "leaderboard.csv") as f:
+            [rows[results.name]] = list(csv.DictReader(f))  # exactly one row each
+    for key in ("sa", "ra", "ra_worst", "adv_acc_undefended", "clean_acc_undefended", "n_examples"):
+        assert rows["killed"][key] == rows["whole"][key], key

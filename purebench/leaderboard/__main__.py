@@ -1,7 +1,8 @@
 """``python -m purebench.leaderboard [merge] results_dir=DIR``.
 
 Without ``merge``: print and write ``DIR/leaderboard.md`` (per-threat-model tables and the pivot of
-each defense across threat models), ``DIR/leaderboard.tex`` (booktabs) and ``DIR/sa_ra.png``. With ``merge``: first join complete sets of shards into one
+each defense across threat models), ``DIR/leaderboard.tex`` (booktabs), ``DIR/sa_ra.png`` and
+RobustBench-style records in ``DIR/robustbench/``. With ``merge``: first join complete sets of shards into one
 row each (see :mod:`purebench.leaderboard.merge`).
 """
 
@@ -16,6 +17,7 @@ from purebench.eval.threats import LADDER
 from purebench.leaderboard.latex import latex_tables
 from purebench.leaderboard.merge import merge_shards
 from purebench.leaderboard.plots import sa_ra_scatter
+from purebench.leaderboard.robustbench import robustbench_records
 from purebench.leaderboard.table import grouped_markdown, threat_pivot
 
 USAGE = "usage: python -m purebench.leaderboard [merge] results_dir=DIR"
@@ -48,6 +50,7 @@ def main(argv: list[str]) -> int:
     atomic_write_text(results_dir / "leaderboard.md", text + "\n")
     atomic_write_text(results_dir / "leaderboard.tex", latex_tables(rows))
     sa_ra_scatter(rows, results_dir / "sa_ra.png")
+    robustbench_records(rows, results_dir / "robustbench")
     print(text)
     return 0
 
