@@ -41,6 +41,17 @@ def git_commit() -> str:
     return commit + ("-dirty" if dirty else "")
 
 
+def code_version() -> str:
+    """:func:`git_commit`, with a hash of the uncommitted diff when the tree is dirty (two different
+    dirty states never share resumable work)."""
+    commit = git_commit()
+    if not commit.endswith("-dirty"):
+        return commit
+    repo = Path(purebench.__file__).resolve().parent.parent
+    diff = subprocess.run(["git", "diff", "HEAD"], cwd=repo, capture_output=True, check=False).stdout
+    return f"{commit}-{hashlib.sha256(diff).hexdigest()[:8]}"
+
+
 def weights_digest(model: torch.nn.Module) -> str:
     """SHA-256 of a model's weights: the cache key follows the weights, not a file name."""
     h = hashlib.sha256()

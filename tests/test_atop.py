@@ -62,6 +62,8 @@ def test_masks_are_per_example_and_reproducible():
     assert torch.equal(batch[2:3], alone)
     with pytest.raises(PurebenchError, match="n_masks \\* missing_rate must be 1"):
         RandomTransform("rt3", 0.25, 8, 0.25, 3)
+    with pytest.raises(PurebenchError, match="must divide the 64 patches"):
+        RandomTransform("rt3", 0.25, 8, 1 / 3, 3)  # N * r = 1, but 64 patches do not split into 3 equal masks
 
 
 def test_deepfill_layout_matches_the_public_pytorch_port():

@@ -170,6 +170,8 @@ class ZeroPur(Defense):
 
     def _run(self, x: torch.Tensor, graph: _Graph) -> torch.Tensor:
         out = self.guided_shift(x, graph)
+        if graph.differentiable and out.grad_fn is None and x.requires_grad:
+            out = x + (out - x).detach()  # GS truncated entirely: straight-through, so AP's direction stays connected
         return self.adaptive_projection(x, out, graph) if self.ap else out
 
     def purify(self, x: torch.Tensor) -> torch.Tensor:

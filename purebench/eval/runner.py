@@ -38,7 +38,7 @@ from purebench.eval.loggers import log_run
 from purebench.eval.progress import BatchStore
 from purebench.eval.results import append_row, write_json
 from purebench.eval.threats import THREATS, ThreatModel
-from purebench.provenance import config_hash, git_commit, weights_digest
+from purebench.provenance import code_version, config_hash, git_commit, weights_digest
 from purebench.seeding import derive_seed, per_example, seed_everything
 
 log = logging.getLogger(__name__)
@@ -154,6 +154,7 @@ def _evaluate_batch(
         x_adv = attack(attacked, x, y)
         if cache is not None:
             cache.put(batch, x_adv)
+    warnings += [w for w in attack.describe().get("attack_warnings", "").split(" | ") if w and w not in warnings]
     adv_pred = _predict(classifier, x_adv)
     ra_hits = torch.zeros_like(y)
     for k in range(n_eval):  # independent draws of the defense's randomness per evaluation (stream k)
@@ -210,12 +211,14 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     commit = git_commit()
     shard = parse_shard(cfg.shard)
     batches = batches[shard[0] :: shard[1]] if shard else batches  # whole batches: shards equal the full run
-    store = BatchStore(Path(str(cfg.results_dir)), f"{chash}-{commit}")
+    version = code_version()
+    store = BatchStore(Path(str(cfg.results_dir)), f"{chash}-{version}")
     cache = None
     if threat.gradient == "classifier":  # x_adv does not depend on the defense: share it across defenses
         cache_key = {
             "dataset": group_params(cfg.dataset), "source": dataset.source, "classifier": classifier.name,
             "weights": weights_digest(classifier), "attack": group_params(cfg.attack), "seed": seed,
+            "code": version, "torch": torch.__version__, "device": str(device),
         }  # fmt: skip
         cache = ObliviousCache(Path(str(cfg.results_dir)), cache_key)
     figure_path = Path(str(cfg.results_dir)) / "figures" / f"{chash}.png"
@@ -244,7 +247,6 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     accuracy = lambda values: round(100.0 * float(np.mean(values)), 2)  # noqa: E731
     column = lambda key: [r[key] for r in per_example_rows]  # noqa: E731
     attack_info = attack.describe()
-    warnings += [w for w in [attack_info.get("attack_warnings", "")] if w]
     row = {
         "run_id": run_id,
         "dataset": dataset.name,

@@ -18,7 +18,7 @@ from purebench.leaderboard.latex import latex_tables
 from purebench.leaderboard.merge import merge_shards
 from purebench.leaderboard.plots import sa_ra_scatter
 from purebench.leaderboard.robustbench import robustbench_records
-from purebench.leaderboard.table import grouped_markdown, threat_pivot
+from purebench.leaderboard.table import complete, grouped_markdown, threat_pivot
 
 USAGE = "usage: python -m purebench.leaderboard [merge] results_dir=DIR"
 
@@ -48,8 +48,8 @@ def main(argv: list[str]) -> int:
         return 2
     text = grouped_markdown(rows) + "\n" + threat_pivot(rows, list(LADDER))
     atomic_write_text(results_dir / "leaderboard.md", text + "\n")
-    atomic_write_text(results_dir / "leaderboard.tex", latex_tables(rows))
-    sa_ra_scatter(rows, results_dir / "sa_ra.png")
+    atomic_write_text(results_dir / "leaderboard.tex", latex_tables(complete(rows)))
+    sa_ra_scatter(complete(rows), results_dir / "sa_ra.png")
     robustbench_records(rows, results_dir / "robustbench")
     print(text)
     return 0

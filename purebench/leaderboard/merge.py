@@ -1,7 +1,8 @@
 """Join the shards of one configuration into one leaderboard row.
 
-Shards are grouped by config hash; every shard of a group must come from the same code version
-and together cover shards 0..N-1 exactly once. SA/RA are recomputed from the per-example records
+Shards are grouped by config hash and code version (shards of different versions are never
+mixed); a re-run shard replaces its older row, and a group is merged once it covers shards
+0..N-1. SA/RA are recomputed from the per-example records
 of the shards' run files (never averaged from their percentages), so the merged row equals the
 row of an unsharded run. Shard rows stay in the leaderboard, marked by their ``shard`` column.
 """
@@ -17,7 +18,6 @@ from typing import Any
 
 import numpy as np
 
-from purebench.errors import PurebenchError
 from purebench.eval.results import append_row, read_rows, write_json
 
 MERGED = "merged"
@@ -30,20 +30,25 @@ def _percent(values: list[float]) -> float:
 def merge_shards(results_dir: Path) -> list[dict[str, Any]]:
     """Append one merged row per complete, not yet merged group of shards; returns the new rows."""
     rows = read_rows(results_dir / "leaderboard.csv")
-    groups: dict[str, list[dict[str, str]]] = defaultdict(list)
-    merged = {r["config_hash"] for r in rows if r.get("shard", "").startswith(MERGED)}
-    for row in rows:
-        if row.get("shard") and not row["shard"].startswith(MERGED) and row["config_hash"] not in merged:
-            groups[row["config_hash"]].append(row)
-    new_rows = []
-    for chash, shards in sorted(groups.items()):
-        commits = sorted({r["commit"] for r in shards})
-        if len(commits) > 1:
-            raise PurebenchError(
-                f"Shards of config {chash} come from different code versions ({', '.join(commits)}); "
-                "re-run the outdated shards at one commit before merging."
+    groups: dict[tuple[str, str], dict[str, dict[str, str]]] = defaultdict(dict)
+    merged = {(r["config_hash"], r["commit"]) for r in rows if r.get("shard", "").startswith(MERGED)}
+    for row in sorted(rows, key=lambda r: r["finished_at"]):  # a re-run shard replaces the older row
+        key = (row["config_hash"], row["commit"])
+        if row.get("shard") and not row["shard"].startswith(MERGED) and key not in merged:
+            groups[key][row["shard"]] = row
+    commits: dict[str, set[str]] = defaultdict(set)
+    for chash, commit in groups:
+        commits[chash].add(commit)
+    for chash, versions in sorted(commits.items()):
+        if len(versions) > 1:
+            print(
+                f"purebench.leaderboard merge: shards of config {chash} come from {len(versions)} code versions "
+                f"({', '.join(sorted(versions))}); each version is merged only when it has all its shards."
             )
-        ids = sorted(r["shard"] for r in shards)
+    new_rows = []
+    for (chash, _commit), by_id in sorted(groups.items()):
+        shards = list(by_id.values())
+        ids = sorted(by_id)
         n = int(ids[0].split("/")[1])
         if sorted(int(s.split("/")[0]) for s in ids) != list(range(n)) or any(int(s.split("/")[1]) != n for s in ids):
             print(f"purebench.leaderboard merge: config {chash} has shards {ids}, not all of 0..{n - 1}/{n}; skipped.")

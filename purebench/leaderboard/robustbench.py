@@ -14,13 +14,12 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from purebench.eval.results import atomic_write_text
+from purebench.leaderboard.table import complete
 
 
 def robustbench_records(rows: Sequence[dict[str, str]], out_dir: Path) -> list[Path]:
     best: dict[tuple[str, str, str, str], dict[str, str]] = {}
-    for row in sorted(rows, key=lambda r: r["finished_at"]):
-        if row.get("shard", "") and not row["shard"].startswith("merged"):
-            continue  # shards count only once merged
+    for row in sorted(complete(rows), key=lambda r: r["finished_at"]):  # shards count only once merged
         key = (row["dataset"], row["classifier"], row["defense"], row["threat_model"])
         if key not in best or float(row["ra"]) <= float(best[key]["ra"]):
             best[key] = row

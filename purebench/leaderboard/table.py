@@ -28,10 +28,15 @@ def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> 
     return "\n".join(lines)
 
 
+def complete(rows: Sequence[dict[str, str]]) -> list[dict[str, str]]:
+    """Rows that stand for a whole evaluation: unsharded runs and merged shards, not single shards."""
+    return [r for r in rows if not r.get("shard") or r["shard"].startswith("merged")]
+
+
 def grouped_markdown(rows: Sequence[dict[str, str]]) -> str:
     """One section per (dataset, threat model), rows sorted by RA (descending), then SA."""
     groups: dict[tuple[str, str], list[dict[str, str]]] = defaultdict(list)
-    for row in rows:
+    for row in complete(rows):
         groups[(row["dataset"], row["threat_model"])].append(row)
     sections = ["# purebench leaderboard", ""]
     for (dataset, threat), members in sorted(groups.items()):
@@ -55,7 +60,7 @@ def threat_pivot(rows: Sequence[dict[str, str]], threat_order: Sequence[str]) ->
     The last column is the minimum RA over the threat models that were run for that line.
     """
     latest: dict[tuple[str, ...], dict[str, dict[str, str]]] = defaultdict(dict)
-    for row in sorted(rows, key=lambda r: r["finished_at"]):
+    for row in sorted(complete(rows), key=lambda r: r["finished_at"]):
         latest[tuple(row[k] for k in PIVOT_KEY)][row["threat_model"]] = row
     seen = {t for cells in latest.values() for t in cells}
     threats = [t for t in threat_order if t in seen] + sorted(seen - set(threat_order))

@@ -40,6 +40,7 @@ def adversarial_pairs(
     key_config = {
         "dataset": dataset.name, "source": dataset.source, "indices": indices, "classifier": classifier.name,
         "weights": weights_digest(classifier), "attacks": attacks, "norm": norm, "eps": eps, "seed": seed,
+        "batch_size": batch_size,  # batches set the per-batch attack seeds
     }  # fmt: skip
     path = Path(cache_dir).expanduser() / f"adversarial-{config_hash(key_config)}.pt"
     names = [a["name"] + "".join(f"-{k}={v}" for k, v in sorted(a.items()) if k != "name") for a in attacks]

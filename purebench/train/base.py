@@ -34,8 +34,9 @@ from purebench.train import checkpoint
 
 log = logging.getLogger(__name__)
 
-# Keys that may change between a run and its resumption: where and how long it runs.
-_RESUMABLE = ("max_minutes", "epochs", "out")
+# Keys that may change between a run and its resumption: where it writes and its time budget
+# (not ``epochs``: a learning-rate schedule depends on it).
+_RESUMABLE = ("max_minutes", "out")
 
 
 def augment(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:

@@ -39,10 +39,10 @@ class RandomTransform:
             raise PurebenchError(f"defense.transform must be one of {', '.join(TRANSFORMS)}, got '{kind}'.")
         if not 0 < missing_rate < 1:
             raise PurebenchError(f"defense.missing_rate must be in (0, 1), got {missing_rate}.")
-        if kind == "rt3" and abs(n_masks * missing_rate - 1) > 1e-9:
+        if kind == "rt3" and (abs(n_masks * missing_rate - 1) > 1e-9 or grid**2 % n_masks):
             raise PurebenchError(
-                f"RT3 needs N non-overlapping masks that cover the image: n_masks * missing_rate must be 1, "
-                f"got {n_masks} * {missing_rate}."
+                f"RT3 needs N equal non-overlapping masks that cover the image: n_masks * missing_rate must be 1 "
+                f"and n_masks must divide the {grid * grid} patches, got {n_masks} * {missing_rate}."
             )
         self.kind, self.sigma, self.grid, self.missing_rate, self.n_masks = kind, sigma, grid, missing_rate, n_masks
 
@@ -59,7 +59,7 @@ class RandomTransform:
         # group_of_patch[b, k] = which mask hides patch k of image b (-1: none of them)
         rank = order.argsort(dim=1)
         if self.kind == "rt3":
-            group_of_patch = rank // n_missing  # N disjoint groups covering every patch
+            group_of_patch = rank * self.n_masks // self.grid**2  # N disjoint equal groups covering every patch
             groups = range(self.n_masks)
         else:
             group_of_patch = torch.where(rank < n_missing, 0, -1)
