@@ -11,22 +11,24 @@ inner optimisation unrolled into the graph.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
+
 import torch
 from torch import nn
 
 from purebench.registry import Registry
 
 
-class Defense(nn.Module):
+class Defense(nn.Module, ABC):
     """Base class: override :meth:`purify` and set the class attributes that describe it."""
 
     randomized: bool = False
     differentiable: bool = True
     trainable: bool = False
 
+    @abstractmethod
     def purify(self, x: torch.Tensor) -> torch.Tensor:
         """Purified images, same shape as ``x``, in [0, 1]."""
-        raise NotImplementedError
 
     def bpda_approximation(self, x: torch.Tensor) -> torch.Tensor:
         """A differentiable stand-in for ``purify`` used by BPDA's backward pass (Athalye et al. 2018)."""
