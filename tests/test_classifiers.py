@@ -79,3 +79,19 @@ def test_checkpoint_round_trip_for_random_init_architectures(tmp_path):
     again = CLASSIFIERS.build("wrn28_10", checkpoint=str(path))
     x = torch.rand(1, 3, 32, 32)
     torch.testing.assert_close(model(x), again(x))
+
+
+def test_channels_last_and_amp_switches_keep_the_results(resnet20_batch):
+    from purebench.attacks import ATTACKS
+
+    plain, x, y = resnet20_batch
+    fast_layout = CLASSIFIERS.build("resnet20").accelerate(amp=False, channels_last=True)
+    autocast = CLASSIFIERS.build("resnet20").accelerate(amp=True, channels_last=False)
+    with torch.no_grad():
+        reference, layout, mixed = plain(x), fast_layout(x), autocast(x)
+    assert torch.allclose(reference, layout, atol=1e-4)  # same numbers, other memory layout
+    assert mixed.dtype == torch.float32 and (mixed.argmax(1) == reference.argmax(1)).float().mean() >= 0.97
+    attack = ATTACKS.build("pgd", norm="Linf", eps=8 / 255, seed=0, verbose=False, alpha=2 / 255, steps=3)
+    x_adv = attack(autocast, x[:16], y[:16])  # gradients flow through autocast
+    with torch.no_grad():
+        assert (autocast(x_adv).argmax(1) == y[:16]).float().mean() < 0.3

@@ -241,3 +241,10 @@ def test_sigkill_and_rerun_equals_the_uninterrupted_run(data_root, tmp_path):
             [rows[results.name]] = list(csv.DictReader(f))  # exactly one row each
     for key in ("sa", "ra", "ra_worst", "adv_acc_undefended", "clean_acc_undefended", "n_examples"):
         assert rows["killed"][key] == rows["whole"][key], key
+
+
+def test_gpu_speed_switches_run_end_to_end(make_cfg, data_root):
+    plain = evaluate(make_cfg("defense=gaussian_blur", *FAST))
+    fast = evaluate(make_cfg("defense=gaussian_blur", *FAST, "channels_last=true", "amp=true"))
+    assert fast["config_hash"] != plain["config_hash"]  # numerics differ, so the rows are kept apart
+    assert abs(fast["sa"] - plain["sa"]) <= 12.5 and fast["n_examples"] == 8

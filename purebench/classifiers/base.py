@@ -44,9 +44,18 @@ class Classifier(nn.Module):
         normalise = mean is not None and std is not None
         self.register_buffer("mean", torch.tensor(mean).view(1, -1, 1, 1) if normalise else None)
         self.register_buffer("std", torch.tensor(std).view(1, -1, 1, 1) if normalise else None)
+        self.amp, self.channels_last = False, False
         self.eval()
         for p in self.parameters():
             p.requires_grad_(False)
+
+    def accelerate(self, amp: bool, channels_last: bool) -> Classifier:
+        """GPU speed switches: autocast (float16 on CUDA, bfloat16 on CPU; logits returned in float32)
+        and channels-last memory layout for the convolutions."""
+        self.amp, self.channels_last = amp, channels_last
+        if channels_last:
+            self.net.to(memory_format=torch.channels_last)
+        return self
 
     def train(self, mode: bool = True) -> Classifier:
         """Stay in eval mode: BatchNorm statistics must never mix the images of a batch."""
@@ -57,7 +66,14 @@ class Classifier(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Logits for images in [0, 1]."""
-        return self.net(self._normalise(x))
+        x = self._normalise(x)
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        if not self.amp:
+            return self.net(x)
+        dtype = torch.float16 if x.device.type == "cuda" else torch.bfloat16
+        with torch.autocast(device_type=x.device.type, dtype=dtype):
+            return self.net(x).float()
 
     def layer_names(self) -> list[str]:
         """Names accepted by :meth:`features` (every named submodule of the network)."""

@@ -79,6 +79,7 @@ def build_components(
     """Instantiate every registry entry named in ``cfg`` (fails early, before any compute)."""
     dataset = DATASETS.build(cfg.dataset.name, **group_params(cfg.dataset, "sample"))
     classifier = CLASSIFIERS.build(cfg.classifier.name, **group_params(cfg.classifier)).to(device)
+    classifier.accelerate(bool(cfg.amp), bool(cfg.channels_last))
     if classifier.num_classes != dataset.num_classes:
         raise PurebenchError(
             f"classifier '{classifier.name}' predicts {classifier.num_classes} classes but {dataset.name} has "
