@@ -41,10 +41,9 @@ def git_commit() -> str:
     return commit + ("-dirty" if dirty else "")
 
 
-def code_version() -> str:
-    """:func:`git_commit`, with a hash of the uncommitted diff when the tree is dirty (two different
-    dirty states never share resumable work)."""
-    commit = git_commit()
+def code_version(commit: str) -> str:
+    """``commit`` (from :func:`git_commit`), with a hash of the uncommitted diff when the tree is
+    dirty (two different dirty states never share resumable work)."""
     if not commit.endswith("-dirty"):
         return commit
     repo = Path(purebench.__file__).resolve().parent.parent

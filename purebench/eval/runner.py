@@ -212,7 +212,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     commit = git_commit()
     shard = parse_shard(cfg.shard)
     batches = batches[shard[0] :: shard[1]] if shard else batches  # whole batches: shards equal the full run
-    version = code_version()
+    version = code_version(commit)
     store = BatchStore(Path(str(cfg.results_dir)), f"{chash}-{version}")
     cache = None
     if threat.gradient == "classifier":  # x_adv does not depend on the defense: share it across defenses

@@ -53,6 +53,7 @@ class AToPTrainer(Trainer):
             self.optimizers["discriminator"] = torch.optim.Adam(
                 self.discriminator.parameters(), lr=self.t.lr, betas=betas
             )
+        self._val_pairs: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] | None = None
         self.adversary: Attack = ATTACKS.build(
             self.t.adversary.name, seed=self.seed, verbose=False, **group_params(self.t.adversary)
         )
@@ -127,14 +128,21 @@ class AToPTrainer(Trainer):
         self.optimizers["purifier"].step()
         return losses
 
+    def _validation_pairs(self) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+        """Held-out (x, x_adv, y) batches; crafted once, since the adversary sees only the frozen classifier."""
+        if self._val_pairs is None:
+            self._val_pairs = []
+            for start in range(0, len(self.val_idx), int(self.t.batch_size)):
+                x, y = self.dataset.load(self.val_idx[start : start + int(self.t.batch_size)].tolist())
+                x, y = x.to(self.device), y.to(self.device)
+                self._val_pairs.append((x, self.adversary(self.classifier, x, y), y))
+        return self._val_pairs
+
     def validate(self) -> dict[str, float]:
         """SA and oblivious RA (the training adversary on the classifier) of the current purifier on held-out images."""
         defense = AToP(self.transform, self.purifier)
         correct_sa = correct_ra = 0
-        for start in range(0, len(self.val_idx), int(self.t.batch_size)):
-            x, y = self.dataset.load(self.val_idx[start : start + int(self.t.batch_size)].tolist())
-            x, y = x.to(self.device), y.to(self.device)
-            x_adv = self.adversary(self.classifier, x, y)
+        for x, x_adv, y in self._validation_pairs():
             with torch.no_grad():
                 correct_sa += int((self.classifier(defense.purify(x)).argmax(1) == y).sum())
                 correct_ra += int((self.classifier(defense.purify(x_adv)).argmax(1) == y).sum())

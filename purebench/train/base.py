@@ -65,6 +65,7 @@ class Trainer(ABC):
         train_cfg = {k: v for k, v in self.config["train"].items() if k not in _RESUMABLE}
         self.hash = config_hash({**self.config, "train": train_cfg})
         self.out = Path(str(self.t.out)).expanduser()
+        self.commit = git_commit()
         self.networks: dict[str, nn.Module] = {}
         self.optimizers: dict[str, torch.optim.Optimizer] = {}
 
@@ -105,7 +106,7 @@ class Trainer(ABC):
             **{name: net.state_dict() for name, net in self.networks.items()},
             **{f"opt_{name}": opt.state_dict() for name, opt in self.optimizers.items()},
             "epoch": epoch, "history": history, "config": self.config, "config_hash": self.hash,
-            "commit": git_commit(),
+            "commit": self.commit,
         }  # fmt: skip
 
     def _restore(self, state: dict[str, Any]) -> None:
