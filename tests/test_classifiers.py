@@ -1,5 +1,6 @@
 import pytest
 import torch
+import torch.nn.functional as F
 
 from purebench.classifiers import CLASSIFIERS
 from purebench.data import DATASETS
@@ -95,3 +96,25 @@ def test_channels_last_and_amp_switches_keep_the_results(resnet20_batch):
     x_adv = attack(autocast, x[:16], y[:16])  # gradients flow through autocast
     with torch.no_grad():
         assert (autocast(x_adv).argmax(1) == y[:16]).float().mean() < 0.3
+
+
+@pytest.mark.parametrize("backend", ["inductor", "aot_eager"])
+def test_compile_switch_keeps_logits_gradients_features_and_weights(resnet20_batch, backend):
+    plain, x, y = resnet20_batch
+    compiled = CLASSIFIERS.build("resnet20").accelerate(amp=False, channels_last=False, compile_backend=backend)
+    assert list(compiled.state_dict()) == list(plain.state_dict())  # checkpoints and weight digests unchanged
+    images = x[:16].clone().requires_grad_(True)
+    reference = plain(images)
+    (reference_grad,) = torch.autograd.grad(F.cross_entropy(reference, y[:16]), images)
+    logits = compiled(images)
+    (grad,) = torch.autograd.grad(F.cross_entropy(logits, y[:16]), images)
+    torch.testing.assert_close(logits, reference, atol=1e-4, rtol=1e-4)  # the attack sees the same model
+    torch.testing.assert_close(grad, reference_grad, atol=1e-5, rtol=1e-3)
+    _, feats = compiled.features(x[:4], [compiled.stages[0]], embedding=True)  # hooks still fire (eager path)
+    _, reference_feats = plain.features(x[:4], [plain.stages[0]], embedding=True)
+    torch.testing.assert_close(feats["embedding"], reference_feats["embedding"])
+
+
+def test_unknown_compile_backend_lists_the_choices():
+    with pytest.raises(PurebenchError, match="Unknown torch.compile backend 'bogus'.*inductor"):
+        CLASSIFIERS.build("resnet20").accelerate(amp=False, channels_last=False, compile_backend="bogus")

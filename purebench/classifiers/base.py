@@ -9,7 +9,7 @@ candidate layer set S of Adaptive Projection).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import nn
@@ -45,16 +45,30 @@ class Classifier(nn.Module):
         self.register_buffer("mean", torch.tensor(mean).view(1, -1, 1, 1) if normalise else None)
         self.register_buffer("std", torch.tensor(std).view(1, -1, 1, 1) if normalise else None)
         self.amp, self.channels_last = False, False
+        self._compiled: Callable[[torch.Tensor], torch.Tensor] | None = None  # a function, not a submodule
         self.eval()
         for p in self.parameters():
             p.requires_grad_(False)
 
-    def accelerate(self, amp: bool, channels_last: bool) -> Classifier:
-        """GPU speed switches: autocast (float16 on CUDA, bfloat16 on CPU; logits returned in float32)
-        and channels-last memory layout for the convolutions."""
+    def accelerate(self, amp: bool, channels_last: bool, compile_backend: str | None = None) -> Classifier:
+        """GPU speed switches: autocast (float16 on CUDA, bfloat16 on CPU; logits returned in float32),
+        channels-last memory layout for the convolutions, and ``torch.compile`` of the logits path.
+
+        Only :meth:`forward` is compiled (the attack's and the runner's logits). :meth:`features`
+        stays eager: its forward hooks must see the original submodules, and defenses that unroll
+        an inner optimisation need double backward, which compiled graphs do not support. The
+        compiled function is kept off the module tree, so ``state_dict`` keys are unchanged.
+        """
         self.amp, self.channels_last = amp, channels_last
         if channels_last:
             self.net.to(memory_format=torch.channels_last)
+        if compile_backend is not None:
+            if compile_backend not in torch._dynamo.list_backends(exclude_tags=()):
+                raise PurebenchError(
+                    f"Unknown torch.compile backend '{compile_backend}'. Use compile=true (inductor), compile=false, "
+                    f"or one of: {', '.join(torch._dynamo.list_backends())}."
+                )
+            self._compiled = torch.compile(self.net.forward, backend=compile_backend)
         return self
 
     def train(self, mode: bool = True) -> Classifier:
@@ -65,15 +79,18 @@ class Classifier(nn.Module):
         return x if self.mean is None else (x - self.mean) / self.std
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Logits for images in [0, 1]."""
+        """Logits for images in [0, 1] (compiled when :meth:`accelerate` asked for it)."""
+        return self._logits(x, self._compiled or self.net)
+
+    def _logits(self, x: torch.Tensor, net: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
         x = self._normalise(x)
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         if not self.amp:
-            return self.net(x)
+            return net(x)
         dtype = torch.float16 if x.device.type == "cuda" else torch.bfloat16
         with torch.autocast(device_type=x.device.type, dtype=dtype):
-            return self.net(x).float()
+            return net(x).float()
 
     def layer_names(self) -> list[str]:
         """Names accepted by :meth:`features` (every named submodule of the network)."""
@@ -105,7 +122,7 @@ class Classifier(nn.Module):
                 )
             )
         try:
-            logits = self(x)
+            logits = self._logits(x, self.net)  # eager: the hooks live on the original submodules
         finally:
             for h in handles:
                 h.remove()

@@ -79,7 +79,7 @@ def build_components(
     """Instantiate every registry entry named in ``cfg`` (fails early, before any compute)."""
     dataset = DATASETS.build(cfg.dataset.name, **group_params(cfg.dataset, "sample"))
     classifier = CLASSIFIERS.build(cfg.classifier.name, **group_params(cfg.classifier)).to(device)
-    classifier.accelerate(bool(cfg.amp), bool(cfg.channels_last))
+    classifier.accelerate(bool(cfg.amp), bool(cfg.channels_last), compile_backend(cfg.compile))
     if classifier.num_classes != dataset.num_classes:
         raise PurebenchError(
             f"classifier '{classifier.name}' predicts {classifier.num_classes} classes but {dataset.name} has "
@@ -89,6 +89,13 @@ def build_components(
     attack = ATTACKS.build(cfg.attack.name, seed=int(cfg.seed), **group_params(cfg.attack))
     threat = THREATS.build(cfg.threat.name, **group_params(cfg.threat))
     return dataset, classifier, defense, attack, threat
+
+
+def compile_backend(value: bool | str | None) -> str | None:
+    """The ``compile`` switch: false/null = eager, true = inductor, or a named torch.compile backend."""
+    if value is None or value is False:
+        return None
+    return "inductor" if value is True else str(value)
 
 
 def check_images(x: torch.Tensor, indices: Sequence[int]) -> None:
@@ -102,6 +109,14 @@ def check_images(x: torch.Tensor, indices: Sequence[int]) -> None:
 @torch.no_grad()
 def _predict(classifier: Classifier, x: torch.Tensor) -> torch.Tensor:
     return classifier(x).argmax(1)
+
+
+def _predict_purified(
+    classifier: Classifier, purified: torch.Tensor, source: torch.Tensor, source_pred: torch.Tensor
+) -> torch.Tensor:
+    """Predictions on purified images; a purifier that returned its input unchanged (the same tensor)
+    reuses the input's predictions instead of paying another forward pass."""
+    return source_pred if purified is source else _predict(classifier, purified)
 
 
 def _purify(defense: Defense, x: torch.Tensor, seed: int, indices: Sequence[int], stream: str) -> torch.Tensor:
@@ -142,7 +157,7 @@ def _evaluate_batch(
     check_images(x, batch)
     x, y = x.to(device), y.to(device)
     clean_pred = _predict(classifier, x)
-    sa_pred = _predict(classifier, _purify(defense, x, seed, batch, "purify-clean"))
+    sa_pred = _predict_purified(classifier, _purify(defense, x, seed, batch, "purify-clean"), x, clean_pred)
     seed_everything(derive_seed(seed, "attack", batch[0]))
     warnings = []
     if first and (blind := checks.zero_gradient_count(attacked, x, y)):
@@ -160,7 +175,7 @@ def _evaluate_batch(
     ra_hits = torch.zeros_like(y)
     for k in range(n_eval):  # independent draws of the defense's randomness per evaluation (stream k)
         purified = _purify(defense, x_adv, seed, batch, _adv_stream(k))
-        ra_pred = _predict(classifier, purified)
+        ra_pred = _predict_purified(classifier, purified, x_adv, adv_pred)
         ra_hits += (ra_pred == y).long()
         if k == 0 and first and figure is not None:
             path, n = figure[0], min(figure[1], len(batch))
@@ -219,6 +234,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         cache_key = {
             "dataset": group_params(cfg.dataset), "source": dataset.source, "classifier": classifier.name,
             "weights": weights_digest(classifier), "attack": group_params(cfg.attack), "seed": seed,
+            "numerics": {"amp": cfg.amp, "channels_last": cfg.channels_last, "compile": cfg.compile},
             "code": version, "torch": torch.__version__, "device": str(device),
         }  # fmt: skip
         cache = ObliviousCache(Path(str(cfg.results_dir)), cache_key)
