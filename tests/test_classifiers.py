@@ -116,5 +116,5 @@ def test_compile_switch_keeps_logits_gradients_features_and_weights(resnet20_bat
 
 
 def test_unknown_compile_backend_lists_the_choices():
-    with pytest.raises(PurebenchError, match="Unknown torch.compile backend 'bogus'.*inductor"):
+    with pytest.raises(PurebenchError, match=r"Unknown torch.compile backend 'bogus'.*inductor"):
         CLASSIFIERS.build("resnet20").accelerate(amp=False, channels_last=False, compile_backend="bogus")
