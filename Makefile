@@ -24,11 +24,11 @@ demo: install
 	$(PY) -m purebench
 
 test: install
-	$(PY) -m ruff check purebench tests benchmarks
+	$(PY) -m ruff check purebench tests benchmarks examples
 	$(PY) -m pytest -q
 
 lint: install
-	$(PY) -m ruff check purebench tests benchmarks
+	$(PY) -m ruff check purebench tests benchmarks examples
 	$(PY) -m ruff format --check purebench tests
 
 clean:
