@@ -111,7 +111,8 @@ def test_leaderboard_command_writes_markdown_and_threat_pivot(make_cfg, data_roo
     body = [line for line in tex.splitlines() if line.endswith("\\\\") and "toprule" not in line]
     assert all(line.count(" & ") == 6 for line in body) and "gaussian\\_blur" in tex
     assert (results / "sa_ra.png").read_bytes()[:4] == b"\x89PNG"
-    record = json.loads((results / "robustbench" / "cifar10" / "adaptive" / "resnet20--gaussian_blur.json").read_text())
+    [path] = (results / "robustbench" / "cifar10" / "adaptive").glob("resnet20--gaussian_blur--*.json")
+    record = json.loads(path.read_text())
     assert record["robust_acc"] == str(rows["adaptive"]["ra"]) and record["eps"] == pytest.approx(8 / 255, abs=1e-4)
 
 
