@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from hydra import compose, initialize_config_dir
@@ -28,6 +28,20 @@ def median_seconds(fn: Callable[[], object], repeats: int = 3, warmup: int = 1) 
         fn()
         times.append(time.perf_counter() - start)
     return statistics.median(times)
+
+
+def interleaved_median_seconds(fns: Sequence[Callable[[], object]], repeats: int = 5) -> list[float]:
+    """Median wall time of each of ``fns``, timed in turns (A, B, A, B, ...) after one warm-up round,
+    so that a slow phase of a shared machine hits every contender alike."""
+    for fn in fns:
+        fn()
+    times: list[list[float]] = [[] for _ in fns]
+    for _ in range(repeats):
+        for fn, spent in zip(fns, times, strict=True):
+            start = time.perf_counter()
+            fn()
+            spent.append(time.perf_counter() - start)
+    return [statistics.median(spent) for spent in times]
 
 
 def scratch(name: str) -> Path:
