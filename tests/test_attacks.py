@@ -52,6 +52,13 @@ def test_budget_violations_are_errors():
     check_budget(projected, x, "L2", 0.3, "test")
 
 
+def test_autoattack_step_size_checkpoints_follow_the_configured_iterations():
+    attack = ATTACKS.build("autoattack", norm="Linf", eps=8 / 255, seed=0, version="standard", n_iter=10, verbose=False)
+    aa = attack.build(torch.nn.Linear(2, 2), torch.device("cpu"))
+    for apgd in (aa.apgd, aa.apgd_targeted):  # APGD checkpoints at 0.22 N, period -0.03 N, floor 0.06 N
+        assert (apgd.n_iter, apgd.n_iter_2, apgd.size_decr, apgd.n_iter_min) == (10, 2, 1, 1)
+
+
 def test_autoattack_rand_breaks_the_undefended_classifier(resnet20_batch):
     model, x, y = resnet20_batch
     attack = ATTACKS.build("autoattack", norm="Linf", eps=8 / 255, seed=0, version="rand", n_iter=5, verbose=False)

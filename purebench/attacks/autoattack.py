@@ -66,26 +66,36 @@ class AutoAttackAdapter(Attack):
         self.warnings = _WarningCollector()
         logging.getLogger("auto-attack").addHandler(self.warnings)
 
-    def perturb(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    def build(self, model: nn.Module, device: torch.device) -> Any:
+        """The pyautoattack ``AutoAttack`` object for ``model`` with this config's budget."""
         from pyautoattack import AutoAttack
 
         logging.getLogger("auto-attack").setLevel(logging.DEBUG if self.verbose else logging.WARNING)
         aa = AutoAttack(
             model,
             attacks=self.attacks if self.version == "custom" else None,
-            device=x.device,
+            device=device,
             eps=self.eps,
             norm=self.norm,
             seed=self.seed,
             version=self.version,
         )
-        # Override the version's defaults with the configured budget of iterations.
+        # Override the version's defaults with the configured budget of iterations. APGD derives its
+        # step-size checkpoints from n_iter in its constructor (Croce & Hein 2020, Sec. 3.2: first
+        # checkpoint at 0.22 N, period decreasing by 0.03 N down to 0.06 N), so they are re-derived.
         for apgd in (aa.apgd, aa.apgd_targeted):
             apgd.n_iter = self.n_iter
+            apgd.n_iter_2 = max(int(0.22 * self.n_iter), 1)
+            apgd.n_iter_min = max(int(0.06 * self.n_iter), 1)
+            apgd.size_decr = max(int(0.03 * self.n_iter), 1)
             apgd.eot_iter = self.eot_iter
         aa.apgd.n_restarts = self.restarts
         aa.fab.n_iter = self.n_iter
         aa.square.n_queries = self.n_queries
+        return aa
+
+    def perturb(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        aa = self.build(model, x.device)
         x_adv, _ = aa.run_standard_evaluation(x, y, batch_size=x.shape[0])
         return x_adv
 
