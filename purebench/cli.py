@@ -26,6 +26,7 @@ def print_summary(row: dict) -> None:
         ("dataset", "dataset"), ("classifier", "classifier"), ("defense", "defense"), ("params", "defense_params"),
         ("attack", "attack"), ("threat model", "threat_model"), ("budget", None), ("examples", "n_examples"),
         ("clean acc (undefended)", "clean_acc_undefended"), ("adv acc (undefended)", "adv_acc_undefended"),
+        ("left unperturbed", "unperturbed"),
         ("SA (defended)", "sa"), ("RA (defended)", "ra"), ("RA worst case", "ra_worst"), ("evaluations", "n_eval"),
         ("EOT draws", "threat_eot_iter"), ("wall time [s]", "wall_s"), ("run id", "run_id"),
     ]  # fmt: skip

@@ -38,7 +38,7 @@ def test_row_has_every_column_and_run_file(make_cfg, data_root, tmp_path):
     assert record["config"]["defense"]["sigma"] == 1.0
 
 
-def test_same_seed_same_numbers_and_batch_size_does_not_matter(make_cfg, data_root):
+def test_same_seed_same_numbers(make_cfg, data_root):
     a = evaluate(make_cfg("defense=gaussian_blur", *FAST))
     b = evaluate(make_cfg("defense=gaussian_blur", *FAST))
     assert (a["sa"], a["ra"], a["adv_acc_undefended"]) == (b["sa"], b["ra"], b["adv_acc_undefended"])
@@ -249,3 +249,31 @@ def test_gpu_speed_switches_run_end_to_end(make_cfg, data_root):
     fast = evaluate(make_cfg("defense=gaussian_blur", *FAST, "channels_last=true", "amp=true", "compile=aot_eager"))
     assert fast["config_hash"] != plain["config_hash"]  # numerics differ, so the rows are kept apart
     assert abs(fast["sa"] - plain["sa"]) <= 12.5 and fast["n_examples"] == 8
+
+
+def test_an_identity_purifier_reuses_the_input_predictions(make_cfg, data_root, monkeypatch):
+    import purebench.eval.runner as runner
+
+    calls = []
+    predict = runner._predict
+    monkeypatch.setattr(runner, "_predict", lambda classifier, x: calls.append(1) or predict(classifier, x))
+    none = evaluate(make_cfg("defense=none", *FAST))
+    assert len(calls) == 4  # 2 batches x (clean, adversarial): SA and RA reuse them
+    assert (none["sa"], none["ra"]) == (none["clean_acc_undefended"], none["adv_acc_undefended"])
+    calls.clear()
+    evaluate(make_cfg("defense=gaussian_blur", *FAST))
+    assert len(calls) == 8  # a purifier that returns a new tensor gets its own predictions
+
+
+def test_unperturbed_examples_are_counted(make_cfg, data_root):
+    autoattack = ["attack=autoattack", "attack.n_iter=2", "attack.verbose=false", "n_examples=64", "batch_size=64"]
+    aa = evaluate(make_cfg("defense=none", *autoattack))
+    misclassified = round(64 * (1 - aa["clean_acc_undefended"] / 100))
+    assert misclassified >= 1 and aa["unperturbed"] >= misclassified  # AutoAttack hands these back clean
+    assert evaluate(make_cfg("defense=none", *FAST))["unperturbed"] == 0  # PGD perturbs every example
+
+
+def test_randomized_defense_without_eot_is_flagged(make_cfg, data_root):
+    noise = ["defense=gaussian_noise", *FAST, "threat.n_eval=2"]
+    assert "without EOT" in evaluate(make_cfg(*noise, "threat=bpda"))["warnings"]
+    assert "without EOT" not in evaluate(make_cfg(*noise, "threat=bpda_eot", "threat.eot_iter=2"))["warnings"]

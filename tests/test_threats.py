@@ -89,7 +89,15 @@ class _Opaque(Defense):
         return (x * 255).round() / 255
 
 
+class _InPlace(Defense):
+    """Edits the caller's tensor (the runner reuses x for the attack and for predictions)."""
+
+    def purify(self, x: torch.Tensor) -> torch.Tensor:
+        return x.mul_(0.5)
+
+
 DEFENSES.register("test_sneaky_noise")(lambda name, classifier: _SneakyNoise())
+DEFENSES.register("test_in_place")(lambda name, classifier: _InPlace())
 DEFENSES.register("test_opaque")(lambda name, classifier: _Opaque())
 
 
@@ -97,6 +105,11 @@ def test_undeclared_randomness_is_detected_flagged_and_treated_as_random(make_cf
     row = evaluate(make_cfg("defense=none", "defense.name=test_sneaky_noise", "attack=fgsm", "n_examples=8"))
     assert row["randomness_detected"] and not row["defense_randomized"]
     assert row["n_eval"] == 10 and "does not declare" in row["warnings"]
+
+
+def test_a_purifier_that_edits_its_input_in_place_is_refused(make_cfg, data_root):
+    with pytest.raises(PurebenchError, match="modified its input in place"):
+        evaluate(make_cfg("defense=none", "defense.name=test_in_place", "attack=fgsm", "n_examples=4"))
 
 
 def test_threats_that_differentiate_the_purifier_refuse_an_opaque_defense(make_cfg, data_root):

@@ -13,16 +13,31 @@ import torch.nn.functional as F
 from torch import nn
 
 from purebench.defenses import Defense
+from purebench.errors import PurebenchError
 
 N_CHECK = 4  # images used by the checks: enough to see randomness, cheap for slow purifiers
 RANDOMNESS_TOLERANCE = 1e-6  # max |difference| of two purifications below which they count as equal
+
+
+def purify_unmodified(defense: Defense, x: torch.Tensor) -> torch.Tensor:
+    """``defense.purify(x)``, refusing a purifier that writes into ``x``: the runner reuses ``x``
+    (the attack's input, the predictions of a purifier that returns ``x`` itself), so an in-place
+    edit would silently corrupt SA and RA."""
+    version = x._version
+    purified = defense.purify(x)
+    if x._version != version:
+        raise PurebenchError(
+            f"{type(defense).__name__}.purify modified its input in place; return a new tensor "
+            "(e.g. x.clamp(0, 1) instead of x.clamp_(0, 1))."
+        )
+    return purified
 
 
 @torch.no_grad()
 def purification_is_random(defense: Defense, x: torch.Tensor) -> bool:
     """Purify the same images twice (global RNG, no per-example seeding): do the outputs differ?"""
     sample = x[:N_CHECK]
-    first, second = defense.purify(sample), defense.purify(sample)
+    first, second = purify_unmodified(defense, sample), purify_unmodified(defense, sample)
     return bool((first - second).abs().max() > RANDOMNESS_TOLERANCE)
 
 

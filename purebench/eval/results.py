@@ -13,7 +13,7 @@ import io
 import json
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -22,7 +22,7 @@ from typing import Any
 COLUMNS = [
     "run_id", "dataset", "classifier", "defense", "defense_params", "attack", "threat_model", "norm", "eps",
     "n_examples", "seed", "shard", "sa", "ra", "ra_worst", "n_eval", "clean_acc_undefended", "adv_acc_undefended",
-    "attack_steps", "attack_params", "attack_eot_iter", "threat_eot_iter", "threat_backprop_steps", "adv_cache", "defense_randomized",
+    "unperturbed", "attack_steps", "attack_params", "attack_eot_iter", "threat_eot_iter", "threat_backprop_steps", "adv_cache", "defense_randomized",
     "randomness_detected", "wall_s", "config_hash", "commit", "version", "data_source", "warnings", "finished_at",
 ]  # fmt: skip
 
@@ -101,3 +101,12 @@ def read_rows(csv_path: Path) -> list[dict[str, str]]:
         return []
     with locked(csv_path), open(csv_path, newline="") as f:
         return list(csv.DictReader(f))
+
+
+def unperturbed(examples: Sequence[dict[str, int]]) -> int | str:
+    """How many adversarial examples the attack returned unchanged (AutoAttack keeps x where its
+    own check found the example misclassified or never broke it); their RA is the purifier's
+    accuracy on a clean image. Empty for records written before the count existed."""
+    if any("perturbed" not in e for e in examples):
+        return ""
+    return sum(1 - e["perturbed"] for e in examples)

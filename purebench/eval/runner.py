@@ -36,7 +36,7 @@ from purebench.eval.adversarial_cache import ObliviousCache
 from purebench.eval.figures import purification_grid
 from purebench.eval.loggers import log_run
 from purebench.eval.progress import BatchStore
-from purebench.eval.results import append_row, write_json
+from purebench.eval.results import append_row, unperturbed, write_json
 from purebench.eval.threats import THREATS, ThreatModel
 from purebench.provenance import code_version, config_hash, git_commit, weights_digest
 from purebench.seeding import derive_seed, per_example, seed_everything
@@ -122,7 +122,7 @@ def _predict_purified(
 def _purify(defense: Defense, x: torch.Tensor, seed: int, indices: Sequence[int], stream: str) -> torch.Tensor:
     """Purify with per-example seeded randomness; no autograd graph is kept for evaluation."""
     with per_example(seed, indices, stream), torch.no_grad():
-        return defense.purify(x)
+        return checks.purify_unmodified(defense, x)
 
 
 def parse_shard(shard: str | None) -> tuple[int, int] | None:
@@ -172,6 +172,7 @@ def _evaluate_batch(
             cache.put(batch, x_adv)
     warnings += [w for w in attack.describe().get("attack_warnings", "").split(" | ") if w and w not in warnings]
     adv_pred = _predict(classifier, x_adv)
+    perturbed = (x_adv != x).flatten(1).any(1)  # an attack may hand back x itself where it gave up
     ra_hits = torch.zeros_like(y)
     for k in range(n_eval):  # independent draws of the defense's randomness per evaluation (stream k)
         purified = _purify(defense, x_adv, seed, batch, _adv_stream(k))
@@ -187,7 +188,7 @@ def _evaluate_batch(
         examples.append({
             "index": int(index), "label": label,
             "clean_correct": int(clean_pred[k] == label), "adv_correct": int(adv_pred[k] == label),
-            "sa_correct": int(sa_pred[k] == label), "ra_hits": int(ra_hits[k]),
+            "sa_correct": int(sa_pred[k] == label), "ra_hits": int(ra_hits[k]), "perturbed": int(perturbed[k]),
         })  # fmt: skip
     return {"examples": examples, "warnings": warnings, "cache_hit": hit}
 
@@ -221,6 +222,9 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     attacked = threat.attacked_model(classifier, defense, randomized)
     threat_info = threat.describe(randomized)
     n_eval = int(threat_info["threat_n_eval"])
+    single_draw = threat_info["threat_eot_iter"] == 1 and int(attack.describe().get("attack_eot_iter", 1)) == 1
+    if randomized and threat.gradient != "classifier" and single_draw:
+        warnings.append(f"randomized defense attacked without EOT under threat={threat.name} (one draw per gradient)")
 
     config = OmegaConf.to_container(cfg, resolve=True)
     chash = config_hash(config)
@@ -283,6 +287,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         "n_eval": n_eval,
         "clean_acc_undefended": accuracy(column("clean_correct")),
         "adv_acc_undefended": accuracy(column("adv_correct")),
+        "unperturbed": unperturbed(per_example_rows),
         "attack_steps": attack_info.get("attack_steps", ""),
         "attack_params": attack_info.get("attack_params", ""),
         "attack_eot_iter": attack_info.get("attack_eot_iter", 1),

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from purebench.eval.results import append_row, read_rows, write_json
+from purebench.eval.results import append_row, read_rows, unperturbed, write_json
 
 MERGED = "merged"
 
@@ -69,6 +69,7 @@ def merge_shards(results_dir: Path) -> list[dict[str, Any]]:
             "ra_worst": _percent([e["ra_hits"] == n_eval for e in examples]),
             "clean_acc_undefended": _percent([e["clean_correct"] for e in examples]),
             "adv_acc_undefended": _percent([e["adv_correct"] for e in examples]),
+            "unperturbed": unperturbed(examples),
             "wall_s": round(sum(float(r["wall_s"]) for r in shards), 2),
             "warnings": " | ".join(sorted({w for r in shards for w in r["warnings"].split(" | ") if w})),
             "finished_at": finished.isoformat(timespec="seconds"),
