@@ -29,7 +29,7 @@ test: install
 
 lint: install
 	$(PY) -m ruff check purebench tests benchmarks examples
-	$(PY) -m ruff format --check purebench tests
+	$(PY) -m ruff format --check purebench tests benchmarks examples
 
 clean:
 	rm -rf $(VENV) outputs multirun .pytest_cache

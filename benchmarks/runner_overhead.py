@@ -2,7 +2,7 @@
 
 The runner adds a clean and an adversarial prediction per batch (an identity purifier reuses them
 for SA and RA), the randomness and zero-gradient checks and its bookkeeping; target: at most 1.05x
-the attack alone. Measured for PGD-10 and PGD-50: the per-batch cost is fixed, so its share shrinks
+the attack alone. Measured for PGD-10 and PGD-50: the per-batch cost is roughly constant, so its share shrinks
 with the attack's length. Run: python -m benchmarks.runner_overhead
 """
 

@@ -1,3 +1,6 @@
+import copy
+import shutil
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -100,6 +103,8 @@ def test_channels_last_and_amp_switches_keep_the_results(resnet20_batch):
 
 @pytest.mark.parametrize("backend", ["inductor", "aot_eager"])
 def test_compile_switch_keeps_logits_gradients_features_and_weights(resnet20_batch, backend):
+    if backend == "inductor" and not shutil.which("cc"):
+        pytest.skip("inductor on the CPU needs a C compiler")
     plain, x, y = resnet20_batch
     compiled = CLASSIFIERS.build("resnet20").accelerate(amp=False, channels_last=False, compile_backend=backend)
     assert list(compiled.state_dict()) == list(plain.state_dict())  # checkpoints and weight digests unchanged
@@ -118,3 +123,16 @@ def test_compile_switch_keeps_logits_gradients_features_and_weights(resnet20_bat
 def test_unknown_compile_backend_lists_the_choices():
     with pytest.raises(PurebenchError, match=r"Unknown torch.compile backend 'bogus'.*inductor"):
         CLASSIFIERS.build("resnet20").accelerate(amp=False, channels_last=False, compile_backend="bogus")
+
+
+def test_a_copy_of_a_compiled_classifier_runs_its_own_weights(resnet20_batch):
+    _, x, _ = resnet20_batch
+    compiled = CLASSIFIERS.build("resnet20").accelerate(amp=False, channels_last=False, compile_backend="aot_eager")
+    reference = compiled(x[:4])
+    twin = copy.deepcopy(compiled)
+    for p in twin.parameters():
+        p.data.mul_(0.5)
+    assert not torch.allclose(twin(x[:4]), reference)  # not the original's compiled graph and weights
+    torch.testing.assert_close(compiled(x[:4]), reference)
+    plain_again = compiled.accelerate(amp=False, channels_last=False, compile_backend=None)
+    assert plain_again._compiled_net() is plain_again.net  # compile=false undoes an earlier compile

@@ -31,4 +31,6 @@ def test_robustbench_records_keep_defense_settings_apart_and_prefer_the_largest_
     records = {json.loads(p.read_text())["defense_params"]: json.loads(p.read_text()) for p in paths}
     assert len(paths) == 2 and not stale.exists()
     assert records["sigma=1.2"]["robust_acc"] == "35.0" and records["sigma=1.2"]["attack"] == "pgd"
-    assert records["sigma=0.6"]["autoattack_acc"] == "20.0" and records["sigma=1.2"]["autoattack_acc"] is None
+    assert records["sigma=1.2"]["autoattack_acc"] == "40.0"  # AutoAttack's own number stays visible
+    assert records["sigma=1.2"]["lower_ra_on_fewer_examples"]["n_examples"] == 64  # the pilot is not hidden
+    assert records["sigma=0.6"]["autoattack_acc"] == "20.0" and "lower_ra_on_fewer_examples" not in records["sigma=0.6"]

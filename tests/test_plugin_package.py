@@ -18,9 +18,11 @@ from conftest import REPO
 
 def test_plugin_package_installs_and_runs_from_the_cli(tmp_path, data_root):
     source, target, results = tmp_path / "src", tmp_path / "site", tmp_path / "results"
-    shutil.copytree(REPO / "examples" / "plugin_bitdepth", source)  # the build must not litter the checkout
+    leftovers = shutil.ignore_patterns("build", "*.egg-info", "__pycache__")  # of a manual install in the checkout
+    shutil.copytree(REPO / "examples" / "plugin_bitdepth", source, ignore=leftovers)  # builds never litter the repo
     pip = [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation", "--target", str(target)]
-    subprocess.run([*pip, str(source)], check=True, capture_output=True, text=True)
+    built = subprocess.run([*pip, str(source)], capture_output=True, text=True)
+    assert built.returncode == 0, built.stderr[-2000:]
     env = {**os.environ, "PYTHONPATH": str(target), "PUREBENCH_DATA": str(data_root)}
     for threat in ("oblivious", "bpda"):
         done = subprocess.run(

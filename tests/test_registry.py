@@ -50,3 +50,26 @@ def test_builtin_registries_are_populated():
 
 def test_prefixed_names_resolve_to_their_family():
     assert CLASSIFIERS.get("timm:resnet18") is CLASSIFIERS.get("timm:")
+
+
+def test_plugins_register_through_entry_points(tmp_path, monkeypatch):
+    """The entry-point path without building a package (tests/test_plugin_package.py builds one)."""
+    import purebench.registry as registry_module
+
+    (tmp_path / "pb_plugin_example.py").write_text(
+        "from purebench.defenses import DEFENSES, Defense\n"
+        "class Flip(Defense):\n"
+        "    def purify(self, x):\n"
+        "        return x.flip(-1)\n"
+        "@DEFENSES.register('flip_example')\n"
+        "def flip(name, classifier):\n"
+        "    return Flip()\n"
+    )
+    dist = tmp_path / "pb_plugin_example-0.1.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: pb-plugin-example\nVersion: 0.1\n")
+    (dist / "entry_points.txt").write_text("[purebench.plugins]\nflip = pb_plugin_example\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(registry_module, "_plugins_loaded", False)
+    assert "flip_example" in DEFENSES.list()
+    assert type(DEFENSES.build("flip_example", classifier=None)).__name__ == "Flip"

@@ -45,7 +45,7 @@ class Classifier(nn.Module):
         self.register_buffer("mean", torch.tensor(mean).view(1, -1, 1, 1) if normalise else None)
         self.register_buffer("std", torch.tensor(std).view(1, -1, 1, 1) if normalise else None)
         self.amp, self.channels_last = False, False
-        self._compiled: Callable[[torch.Tensor], torch.Tensor] | None = None  # a function, not a submodule
+        self.compile_backend: str | None = None
         self.eval()
         for p in self.parameters():
             p.requires_grad_(False)
@@ -62,13 +62,12 @@ class Classifier(nn.Module):
         self.amp, self.channels_last = amp, channels_last
         if channels_last:
             self.net.to(memory_format=torch.channels_last)
-        if compile_backend is not None:
-            if compile_backend not in torch._dynamo.list_backends(exclude_tags=()):
-                raise PurebenchError(
-                    f"Unknown torch.compile backend '{compile_backend}'. Use compile=true (inductor), compile=false, "
-                    f"or one of: {', '.join(torch._dynamo.list_backends())}."
-                )
-            self._compiled = torch.compile(self.net.forward, backend=compile_backend)
+        if compile_backend is not None and compile_backend not in compile_backends():
+            raise PurebenchError(
+                f"Unknown torch.compile backend '{compile_backend}'. Use compile=true (inductor), compile=false, "
+                f"or one of: {', '.join(compile_backends())}."
+            )
+        self.compile_backend = compile_backend
         return self
 
     def train(self, mode: bool = True) -> Classifier:
@@ -80,7 +79,19 @@ class Classifier(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Logits for images in [0, 1] (compiled when :meth:`accelerate` asked for it)."""
-        return self._logits(x, self._compiled or self.net)
+        return self._logits(x, self._compiled_net())
+
+    def _compiled_net(self) -> nn.Module:
+        """``torch.compile(self.net)``, built on first use and kept out of the module tree (its
+        ``_orig_mod.`` keys must not reach ``state_dict``); rebuilt if ``net`` was replaced, e.g. by
+        a deep copy, so a compiled graph never runs other weights than ``self.net``'s."""
+        if self.compile_backend is None:
+            return self.net
+        compiled = self.__dict__.get("_compiled")
+        if compiled is None or compiled._orig_mod is not self.net:
+            compiled = torch.compile(self.net, backend=self.compile_backend)
+            self.__dict__["_compiled"] = compiled
+        return compiled
 
     def _logits(self, x: torch.Tensor, net: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
         x = self._normalise(x)
@@ -131,6 +142,11 @@ class Classifier(nn.Module):
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         """The embedding f(x) (penultimate features)."""
         return self.features(x, [], embedding=True)[1]["embedding"]
+
+
+def compile_backends() -> list[str]:
+    """torch.compile backends accepted by ``compile=`` (torch's test-only backends left out)."""
+    return [b for b in torch._dynamo.list_backends(exclude_tags=()) if "TESTING" not in b]
 
 
 CLASSIFIERS: Registry[Classifier] = Registry("classifier")

@@ -79,7 +79,7 @@ def build_components(
     """Instantiate every registry entry named in ``cfg`` (fails early, before any compute)."""
     dataset = DATASETS.build(cfg.dataset.name, **group_params(cfg.dataset, "sample"))
     classifier = CLASSIFIERS.build(cfg.classifier.name, **group_params(cfg.classifier)).to(device)
-    classifier.accelerate(bool(cfg.amp), bool(cfg.channels_last), compile_backend(cfg.compile))
+    classifier.accelerate(bool(cfg.amp), bool(cfg.channels_last), compile_backend(cfg))
     if classifier.num_classes != dataset.num_classes:
         raise PurebenchError(
             f"classifier '{classifier.name}' predicts {classifier.num_classes} classes but {dataset.name} has "
@@ -91,11 +91,11 @@ def build_components(
     return dataset, classifier, defense, attack, threat
 
 
-def compile_backend(value: bool | str | None) -> str | None:
+def compile_backend(cfg: DictConfig) -> str | None:
     """The ``compile`` switch: false/null = eager, true = inductor, or a named torch.compile backend."""
-    if value is None or value is False:
+    if cfg.compile is None or cfg.compile is False:
         return None
-    return "inductor" if value is True else str(value)
+    return "inductor" if cfg.compile is True else str(cfg.compile)
 
 
 def check_images(x: torch.Tensor, indices: Sequence[int]) -> None:
@@ -238,7 +238,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         cache_key = {
             "dataset": group_params(cfg.dataset), "source": dataset.source, "classifier": classifier.name,
             "weights": weights_digest(classifier), "attack": group_params(cfg.attack), "seed": seed,
-            "numerics": {"amp": cfg.amp, "channels_last": cfg.channels_last, "compile": cfg.compile},
+            "numerics": {"amp": cfg.amp, "channels_last": cfg.channels_last, "compile": compile_backend(cfg)},
             "code": version, "torch": torch.__version__, "device": str(device),
         }  # fmt: skip
         cache = ObliviousCache(Path(str(cfg.results_dir)), cache_key)
