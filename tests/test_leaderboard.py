@@ -34,3 +34,18 @@ def test_robustbench_records_keep_defense_settings_apart_and_prefer_the_largest_
     assert records["sigma=1.2"]["autoattack_acc"] == "40.0"  # AutoAttack's own number stays visible
     assert records["sigma=1.2"]["lower_ra_on_fewer_examples"]["n_examples"] == 64  # the pilot is not hidden
     assert records["sigma=0.6"]["autoattack_acc"] == "20.0" and "lower_ra_on_fewer_examples" not in records["sigma=0.6"]
+
+
+def test_per_example_worst_case_counts_an_example_broken_by_any_threat_model(tmp_path):
+    from purebench.leaderboard.table import threat_pivot
+
+    rows = []
+    for threat, hits in (("oblivious", [1, 0]), ("bpda", [0, 1])):  # each rung breaks a different example
+        row = {**_row("sigma=1.2", 2, 50.0, "pgd", f"2026-01-0{len(rows) + 1}"), "threat_model": threat, "n_eval": "1"}
+        per_example = [{"index": i, "ra_hits": h} for i, h in enumerate(hits)]
+        (tmp_path / f"{row['run_id']}.json").write_text(json.dumps({"per_example": per_example}))
+        rows.append(row)
+    table = threat_pivot(rows, ["oblivious", "bpda"], tmp_path).splitlines()
+    header, line = [c.strip() for c in table[2].split("|")], [c.strip() for c in table[4].split("|")]
+    cell = dict(zip(header, line, strict=True))
+    assert cell["worst-case RA % (threat)"].startswith("50.0") and cell["per-example worst RA %"] == "0.00"

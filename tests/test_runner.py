@@ -106,6 +106,7 @@ def test_leaderboard_command_writes_markdown_and_threat_pivot(make_cfg, data_roo
     assert cell["attack_params"] == rows["oblivious"]["attack_params"] and "steps=2" in cell["attack_params"]
     worst = min(rows.values(), key=lambda r: r["ra"])
     assert cell["worst-case RA % (threat)"] == f"{worst['ra']} ({worst['threat_model']})"
+    assert float(cell["per-example worst RA %"]) <= worst["ra"]  # same 8 examples in both runs
     tex = (results / "leaderboard.tex").read_text()
     assert tex.count("\\begin{tabular}") == tex.count("\\end{tabular}") == 2  # one table per threat model
     body = [line for line in tex.splitlines() if line.endswith("\\\\") and "toprule" not in line]

@@ -46,7 +46,7 @@ def main(argv: list[str]) -> int:
             file=sys.stderr,
         )
         return 2
-    text = grouped_markdown(rows) + "\n" + threat_pivot(rows, list(LADDER))
+    text = grouped_markdown(rows) + "\n" + threat_pivot(rows, list(LADDER), results_dir / "runs")
     atomic_write_text(results_dir / "leaderboard.md", text + "\n")
     atomic_write_text(results_dir / "leaderboard.tex", latex_tables(complete(rows)))
     sa_ra_scatter(complete(rows), results_dir / "sa_ra.png")

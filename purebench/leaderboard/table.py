@@ -7,8 +7,10 @@ purifier is only as robust as the strongest attacker that was tried.
 
 from __future__ import annotations
 
+import json
 from collections import defaultdict
 from collections.abc import Sequence
+from pathlib import Path
 
 # (header, column) pairs shown in the Markdown tables; the CSV keeps every column.
 SHOWN = [
@@ -16,7 +18,7 @@ SHOWN = [
     ("attack", "attack"), ("attack params", "attack_params"), ("norm", "norm"), ("eps", "eps"), ("n", "n_examples"), ("seed", "seed"),
     ("SA %", "sa"), ("RA %", "ra"), ("RA worst %", "ra_worst"), ("evals", "n_eval"), ("EOT", "threat_eot_iter"),
     ("clean % (undef.)", "clean_acc_undefended"),
-    ("adv % (undef.)", "adv_acc_undefended"), ("run", "run_id"), ("commit", "commit"),
+    ("adv % (undef.)", "adv_acc_undefended"), ("unperturbed", "unperturbed"), ("run", "run_id"), ("commit", "commit"),
 ]  # fmt: skip
 
 
@@ -54,22 +56,43 @@ def _cell(row: dict[str, str]) -> str:
     return f"{row['ra']}{worst} (n={row['n_examples']})"
 
 
-def threat_pivot(rows: Sequence[dict[str, str]], threat_order: Sequence[str]) -> str:
+def threat_pivot(rows: Sequence[dict[str, str]], threat_order: Sequence[str], runs_dir: Path | None = None) -> str:
     """RA of each (dataset, classifier, defense, attack, budget) under each threat model, latest run per cell.
 
-    The last column is the minimum RA over the threat models that were run for that line.
+    The last columns are the minimum RA over the threat models that were run for that line (an
+    upper bound on the worst case), and, when the run files in ``runs_dir`` hold the same examples
+    for every cell, the per-example worst case: each example counts with its lowest RA over the
+    threat models, so an example broken by any rung counts as broken.
     """
     latest: dict[tuple[str, ...], dict[str, dict[str, str]]] = defaultdict(dict)
     for row in sorted(complete(rows), key=lambda r: r["finished_at"]):
         latest[tuple(row[k] for k in PIVOT_KEY)][row["threat_model"]] = row
     seen = {t for cells in latest.values() for t in cells}
     threats = [t for t in threat_order if t in seen] + sorted(seen - set(threat_order))
-    headers = [*PIVOT_KEY[:6], "budget", *[f"RA % {t}" for t in threats], "worst-case RA % (threat)"]
+    headers = [*PIVOT_KEY[:6], "budget", *[f"RA % {t}" for t in threats], "worst-case RA % (threat)",
+               "per-example worst RA %"]  # fmt: skip
     lines = []
     for key, cells in sorted(latest.items()):
         worst_threat = min(cells, key=lambda t: float(cells[t]["ra"]))
         lines.append([
             *key[:6], f"{key[6]} {key[7]}", *[_cell(cells[t]) if t in cells else "" for t in threats],
-            f"{cells[worst_threat]['ra']} ({worst_threat})",
+            f"{cells[worst_threat]['ra']} ({worst_threat})", _per_example_worst(list(cells.values()), runs_dir),
         ])  # fmt: skip
     return "\n".join(["## Across threat models", "", markdown_table(headers, lines), ""])
+
+
+def _per_example_worst(cells: Sequence[dict[str, str]], runs_dir: Path | None) -> str:
+    """Mean over examples of the lowest per-example RA across ``cells``; empty when the cells do not
+    cover the same examples or a run file is missing."""
+    if runs_dir is None or len(cells) < 2:
+        return ""
+    rates = []
+    for row in cells:
+        path = runs_dir / f"{row['run_id']}.json"
+        if not path.exists():
+            return ""
+        n_eval = int(row.get("n_eval") or 1)
+        rates.append({e["index"]: e["ra_hits"] / n_eval for e in json.loads(path.read_text())["per_example"]})
+    if any(r.keys() != rates[0].keys() for r in rates):
+        return ""
+    return f"{100.0 * sum(min(r[i] for r in rates) for i in rates[0]) / len(rates[0]):.2f}"
