@@ -57,7 +57,7 @@ class Classifier(nn.Module):
         Only :meth:`forward` is compiled (the attack's and the runner's logits). :meth:`features`
         stays eager: its forward hooks must see the original submodules, and defenses that unroll
         an inner optimisation need double backward, which compiled graphs do not support. The
-        compiled function is kept off the module tree, so ``state_dict`` keys are unchanged.
+        compiled module is kept off the module tree, so ``state_dict`` keys are unchanged.
         """
         self.amp, self.channels_last = amp, channels_last
         if channels_last:
@@ -68,6 +68,7 @@ class Classifier(nn.Module):
                 f"or one of: {', '.join(compile_backends())}."
             )
         self.compile_backend = compile_backend
+        self.__dict__.pop("_compiled", None)  # built again, with this backend, on the next forward
         return self
 
     def train(self, mode: bool = True) -> Classifier:
