@@ -19,7 +19,9 @@ from purebench.cli import CONF_DIR
 
 DOCS = [REPO / "README.md", REPO / "results" / "README.md", REPO / "benchmarks" / "README.md",
         *sorted((REPO / "experiments").glob("*.yaml"))]  # fmt: skip
-PLUGIN_ONLY = "defense=bit_depth"  # composes once the example plugin package is installed (tests/test_plugin_package.py)
+PLUGIN_ONLY = (
+    "defense=bit_depth"  # composes once the example plugin package is installed (tests/test_plugin_package.py)
+)
 COMMAND = re.compile(r"python -m purebench(\.train)?(?![.\w])([^`#;&\n]*)")
 
 
@@ -58,7 +60,9 @@ def test_the_docs_hold_commands():
     assert len(COMMANDS) >= 30 and {name for name, _, _ in COMMANDS} >= {"README.md", "experiments/zeropur_table1.yaml"}
 
 
-@pytest.mark.parametrize(("doc", "config", "overrides"), COMMANDS, ids=[f"{d}:{' '.join(o)}"[:80] for d, _, o in COMMANDS])
+@pytest.mark.parametrize(
+    ("doc", "config", "overrides"), COMMANDS, ids=[f"{d}:{' '.join(o)}"[:80] for d, _, o in COMMANDS]
+)
 def test_documented_command_composes(doc, config, overrides):
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         cfg = compose(config, overrides=overrides, return_hydra_config=True)
