@@ -2,8 +2,8 @@
 
 Every random draw a defense makes for an image comes from a generator seeded by
 (run seed, dataset index of that image, stream). So the purified image of example ``i`` is the
-same whether it was processed alone, in a batch of 128 or in shard 3 of 8: results never depend
-on batch size, order or sharding. Outside a :func:`per_example` context the draws fall back to
+same whether it was processed alone, in a batch of 128 or in shard 3 of 8: purification never
+depends on batch size, order or sharding (an attack's random start is seeded per batch). Outside a :func:`per_example` context the draws fall back to
 torch's global generator, which keeps defenses usable as plain modules.
 """
 

@@ -42,7 +42,8 @@ def test_per_example_worst_case_counts_an_example_broken_by_any_threat_model(tmp
     rows = []
     for threat, hits in (("oblivious", [1, 0]), ("bpda", [0, 1])):  # each rung breaks a different example
         row = {**_row("sigma=1.2", 2, 50.0, "pgd", f"2026-01-0{len(rows) + 1}"), "threat_model": threat, "n_eval": "1"}
-        per_example = [{"index": i, "ra_hits": h} for i, h in enumerate(hits)]
+        field = "ra_hits" if threat == "bpda" else "ra_correct"  # runs before repeated evaluation wrote ra_correct
+        per_example = [{"index": i, field: h} for i, h in enumerate(hits)]
         (tmp_path / f"{row['run_id']}.json").write_text(json.dumps({"per_example": per_example}))
         rows.append(row)
     table = threat_pivot(rows, ["oblivious", "bpda"], tmp_path).splitlines()

@@ -84,8 +84,8 @@ class Classifier(nn.Module):
 
     def _compiled_net(self) -> nn.Module:
         """``torch.compile(self.net)``, built on first use and kept out of the module tree (its
-        ``_orig_mod.`` keys must not reach ``state_dict``); rebuilt if ``net`` was replaced, e.g. by
-        a deep copy, so a compiled graph never runs other weights than ``self.net``'s."""
+        ``_orig_mod.`` keys must not reach ``state_dict``); rebuilt if ``net`` was replaced, so a
+        compiled graph never runs other weights than ``self.net``'s."""
         if self.compile_backend is None:
             return self.net
         compiled = self.__dict__.get("_compiled")

@@ -28,7 +28,8 @@ class Defense(nn.Module, ABC):
 
     @abstractmethod
     def purify(self, x: torch.Tensor) -> torch.Tensor:
-        """Purified images, same shape as ``x``, in [0, 1]."""
+        """Purified images, same shape as ``x``, in [0, 1]; ``x`` itself is never modified (the
+        runner reuses it, and refuses a purifier that writes into it)."""
 
     def bpda_approximation(self, x: torch.Tensor) -> torch.Tensor:
         """A differentiable stand-in for ``purify`` used by BPDA's backward pass (Athalye et al. 2018)."""

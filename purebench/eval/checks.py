@@ -23,6 +23,8 @@ def purify_unmodified(defense: Defense, x: torch.Tensor) -> torch.Tensor:
     """``defense.purify(x)``, refusing a purifier that writes into ``x``: the runner reuses ``x``
     (the attack's input, the predictions of a purifier that returns ``x`` itself), so an in-place
     edit would silently corrupt SA and RA."""
+    if x.is_inference():  # inference tensors keep no version counter to compare
+        return defense.purify(x)
     version = x._version
     purified = defense.purify(x)
     if x._version != version:

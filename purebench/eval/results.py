@@ -103,6 +103,12 @@ def read_rows(csv_path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(f))
 
 
+def ra_hits(example: dict[str, int]) -> int:
+    """Correct purifications of one adversarial example (records before repeated evaluation held
+    ``ra_correct`` from their single evaluation)."""
+    return example["ra_hits"] if "ra_hits" in example else example["ra_correct"]
+
+
 def unperturbed(examples: Sequence[dict[str, int]]) -> int | str:
     """How many adversarial examples the attack returned unchanged (AutoAttack keeps x where its
     own check found the example misclassified or never broke it); their RA is the purifier's

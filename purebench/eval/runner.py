@@ -172,7 +172,7 @@ def _evaluate_batch(
             cache.put(batch, x_adv)
     warnings += [w for w in attack.describe().get("attack_warnings", "").split(" | ") if w and w not in warnings]
     adv_pred = _predict(classifier, x_adv)
-    perturbed = (x_adv != x).flatten(1).any(1)  # an attack may hand back x itself where it gave up
+    perturbed = (x_adv != x.to(x_adv.dtype)).flatten(1).any(1)  # an attack may hand back x itself where it gave up
     ra_hits = torch.zeros_like(y)
     for k in range(n_eval):  # independent draws of the defense's randomness per evaluation (stream k)
         purified = _purify(defense, x_adv, seed, batch, _adv_stream(k))
@@ -316,7 +316,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
             "torch": torch.__version__,
             "device": str(device),
             "per_example": per_example_rows,
-            "figure": str(figure_path) if figure and figure_path.exists() else None,
+            "figure": str(figure_path.relative_to(results_dir)) if figure and figure_path.exists() else None,
         },
     )
     append_row(results_dir / "leaderboard.csv", row)

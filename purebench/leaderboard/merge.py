@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from purebench.eval.results import append_row, read_rows, unperturbed, write_json
+from purebench.eval.results import append_row, ra_hits, read_rows, unperturbed, write_json
 
 MERGED = "merged"
 
@@ -65,8 +65,8 @@ def merge_shards(results_dir: Path) -> list[dict[str, Any]]:
             "shard": f"{MERGED} {n}",
             "n_examples": len(examples),
             "sa": _percent([e["sa_correct"] for e in examples]),
-            "ra": _percent([e["ra_hits"] / n_eval for e in examples]),
-            "ra_worst": _percent([e["ra_hits"] == n_eval for e in examples]),
+            "ra": _percent([ra_hits(e) / n_eval for e in examples]),
+            "ra_worst": _percent([ra_hits(e) == n_eval for e in examples]),
             "clean_acc_undefended": _percent([e["clean_correct"] for e in examples]),
             "adv_acc_undefended": _percent([e["adv_correct"] for e in examples]),
             "unperturbed": unperturbed(examples),

@@ -12,6 +12,8 @@ from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
 
+from purebench.eval.results import ra_hits
+
 # (header, column) pairs shown in the Markdown tables; the CSV keeps every column.
 SHOWN = [
     ("classifier", "classifier"), ("defense", "defense"), ("defense params", "defense_params"),
@@ -92,7 +94,7 @@ def _per_example_worst(cells: Sequence[dict[str, str]], runs_dir: Path | None) -
         if not path.exists():
             return ""
         n_eval = int(row.get("n_eval") or 1)
-        rates.append({e["index"]: e["ra_hits"] / n_eval for e in json.loads(path.read_text())["per_example"]})
+        rates.append({e["index"]: ra_hits(e) / n_eval for e in json.loads(path.read_text())["per_example"]})
     if any(r.keys() != rates[0].keys() for r in rates):
         return ""
     return f"{100.0 * sum(min(r[i] for r in rates) for i in rates[0]) / len(rates[0]):.2f}"
