@@ -34,7 +34,7 @@ def test_row_has_every_column_and_run_file(make_cfg, data_root, tmp_path):
         assert next(csv.DictReader(f))["run_id"] == row["run_id"]
     record = json.loads((results / "runs" / f"{row['run_id']}.json").read_text())
     assert [e["index"] for e in record["per_example"]] == list(range(8))
-    assert record["figure"] and Path(record["figure"]).read_bytes()[:4] == b"\x89PNG"  # purification grid
+    assert record["figure"] and (results / record["figure"]).read_bytes()[:4] == b"\x89PNG"  # purification grid
     assert record["config"]["defense"]["sigma"] == 1.0
 
 
