@@ -174,7 +174,11 @@ def _evaluate_batch(
     adv_pred = _predict(classifier, x_adv)
     perturbed = (x_adv != x.to(x_adv.dtype)).flatten(1).any(1)  # an attack may hand back x itself where it gave up
     ra_hits = torch.zeros_like(y)
-    for k in range(n_eval):  # independent draws of the defense's randomness per evaluation (stream k)
+    # independent draws of the defense's randomness per evaluation (stream k); a nested bar on a terminal
+    evaluations = tqdm(
+        range(n_eval), desc="purifications", unit="eval", leave=False, disable=None if n_eval > 1 else True
+    )
+    for k in evaluations:
         purified = _purify(defense, x_adv, seed, batch, _adv_stream(k))
         ra_pred = _predict_purified(classifier, purified, x_adv, adv_pred)
         ra_hits += (ra_pred == y).long()
