@@ -18,18 +18,6 @@ def config(*overrides: str) -> DictConfig:
         return compose("config", overrides=list(overrides))
 
 
-def median_seconds(fn: Callable[[], object], repeats: int = 3, warmup: int = 1) -> float:
-    """Median wall time of ``fn`` after ``warmup`` untimed calls (cold CPU processes swing up to 3x)."""
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
-
-
 def interleaved_median_seconds(fns: Sequence[Callable[[], object]], repeats: int = 5) -> list[float]:
     """Median wall time of each of ``fns``, timed in turns (A, B, A, B, ...) after one warm-up round,
     so that a slow phase of a shared machine hits every contender alike."""
@@ -42,6 +30,11 @@ def interleaved_median_seconds(fns: Sequence[Callable[[], object]], repeats: int
             fn()
             spent.append(time.perf_counter() - start)
     return [statistics.median(spent) for spent in times]
+
+
+def median_seconds(fn: Callable[[], object], repeats: int = 3) -> float:
+    """Median wall time of ``fn`` after one untimed call (cold CPU processes swing up to 3x)."""
+    return interleaved_median_seconds([fn], repeats)[0]
 
 
 def scratch(name: str) -> Path:

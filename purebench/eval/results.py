@@ -18,6 +18,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 # Leaderboard columns, in order; a row may leave later (threat-specific) columns empty.
 COLUMNS = [
     "run_id", "dataset", "classifier", "defense", "defense_params", "attack", "threat_model", "norm", "eps",
@@ -27,19 +29,27 @@ COLUMNS = [
 ]  # fmt: skip
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` so that readers see the old file or the new one, never a mix."""
+@contextmanager
+def atomic_path(path: Path) -> Iterator[Path]:
+    """A temporary file beside ``path`` to write; it replaces ``path`` when the block ends, and is
+    removed if the block fails, so readers see the old file or the new one, never a torn one."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
     try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
+        yield Path(tmp)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` atomically (flushed to disk before it replaces the old file)."""
+    with atomic_path(path) as tmp, open(tmp, "w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
 
 
 def write_json(path: Path, obj: Any) -> None:
@@ -101,6 +111,21 @@ def read_rows(csv_path: Path) -> list[dict[str, str]]:
         return []
     with locked(csv_path), open(csv_path, newline="") as f:
         return list(csv.DictReader(f))
+
+
+def summarise(examples: Sequence[dict[str, int]], n_eval: int) -> dict[str, Any]:
+    """The row's accuracies (percent, 2 decimals) recomputed from per-example records: one code path
+    for the runner and the shard merge, so a merged row equals the unsharded run's."""
+    percent = lambda values: round(100.0 * float(np.mean(values)), 2)  # noqa: E731
+    return {
+        "n_examples": len(examples),
+        "sa": percent([e["sa_correct"] for e in examples]),
+        "ra": percent([ra_hits(e) / n_eval for e in examples]),
+        "ra_worst": percent([ra_hits(e) == n_eval for e in examples]),
+        "clean_acc_undefended": percent([e["clean_correct"] for e in examples]),
+        "adv_acc_undefended": percent([e["adv_correct"] for e in examples]),
+        "unperturbed": unperturbed(examples),
+    }
 
 
 def ra_hits(example: dict[str, int]) -> int:

@@ -36,7 +36,7 @@ from purebench.eval.adversarial_cache import ObliviousCache
 from purebench.eval.figures import purification_grid
 from purebench.eval.loggers import log_run
 from purebench.eval.progress import BatchStore
-from purebench.eval.results import append_row, unperturbed, write_json
+from purebench.eval.results import append_row, summarise, write_json
 from purebench.eval.threats import THREATS, ThreatModel
 from purebench.provenance import code_version, config_hash, git_commit, weights_digest
 from purebench.seeding import derive_seed, per_example, seed_everything
@@ -242,8 +242,9 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         cache_key = {
             "dataset": group_params(cfg.dataset), "source": dataset.source, "classifier": classifier.name,
             "weights": weights_digest(classifier), "attack": group_params(cfg.attack), "seed": seed,
-            "numerics": {"amp": cfg.amp, "channels_last": cfg.channels_last, "compile": compile_backend(cfg)},
-            "code": version, "torch": torch.__version__, "device": str(device),
+            "numerics": {"amp": classifier.amp, "channels_last": classifier.channels_last,
+                         "compile": classifier.compile_backend},
+            "code": version, "torch": torch.__version__,
         }  # fmt: skip
         cache = ObliviousCache(Path(str(cfg.results_dir)), cache_key)
     figure_path = Path(str(cfg.results_dir)) / "figures" / f"{chash}.png"
@@ -269,8 +270,6 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
 
     finished = dt.datetime.now(dt.UTC)
     run_id = f"{finished:%Y%m%dT%H%M%S}-{chash[:8]}-{uuid.uuid4().hex[:6]}"
-    accuracy = lambda values: round(100.0 * float(np.mean(values)), 2)  # noqa: E731
-    column = lambda key: [r[key] for r in per_example_rows]  # noqa: E731
     attack_info = attack.describe()
     row = {
         "run_id": run_id,
@@ -282,16 +281,10 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         "threat_model": threat.name,
         "norm": attack.norm,
         "eps": attack.eps,
-        "n_examples": len(per_example_rows),
         "seed": seed,
         "shard": "" if shard is None else f"{shard[0]}/{shard[1]}",
-        "sa": accuracy(column("sa_correct")),
-        "ra": accuracy([hits / n_eval for hits in column("ra_hits")]),
-        "ra_worst": accuracy([hits == n_eval for hits in column("ra_hits")]),
+        **summarise(per_example_rows, n_eval),
         "n_eval": n_eval,
-        "clean_acc_undefended": accuracy(column("clean_correct")),
-        "adv_acc_undefended": accuracy(column("adv_correct")),
-        "unperturbed": unperturbed(per_example_rows),
         "attack_steps": attack_info.get("attack_steps", ""),
         "attack_params": attack_info.get("attack_params", ""),
         "attack_eot_iter": attack_info.get("attack_eot_iter", 1),

@@ -48,8 +48,9 @@ def main(argv: list[str]) -> int:
         return 2
     text = grouped_markdown(rows) + "\n" + threat_pivot(rows, list(LADDER), results_dir / "runs")
     atomic_write_text(results_dir / "leaderboard.md", text + "\n")
-    atomic_write_text(results_dir / "leaderboard.tex", latex_tables(complete(rows)))
-    sa_ra_scatter(complete(rows), results_dir / "sa_ra.png")
+    done = complete(rows)  # unsharded runs and merged shards
+    atomic_write_text(results_dir / "leaderboard.tex", latex_tables(done))
+    sa_ra_scatter(done, results_dir / "sa_ra.png")
     robustbench_records(rows, results_dir / "robustbench")
     print(text)
     return 0

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections import defaultdict
 from collections.abc import Sequence
+
+from purebench.leaderboard.table import by_dataset_threat
 
 # (header, column) pairs of the paper table; the CSV keeps everything else.
 LATEX_COLUMNS = [
@@ -27,12 +28,8 @@ def escape(text: object) -> str:
 
 
 def latex_tables(rows: Sequence[dict[str, str]]) -> str:
-    groups: dict[tuple[str, str], list[dict[str, str]]] = defaultdict(list)
-    for row in rows:
-        groups[(row["dataset"], row["threat_model"])].append(row)
     out = ["% purebench leaderboard; needs \\usepackage{booktabs}"]
-    for (dataset, threat), members in sorted(groups.items()):
-        members = sorted(members, key=lambda r: (-float(r["ra"]), -float(r["sa"])))
+    for (dataset, threat), members in by_dataset_threat(rows):
         out += [
             "\\begin{table}[t]", "\\centering",
             f"\\caption{{{escape(dataset)}, threat model: {escape(threat)}.}}",

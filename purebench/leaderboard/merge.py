@@ -16,15 +16,9 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from purebench.eval.results import append_row, ra_hits, read_rows, unperturbed, write_json
+from purebench.eval.results import append_row, read_rows, summarise, write_json
 
 MERGED = "merged"
-
-
-def _percent(values: list[float]) -> float:
-    return round(100.0 * float(np.mean(values)), 2)
 
 
 def merge_shards(results_dir: Path) -> list[dict[str, Any]]:
@@ -63,13 +57,7 @@ def merge_shards(results_dir: Path) -> list[dict[str, Any]]:
             **shards[0],
             "run_id": f"{finished:%Y%m%dT%H%M%S}-{chash[:8]}-{uuid.uuid4().hex[:6]}",
             "shard": f"{MERGED} {n}",
-            "n_examples": len(examples),
-            "sa": _percent([e["sa_correct"] for e in examples]),
-            "ra": _percent([ra_hits(e) / n_eval for e in examples]),
-            "ra_worst": _percent([ra_hits(e) == n_eval for e in examples]),
-            "clean_acc_undefended": _percent([e["clean_correct"] for e in examples]),
-            "adv_acc_undefended": _percent([e["adv_correct"] for e in examples]),
-            "unperturbed": unperturbed(examples),
+            **summarise(examples, n_eval),
             "wall_s": round(sum(float(r["wall_s"]) for r in shards), 2),
             "warnings": " | ".join(sorted({w for r in shards for w in r["warnings"].split(" | ") if w})),
             "finished_at": finished.isoformat(timespec="seconds"),

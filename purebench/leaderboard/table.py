@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from purebench.eval.results import ra_hits
+from purebench.leaderboard.merge import MERGED
 
 # (header, column) pairs shown in the Markdown tables; the CSV keeps every column.
 SHOWN = [
@@ -34,17 +35,24 @@ def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> 
 
 def complete(rows: Sequence[dict[str, str]]) -> list[dict[str, str]]:
     """Rows that stand for a whole evaluation: unsharded runs and merged shards, not single shards."""
-    return [r for r in rows if not r.get("shard") or r["shard"].startswith("merged")]
+    return [r for r in rows if not r.get("shard") or r["shard"].startswith(MERGED)]
+
+
+def by_dataset_threat(rows: Sequence[dict[str, str]]) -> list[tuple[tuple[str, str], list[dict[str, str]]]]:
+    """The rows grouped by (dataset, threat model), groups in name order, rows by RA then SA (descending)."""
+    groups: dict[tuple[str, str], list[dict[str, str]]] = defaultdict(list)
+    for row in rows:
+        groups[(row["dataset"], row["threat_model"])].append(row)
+    return [
+        (key, sorted(members, key=lambda r: (-float(r["ra"]), -float(r["sa"]))))
+        for key, members in sorted(groups.items())
+    ]
 
 
 def grouped_markdown(rows: Sequence[dict[str, str]]) -> str:
     """One section per (dataset, threat model), rows sorted by RA (descending), then SA."""
-    groups: dict[tuple[str, str], list[dict[str, str]]] = defaultdict(list)
-    for row in complete(rows):
-        groups[(row["dataset"], row["threat_model"])].append(row)
     sections = ["# purebench leaderboard", ""]
-    for (dataset, threat), members in sorted(groups.items()):
-        members = sorted(members, key=lambda r: (-float(r["ra"]), -float(r["sa"])))
+    for (dataset, threat), members in by_dataset_threat(complete(rows)):
         sections += [f"## {dataset} — threat model: {threat}", ""]
         sections += [markdown_table([h for h, _ in SHOWN], [[r.get(c, "") for _, c in SHOWN] for r in members]), ""]
     return "\n".join(sections)

@@ -9,27 +9,19 @@ different config pointed at the same file is an error, never a silent overwrite.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from purebench.errors import PurebenchError
+from purebench.eval.results import atomic_path
 
 
 def save(path: Path, state: dict[str, Any]) -> None:
     """Write ``state`` so that ``path`` holds the old checkpoint or the new one, never a torn file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         torch.save(state, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def load(path: Path) -> dict[str, Any]:

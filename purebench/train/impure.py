@@ -49,7 +49,7 @@ class ImpureTrainer(Trainer):
         self.feature_net = CLASSIFIERS.build(self.t.feature_net).to(self.device)
         self.defense = IMPure(self.riae, d.division, d.masking, d.t_image, d.t_feature)
         self.all_idx = sorted([*self.train_idx.tolist(), *self.val_idx.tolist()])
-        self.x_adv, self.attack_names = adversarial_pairs(
+        self.x_adv, _ = adversarial_pairs(
             Path(str(self.t.cache_dir)), self.dataset, self.all_idx, self.classifier,
             OmegaConf.to_container(self.t.attacks, resolve=True), self.t.norm, self.t.eps, self.seed,
             int(self.t.batch_size),

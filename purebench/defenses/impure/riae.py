@@ -74,13 +74,14 @@ class RIAE(PatchAutoencoder):
             raise PurebenchError(f"defense.masking must be one of {', '.join(MASKINGS)}, got '{masking}'.")
         b, s, length = subsets.shape
         n = s * length
-        encoded = self.to_decoder(self.encode(x, subsets))  # (B, S, L, Dd)
+        clean = self.encode(x, subsets)
+        encoded = self.to_decoder(clean)  # (B, S, L, Dd)
         if masking != "occlusion":  # the information each subset contributes to its own reconstruction
             source = x
             if "image" in masking:
                 abar = noise_level(t_image).to(x.device).view(-1, 1, 1, 1)
                 source = (abar.sqrt() * (2 * x - 1) + (1 - abar).sqrt() * randn_like(x) + 1) / 2
-            own = self.encode(source, subsets) if "image" in masking else self.encode(x, subsets)
+            own = self.encode(source, subsets) if "image" in masking else clean
             if "feature" in masking:
                 abar = noise_level(t_feature).to(x.device).view(-1, 1, 1, 1)
                 own = abar.sqrt() * own + (1 - abar).sqrt() * randn_like(own)
