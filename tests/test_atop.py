@@ -8,26 +8,46 @@ from pathlib import Path
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from purebench.defenses import DEFENSES
 from purebench.defenses.atop import AToP
 from purebench.defenses.atop.deepfill import DeepFillGenerator, PatchDiscriminator
 from purebench.defenses.atop.mae import MAEPurifier
 from purebench.defenses.atop.transforms import RandomTransform
+from purebench.defenses.checkpoint_config import settle
 from purebench.errors import PurebenchError
 from purebench.eval.runner import evaluate, group_params
 from purebench.seeding import per_example
 
 REPO = Path(__file__).resolve().parent.parent
-TINY_DEEPFILL = ["defense.deepfill.cnum=8", "train.discriminator_cnum=8"]
+TINY_DEEPFILL = ["defense.deepfill.cnum=8", "train.discriminator_cnum=8", "defense.purifier_size=32"]
+TINY_UNET = ["defense.purifier=unet", "defense.unet.widths=[8,16]", "defense.unet.groups=4", "defense.purifier_size=32"]
 TINY_MAE = [
     "defense.purifier=mae", "defense.mae.dim=32", "defense.mae.depth=1", "defense.mae.heads=2",
     "defense.mae.decoder_dim=32", "defense.mae.decoder_depth=1", "defense.mae.decoder_heads=2",
 ]  # fmt: skip
 
 
-def _transform(kind: str) -> RandomTransform:
-    return RandomTransform(kind, sigma=0.25, grid=8, missing_rate=0.25, n_masks=4)
+def _transform(kind: str, work_size: int = 32, purifier_size: int | None = None) -> RandomTransform:
+    return RandomTransform(kind, 0.25, 8, 0.25, 4, work_size=work_size, purifier_size=purifier_size)
+
+
+def test_transform_at_the_work_size_has_the_codes_statistics():
+    """Code: Resize(256), noise N(0, 0.25^2) per 256-px pixel clipped to [0, 1], 16 of 64 blocks of 32 px hidden."""
+    x = torch.full((2, 3, 32, 32), 0.5)
+    with per_example(0, [0, 1]):
+        [(x_t, m)] = _transform("rt2", work_size=256).views(x)
+    assert x_t.shape == (2, 3, 256, 256)
+    blocks = m[:, 0, ::32, ::32]
+    assert torch.equal(m[:, 0], blocks.repeat_interleave(32, 1).repeat_interleave(32, 2))
+    assert (blocks == 0).flatten(1).sum(1).tolist() == [16, 16]
+    kept = (x_t - 0.5)[m.expand_as(x_t) == 1]
+    assert abs(kept.mean()) < 0.01 and 0.23 < kept.std() < 0.25  # sigma 0.25, a little less after clipping at 2 sigma
+    with per_example(0, [0, 1]):  # the purifier at 32 px sees the same draw area-downsampled: sigma / 8 per pixel
+        [(small, small_m)] = _transform("rt2", work_size=256, purifier_size=32).views(x)
+    assert torch.allclose(small, F.avg_pool2d(x_t, 8), atol=1e-6) and torch.equal(small_m, m[..., ::8, ::8])
+    assert 0.027 < (small - 0.5)[small_m.expand_as(small) == 1].std() < 0.033
 
 
 @pytest.mark.parametrize("kind", ["rt1", "rt2"])
@@ -61,9 +81,9 @@ def test_masks_are_per_example_and_reproducible():
         alone = _transform("rt2").views(x[2:3])[0][0]
     assert torch.equal(batch[2:3], alone)
     with pytest.raises(PurebenchError, match="n_masks \\* missing_rate must be 1"):
-        RandomTransform("rt3", 0.25, 8, 0.25, 3)
+        RandomTransform("rt3", 0.25, 8, 0.25, 3, 32)
     with pytest.raises(PurebenchError, match="must divide the 64 patches"):
-        RandomTransform("rt3", 0.25, 8, 1 / 3, 3)  # N * r = 1, but 64 patches do not split into 3 equal masks
+        RandomTransform("rt3", 0.25, 8, 1 / 3, 3, 32)  # N * r = 1, but 64 patches do not split into 3 equal masks
 
 
 def test_deepfill_layout_matches_the_public_pytorch_port():
@@ -114,7 +134,13 @@ def test_train_pretrain_resume_finetune_and_evaluate(make_cfg, data_root, tmp_pa
     no_init = _train(*TINY_DEEPFILL, f"train.out={fine}", "train.stage=finetune", cwd=tmp_path)
     assert no_init.returncode == 2 and "train.init" in no_init.stderr
     done = _train(
-        *TINY_DEEPFILL, f"train.out={fine}", "train.stage=finetune", f"train.init={pre}", "train.epochs=1", cwd=tmp_path
+        *TINY_DEEPFILL,
+        f"train.out={fine}",
+        "train.stage=finetune",
+        f"train.init={pre}",
+        "train.epochs=1",
+        "train.cls_start_epoch=0",
+        cwd=tmp_path,
     )
     assert done.returncode == 0, done.stderr
     assert "ce" in torch.load(fine, weights_only=True)["history"][0]
@@ -125,7 +151,7 @@ def test_train_pretrain_resume_finetune_and_evaluate(make_cfg, data_root, tmp_pa
         )
     )  # fmt: skip
     assert row["defense_randomized"] and row["n_eval"] == 3 and row["ra_worst"] <= row["ra"]
-    with pytest.raises(PurebenchError, match="does not match"):
+    with pytest.raises(PurebenchError, match=r"defense\.deepfill=\{'cnum': 16\} \(checkpoint: \{'cnum': 8\}\)"):
         evaluate(make_cfg("defense=atop", "defense.deepfill.cnum=16", f"defense.checkpoint={fine}", "n_examples=2"))
 
 
@@ -156,7 +182,11 @@ def _train_cfg(*overrides: str):
 def test_finetune_steps_lower_the_classification_loss_and_leave_the_classifier_alone(data_root, tmp_path):
     from purebench.train.atop import AToPTrainer
 
-    trainer = AToPTrainer(_train_cfg("train.stage=finetune", "train.init=unused", f"train.out={tmp_path / 'f.pt'}"))
+    trainer = AToPTrainer(
+        _train_cfg(
+            "train.stage=finetune", "train.init=unused", "train.cls_start_epoch=0", f"train.out={tmp_path / 'f.pt'}"
+        )
+    )
     before = {k: v.clone() for k, v in trainer.classifier.state_dict().items()}
     x, y = trainer.dataset.load(range(8))
     ce = [trainer.step((x, y), epoch=0)["ce"] for _ in range(15)]
@@ -174,7 +204,8 @@ def test_checkpoint_round_trip_reproduces_the_purified_images(make_cfg, data_roo
     trainer.step((x, y), epoch=0)
     checkpoint.save(trainer.out, trainer.checkpoint_state(0, []))
     trained = AToP(trainer.transform, trainer.purifier.eval())
-    cfg = make_cfg("defense=atop", "defense.deepfill.cnum=8", f"defense.checkpoint={trainer.out}")
+    cfg = make_cfg("defense=atop", f"defense.checkpoint={trainer.out}")  # the checkpoint supplies width and sizes
+    assert set(settle(cfg.defense, trainer.out)) == {"deepfill", "purifier_size"}
     loaded = DEFENSES.build("atop", classifier=None, **group_params(cfg.defense))
     with per_example(3, range(8)), torch.no_grad():
         expected = trained.purify(x)
@@ -198,3 +229,64 @@ def test_atop_runs_under_the_threat_models(make_cfg, data_root, tmp_path, threat
     )  # fmt: skip
     assert row["threat_model"] == threat and row["n_eval"] == 2 and row["ra_worst"] <= row["ra"]
     assert row["threat_eot_iter"] == (1 if threat == "oblivious" else 2)
+
+
+def test_the_gan_term_reaches_the_generator_only_when_asked(data_root, tmp_path):
+    """Code default: G steps on L1 (+ CE) only; the discriminator still trains. gan_weight=1 is Eq. 9's text."""
+    from purebench.train.atop import AToPTrainer
+
+    x, _ = AToPTrainer(_train_cfg(f"train.out={tmp_path / 'a.pt'}")).dataset.load(range(4))
+    for gan_weight, generator_moves in ((0, False), (1, True)):
+        trainer = AToPTrainer(
+            _train_cfg(f"train.out={tmp_path / 'g.pt'}", "train.l1_weight=0", f"train.gan_weight={gan_weight}")
+        )
+        g_before = [p.clone() for p in trainer.purifier.parameters()]
+        d_before = [p.clone() for p in trainer.discriminator.parameters()]
+        losses = trainer.step((x, torch.zeros(4, dtype=torch.long)), epoch=0)
+        g_moved = any(not torch.equal(a, b) for a, b in zip(g_before, trainer.purifier.parameters(), strict=True))
+        assert g_moved == generator_moves and ("gan" in losses) == generator_moves
+        assert any(not torch.equal(a, b) for a, b in zip(d_before, trainer.discriminator.parameters(), strict=True))
+
+
+def test_unet_pretraining_lowers_the_loss_in_a_few_steps(data_root, tmp_path):
+    from purebench.train.atop import AToPTrainer
+
+    trainer = AToPTrainer(_train_cfg(*TINY_UNET, f"train.out={tmp_path / 'u.pt'}", "train.lr=3e-3"))
+    x, y = trainer.dataset.load(range(8))
+    losses = [trainer.step((x, y), epoch=0)["rec"] for _ in range(12)]
+    assert losses[-1] < 0.7 * losses[0], losses
+
+
+def test_resumed_training_equals_an_uninterrupted_run(data_root, tmp_path):
+    common = [*TINY_UNET, "train.lr=1e-3", "train.n_train=24", "train.val_fraction=0.2"]
+    whole, split = tmp_path / "whole.pt", tmp_path / "split.pt"
+    assert _train(*common, f"train.out={whole}", "train.epochs=2", cwd=tmp_path).returncode == 0
+    assert (
+        _train(*common, f"train.out={split}", "train.epochs=2", "train.max_minutes=0.0001", cwd=tmp_path).returncode
+        == 0
+    )
+    assert torch.load(split, weights_only=True)["epoch"] == 0  # stopped by the budget after the first epoch
+    assert _train(*common, f"train.out={split}", "train.epochs=2", cwd=tmp_path).returncode == 0
+    a, b = torch.load(whole, weights_only=True), torch.load(split, weights_only=True)
+    assert all(torch.equal(a["purifier"][k], b["purifier"][k]) for k in a["purifier"])
+    assert [h["rec"] for h in a["history"]] == [h["rec"] for h in b["history"]]
+
+
+def test_extra_images_only_for_pretraining_and_never_the_evaluation_split(data_root, tmp_path):
+    from purebench.train.atop import AToPTrainer
+
+    extra = "train.extra_images=[{name: cifar100, split: test}]"
+    trainer = AToPTrainer(_train_cfg(*TINY_UNET, f"train.out={tmp_path / 'e.pt'}", extra))
+    assert trainer.n_batches() == -(-(len(trainer.train_idx) + 916) // 8)
+    _, y = next(trainer.batches(0, torch.Generator().manual_seed(0)))
+    assert y.min() >= -1
+    with pytest.raises(PurebenchError, match="only pretrain stages"):
+        AToPTrainer(
+            _train_cfg(*TINY_UNET, f"train.out={tmp_path / 'f.pt'}", extra, "train.stage=finetune", "train.init=x")
+        )
+    with pytest.raises(PurebenchError, match="evaluation images"):
+        AToPTrainer(
+            _train_cfg(
+                *TINY_UNET, f"train.out={tmp_path / 'f.pt'}", "train.extra_images=[{name: cifar10, split: test}]"
+            )
+        )

@@ -8,21 +8,24 @@ from hydra import compose, initialize_config_dir
 
 from purebench.cli import CONF_DIR
 from purebench.defenses import DEFENSES
-from purebench.defenses.impure.riae import RIAE
+from purebench.defenses.checkpoint_config import settle
+from purebench.defenses.impure import IMPure
+from purebench.defenses.impure.riae import RIAE, noise_level
 from purebench.eval.runner import evaluate, group_params
-from purebench.seeding import per_example
+from purebench.seeding import derive_seed, per_example
 from purebench.train import checkpoint
 from purebench.train.impure import ImpureTrainer, random_combination
 
 TINY_MODEL = [
     "defense.model.dim=32", "defense.model.depth=1", "defense.model.heads=2",
     "defense.model.decoder_dim=32", "defense.model.decoder_depth=1", "defense.model.decoder_heads=2",
+    "defense.model.out_indices=[]",
 ]  # fmt: skip
 
 
 def _riae() -> RIAE:
     torch.manual_seed(0)
-    return RIAE(32, 4, 4, 32, 1, 2, 32, 1, 2).eval()
+    return RIAE(32, 4, 4, 32, 2, 2, 32, 1, 2, out_indices=[0]).eval()
 
 
 def _pixels_of(subsets: torch.Tensor, which: int) -> torch.Tensor:
@@ -45,30 +48,53 @@ def test_a_subset_encoding_ignores_the_other_subsets_pixels():
     subsets = riae.division(x, "random")
     changed = x + _pixels_of(subsets, 1) * torch.rand_like(x)  # new pixels in subset 1 only
     with torch.no_grad():
-        before, after = riae.encode(x, subsets), riae.encode(changed, subsets)
-    assert torch.allclose(before[:, 0], after[:, 0], atol=1e-6) and not torch.allclose(before[:, 1], after[:, 1])
+        before, after = riae.encode(riae.normalise(x), subsets), riae.encode(riae.normalise(changed), subsets)
+    for b, a in zip(before, after, strict=True):  # patch features, then class tokens
+        assert torch.allclose(b[:, 0], a[:, 0], atol=1e-6) and not torch.allclose(b[:, 1], a[:, 1])
 
 
 def test_a_subset_is_reconstructed_without_its_own_pixels():
     riae, x = _riae(), torch.rand(2, 3, 32, 32)
     subsets = riae.division(x, "uniform")
     own = _pixels_of(subsets, 2)
+    interior = -torch.nn.functional.max_pool2d(-own, 3, stride=1, padding=1)  # the final 3x3 conv mixes 1-px borders
     changed = x + own * torch.rand_like(x)
     with torch.no_grad():
         before, after = riae(x, subsets, "occlusion"), riae(changed, subsets, "occlusion")
-    assert torch.allclose(before * own, after * own, atol=1e-6)  # subset 2's prediction is unchanged
+    assert interior.sum() >= 2 * 16 * 4  # at least the 2x2 centre of each 4x4 patch (image edges: zero padding)
+    assert torch.allclose(before * interior, after * interior, atol=1e-6)  # subset 2's own pixels never reach it
     assert not torch.allclose(before * (1 - own), after * (1 - own))  # the others did see the change
 
 
-def test_random_combination_takes_x_hat_where_u_is_one_and_x_adv_where_zero():
+def test_image_noise_is_added_in_normalised_units():
+    """Code (pre_norm): x_t = sqrt(abar) x_n + sqrt(1 - abar) eps on ImageNet-normalised pixels."""
+    riae = _riae()
+    x = torch.rand(2, 3, 32, 32)
+    assert torch.allclose(riae.normalise(x) * riae.std + riae.mean, x, atol=1e-6)
+    t = torch.full((2,), 400)
+    seen = []
+    riae.encode = lambda x_norm, subsets: seen.append(x_norm) or RIAE.encode(riae, x_norm, subsets)
+    with per_example(0, [0, 1]), torch.no_grad():
+        riae(x, riae.division(x, "uniform"), "image_noise", t, t)
+    with per_example(0, [0, 1]):
+        eps = torch.stack([torch.randn(3, 32, 32, generator=g) for g in _generators(0, [0, 1])])
+    abar = float(noise_level(t)[0])
+    expected = abar**0.5 * riae.normalise(x) + (1 - abar) ** 0.5 * eps
+    assert torch.allclose(seen[1], expected, atol=1e-5)
+
+
+@pytest.mark.parametrize("mode", ["paper", "code"])
+def test_random_combination_takes_x_hat_where_u_is_one_and_x_adv_where_zero(mode):
     x_hat, x_adv = torch.rand(2, 3, 32, 32), torch.rand(2, 3, 32, 32)
     with per_example(0, [0, 1]):
-        u = random_combination(torch.ones_like(x_hat), torch.zeros_like(x_adv), 4)  # = u itself
+        u = random_combination(torch.ones_like(x_hat), torch.zeros_like(x_adv), 4, mode)  # = u itself
     with per_example(0, [0, 1]):
-        combined = random_combination(x_hat, x_adv, 4)
+        combined = random_combination(x_hat, x_adv, 4, mode)
     assert torch.equal(u[:, :, ::4, ::4].repeat_interleave(4, 2).repeat_interleave(4, 3), u)  # one value per patch
     assert u.min() >= 0 and u.max() <= 1 and u.std() > 0.1
     assert torch.allclose(combined, x_hat * u + x_adv * (1 - u))
+    if mode == "code":  # binary: 1/k of the patches (k in 2..4) from x_adv
+        assert set(u.unique().tolist()) == {0.0, 1.0} and 0.15 < (1 - u).mean() < 0.6
 
 
 @pytest.fixture
@@ -82,6 +108,24 @@ def trainer(data_root, tmp_path) -> ImpureTrainer:
             ],
         )  # fmt: skip
     return ImpureTrainer(cfg)
+
+
+def test_pretraining_on_clean_images_lowers_the_pixel_loss(data_root, tmp_path):
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose("train", overrides=[
+            "defense=impure", *TINY_MODEL, "train.stage=pretrain", "train.n_train=24", "train.batch_size=8",
+            "train.lr=2e-3", f"train.out={tmp_path / 'p.pt'}",
+        ])  # fmt: skip
+    pre = ImpureTrainer(cfg)
+    assert pre.x_adv is None and pre.feature_net is None  # no attacks and no perceptual network in pretraining
+    x, y = next(pre.batches(0, torch.Generator().manual_seed(0)))
+    losses = []
+    for _ in range(15):
+        with per_example(0, range(8)):
+            out = pre.step((x, y), epoch=0)
+        assert set(out) == {"pix"}
+        losses.append(out["pix"])
+    assert losses[-1] < 0.93 * losses[0], losses
 
 
 def test_training_steps_lower_the_loss_and_the_cache_is_reused(trainer, tmp_path):
@@ -101,7 +145,8 @@ def test_training_steps_lower_the_loss_and_the_cache_is_reused(trainer, tmp_path
 
 def test_checkpoint_round_trip_and_threat_models(trainer, make_cfg, data_root):
     checkpoint.save(trainer.out, trainer.checkpoint_state(0, []))
-    cfg = make_cfg("defense=impure", *TINY_MODEL, f"defense.checkpoint={trainer.out}")
+    cfg = make_cfg("defense=impure", f"defense.checkpoint={trainer.out}")  # the checkpoint supplies the model
+    assert settle(cfg.defense, trainer.out) == ["model"]
     loaded = DEFENSES.build("impure", classifier=None, **group_params(cfg.defense))
     x, _ = trainer.dataset.load(range(4))
     trainer.riae.eval()
@@ -125,3 +170,22 @@ def test_table_recipes_compose(make_cfg):
         cfg = make_cfg(f"+experiment={recipe}", "+impure_attack=mdfgsm")
         assert (cfg.defense.name, cfg.threat.name, cfg.attack.name) == ("impure", "oblivious", "difgsm")
         assert cfg.attack.eps == pytest.approx(16 / 255, abs=1e-4) and cfg.attack.decay == 1.0
+
+
+def _generators(seed: int, indices: list[int]) -> list[torch.Generator]:
+    """The per-example generators of purebench.seeding, advanced past the division draw (uniform: none)."""
+    return [torch.Generator().manual_seed(derive_seed(seed, i, "defense")) for i in indices]
+
+
+def test_eval_pad_pads_and_resizes_back_as_the_code():
+    riae = _riae()
+    defense = IMPure(riae, "uniform", "occlusion", 400, 600, eval_pad=4)
+    plain = IMPure(riae, "uniform", "occlusion", 400, 600)
+    x = torch.rand(2, 3, 32, 32)
+    with torch.no_grad():
+        padded, purified = defense.purify(x), plain.purify(x)
+    expected = torch.nn.functional.interpolate(
+        torch.nn.functional.pad(purified, (4, 4, 4, 4)), size=(32, 32), mode="bilinear", align_corners=False
+    )
+    assert padded.shape == x.shape and torch.allclose(padded, expected.clamp(0, 1))
+    assert padded[..., 0, :].mean() < purified[..., 0, :].mean()  # the zero border is blended in

@@ -1,8 +1,10 @@
-"""Differentiable blurring operators: Gaussian, median and total-variation minimisation.
+"""Differentiable classical image operators: Gaussian, median, total-variation minimisation, hole filling.
 
-They are the baseline defenses and the ``blur(.)`` of ZeroPur's Guided Shift (Alg. 1 line 3;
-levels of Table 6: median 3x3/5x5/7x7, Gaussian sigma 0.6/1.2/1.8; TVM of Fig. 5d). All work
-per image and per channel, so a batch never mixes images.
+They are the baseline defenses, the ``blur(.)`` of ZeroPur's Guided Shift (Alg. 1 line 3; levels
+of Table 6: median 3x3/5x5/7x7, Gaussian sigma 0.6/1.2/1.8; TVM of Fig. 5d) and the fill of the
+non-learned floors. The Gaussian and median filters are kornia's (reflect padding; a test checks
+they equal the hand-written versions purebench used before, values and gradients). All work per
+image and per channel, so a batch never mixes images.
 """
 
 from __future__ import annotations
@@ -10,35 +12,43 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 
+import kornia.filters
 import torch
-import torch.nn.functional as F
 
 from purebench.errors import PurebenchError
 
 
-def gaussian_blur(x: torch.Tensor, sigma: float, kernel_size: int | None = None) -> torch.Tensor:
-    """Separable Gaussian blur with reflect padding; kernel covers +-3 sigma by default."""
+def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Separable Gaussian blur with reflect padding; the kernel covers +-3 sigma."""
     if sigma <= 0:
         raise ValueError(f"sigma must be > 0, got {sigma}")
-    k = kernel_size or 2 * math.ceil(3 * sigma) + 1
-    coords = torch.arange(k, dtype=x.dtype, device=x.device) - (k - 1) / 2
-    kernel = torch.exp(-(coords**2) / (2 * sigma**2))
-    kernel = kernel / kernel.sum()
-    c = x.shape[1]
-    pad = k // 2
-    out = F.pad(x, (pad, pad, pad, pad), mode="reflect")
-    out = F.conv2d(out, kernel.view(1, 1, 1, k).expand(c, 1, 1, k), groups=c)
-    return F.conv2d(out, kernel.view(1, 1, k, 1).expand(c, 1, k, 1), groups=c)
+    k = 2 * math.ceil(3 * sigma) + 1
+    if k > min(x.shape[-2:]):  # reflect padding needs the kernel radius inside the image
+        k = min(x.shape[-2:]) - (1 - min(x.shape[-2:]) % 2)
+    return kornia.filters.gaussian_blur2d(x, (k, k), (sigma, sigma), border_type="reflect")
 
 
 def median_blur(x: torch.Tensor, kernel_size: int) -> torch.Tensor:
     """k x k median filter with reflect padding (gradient flows to the selected median pixel)."""
     if kernel_size < 1 or kernel_size % 2 == 0:
         raise ValueError(f"median kernel size must be odd and positive, got {kernel_size}")
-    pad = kernel_size // 2
-    padded = F.pad(x, (pad, pad, pad, pad), mode="reflect")
-    patches = padded.unfold(2, kernel_size, 1).unfold(3, kernel_size, 1)
-    return patches.reshape(*patches.shape[:4], -1).median(dim=-1).values
+    return kornia.filters.median_blur(x, (kernel_size, kernel_size))
+
+
+def normalized_fill(x: torch.Tensor, keep: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Fill the pixels where ``keep`` is 0 from the kept ones by normalised convolution (Knutsson & Westin
+    1993): G * (keep x) / G * keep, with the Gaussian widened (x2 per round) until every hole has support.
+    Kept pixels are returned unchanged."""
+    filled, support = x * keep, keep
+    scale = sigma
+    while True:
+        numerator, weight = gaussian_blur(x * keep, scale), gaussian_blur(keep, scale)
+        covered = weight > 1e-3
+        filled = torch.where((support == 0) & covered, numerator / weight.clamp_min(1e-3), filled)
+        support = torch.maximum(support, covered.to(x.dtype))
+        if bool((support > 0).all()) or scale >= max(x.shape[-2:]):
+            return keep * x + (1 - keep) * filled
+        scale *= 2
 
 
 def tv_minimise(x: torch.Tensor, weight: float = 0.03, steps: int = 30, lr: float = 0.01) -> torch.Tensor:

@@ -30,6 +30,7 @@ from purebench.attacks import ATTACKS, Attack
 from purebench.classifiers import CLASSIFIERS, Classifier
 from purebench.data import DATASETS, EvalDataset
 from purebench.defenses import DEFENSES, Defense
+from purebench.defenses.checkpoint_config import settle
 from purebench.errors import PurebenchError
 from purebench.eval import checks
 from purebench.eval.adversarial_cache import ObliviousCache
@@ -211,6 +212,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         torch.set_num_threads(int(cfg.threads))
     device = resolve_device(str(cfg.device))
     seed = int(cfg.seed)
+    settle(cfg.defense, cfg.defense.get("checkpoint"))  # before hashing: rows record the purifier actually used
     dataset, classifier, defense, attack, threat = build_components(cfg, device)
     indices = select_indices(dataset, int(cfg.n_examples), str(cfg.dataset.sample), seed)
     log.info("data: %s; evaluating %d images", dataset.source, len(indices))

@@ -1,12 +1,15 @@
 """AToP training: purifier pretraining on L_org and adversarial fine-tuning (Algorithm 1).
 
-- ``pretrain``: the purifier learns to restore transformed clean training images (L_org: for
-  DeepFill the hinge GAN loss plus L1 on both generator stages, L_df; for the MAE L_mae).
+- ``pretrain``: the purifier learns to restore transformed clean training images (L_org: L1 on
+  both DeepFill stages in [-1, 1] units as the authors' code, the U-Net's L1, or L_mae). Labels are
+  not used, so ``train.extra_images`` may add other datasets' images.
 - ``finetune`` (Algorithm 1): the classifier is frozen; each step crafts x' against the
   classifier (line 3; FGSM 8/255 by default, as the authors' code) and updates the purifier on
-  L_org(x') + lambda * CE(y, F(g(t(x')))) (line 4, Eq. 5 and 9). ``finetune_on=clean`` uses the
-  clean images instead (Fig. 4a). Eq. 9 as printed reconstructs x' itself;
-  ``reconstruction_target=clean`` reconstructs the clean image instead.
+  L_org + lambda * CE(y, F(g(t(x')))) (line 4, Eq. 5 and 9) from ``train.cls_start_epoch`` on.
+  ``finetune_on=clean`` uses the clean images instead (Fig. 4a); ``reconstruction_target`` says
+  whether L_org restores the clean image (code default) or x' (Eq. 9 as printed).
+- DeepFill's SN-PatchGAN discriminator is trained on hinge loss as in the code; its generator
+  term reaches G only with ``train.gan_weight`` > 0 (the code detaches it; Eq. 9's text has it).
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 from purebench.attacks import ATTACKS, Attack
 from purebench.defenses.atop import AToP, build_purifier, load_purifier
 from purebench.defenses.atop.deepfill import PatchDiscriminator
-from purebench.defenses.atop.transforms import RandomTransform
+from purebench.defenses.atop.transforms import RandomTransform, resize
 from purebench.errors import PurebenchError
 from purebench.eval.runner import group_params
 from purebench.train import checkpoint
@@ -32,6 +35,12 @@ STAGES = ("pretrain", "finetune")
 class AToPTrainer(Trainer):
     """See the module docstring for the stages and conf/train/atop.yaml for the knobs."""
 
+    purifier_keys = (
+        "transform", "purifier", "sigma", "grid", "missing_rate", "n_masks", "work_size", "purifier_size",
+        "deepfill", "mae", "unet",
+    )  # fmt: skip
+    label_free_stages = ("pretrain",)
+
     def __init__(self, cfg: DictConfig) -> None:
         if cfg.train.stage not in STAGES:
             raise PurebenchError(f"train.stage must be one of {', '.join(STAGES)}, got '{cfg.train.stage}'.")
@@ -39,10 +48,11 @@ class AToPTrainer(Trainer):
             raise PurebenchError("train.stage=finetune needs train.init=PATH, the pretrained purifier checkpoint.")
         super().__init__(cfg)
         d = cfg.defense
-        self.transform = RandomTransform(d.transform, d.sigma, d.grid, d.missing_rate, d.n_masks)
-        self.purifier = build_purifier(
-            d.purifier, d.image_size, OmegaConf.to_container(d.deepfill), OmegaConf.to_container(d.mae)
-        ).to(self.device)
+        self.transform = RandomTransform(
+            d.transform, d.sigma, d.grid, d.missing_rate, d.n_masks, d.work_size, d.purifier_size
+        )
+        blocks = {k: OmegaConf.to_container(d[k]) for k in ("deepfill", "mae", "unet")}
+        self.purifier = build_purifier(d.purifier, self.transform.purifier_size, blocks).to(self.device)
         betas = tuple(self.t.betas)
         self.networks["purifier"] = self.purifier
         self.optimizers["purifier"] = torch.optim.Adam(self.purifier.parameters(), lr=self.t.lr, betas=betas)
@@ -75,9 +85,12 @@ class AToPTrainer(Trainer):
         return [(self.purifier(x_t, m),) for x_t, m in views]
 
     def _reconstruction(self, views, outputs, target: torch.Tensor) -> torch.Tensor:
-        """L1 on both DeepFill stages (L_df's reconstruction term) or L_mae, averaged over views."""
+        """L1 on both DeepFill stages in [-1, 1] units (the code's ae_loss1 + ae_loss2), or the purifier's own
+        reconstruction loss, averaged over views."""
         if self.discriminator is not None:
-            return sum((o[0] - target).abs().mean() + (o[1] - target).abs().mean() for o in outputs) / len(outputs)
+            return sum(2 * ((o[0] - target).abs().mean() + (o[1] - target).abs().mean()) for o in outputs) / len(
+                outputs
+            )
         return sum(
             self.purifier.reconstruction_loss(o[0], target, m) for (_, m), o in zip(views, outputs, strict=True)
         ) / len(outputs)
@@ -101,7 +114,7 @@ class AToPTrainer(Trainer):
         x_in = x
         if finetune and self.t.finetune_on == "adversarial":
             x_in = self.adversary(self.classifier, x, y)  # Algorithm 1 line 3: x' against the classifier
-        target = x_in if self.t.reconstruction_target == "adversarial" else x
+        target = self.transform.target(x_in if self.t.reconstruction_target == "adversarial" else x)
         self.purifier.train()
         if self.discriminator is not None:
             self.discriminator.train()
@@ -113,14 +126,14 @@ class AToPTrainer(Trainer):
         self.optimizers["purifier"].zero_grad(set_to_none=True)
         loss = self.t.l1_weight * self._reconstruction(views, outputs, target)
         losses["rec"] = loss.item()
-        if self.discriminator is not None:  # hinge generator loss on the refined output
+        if self.discriminator is not None and self.t.gan_weight:  # hinge generator loss on the refined output
             gan = -sum(self.discriminator(o[-1], m).mean() for (_, m), o in zip(views, outputs, strict=True)) / len(
                 views
             )
             loss = loss + self.t.gan_weight * gan
             losses["gan"] = gan.item()
         if finetune and epoch >= self.t.cls_start_epoch:  # Eq. 5 / 9: lambda * CE(y, F(g(t(x'))))
-            x_hat = self.transform.combine(views, [o[-1] for o in outputs]).clamp(0, 1)
+            x_hat = resize(self.transform.combine(views, [o[-1] for o in outputs]), x.shape[-1]).clamp(0, 1)
             ce = F.cross_entropy(self.classifier(x_hat), y)
             loss = loss + self.t.lambda_cls * ce
             losses["ce"] = ce.item()

@@ -4,13 +4,18 @@ A trainer names its networks and optimisers; this base class owns the rest: the 
 split of the dataset's training split (never the evaluation images), seeded per-epoch order and
 augmentation (a resumed run replays the same epochs), progress bars, validation, an atomic
 checkpoint with the resolved config after every epoch, resumption from it, and the
-``train.max_minutes`` budget. The purifier's weights sit under ``purifier`` in the checkpoint, so
-``defense.checkpoint=PATH`` loads a training checkpoint directly.
+``train.max_minutes`` budget, the learning-rate schedule (``train.lr_schedule``) and, for
+label-free stages, extra unlabelled images from other registered datasets (``train.extra_images``).
+The purifier's weights sit under ``purifier`` in the checkpoint, beside ``purifier_config`` (the
+defense keys that define it, ``purifier_keys``), so ``defense.checkpoint=PATH`` loads a training
+checkpoint directly and with the right architecture.
 """
 
 from __future__ import annotations
 
 import logging
+import math
+import sys
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
@@ -25,7 +30,8 @@ from torch import nn
 from tqdm import tqdm
 
 from purebench.classifiers import CLASSIFIERS, Classifier
-from purebench.data import DATASETS
+from purebench.data import DATASETS, EvalDataset
+from purebench.defenses.checkpoint_config import settle
 from purebench.errors import PurebenchError
 from purebench.eval.runner import group_params, resolve_device
 from purebench.provenance import config_hash, git_commit
@@ -52,8 +58,13 @@ def augment(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
 class Trainer(ABC):
     """Subclasses build ``self.networks`` (``purifier`` first) and ``self.optimizers``, then implement the hooks."""
 
+    purifier_keys: tuple[str, ...] = ()  # defense keys that define the purifier, stored in every checkpoint
+    label_free_stages: tuple[str, ...] = ()  # stages that may train on train.extra_images (no labels needed)
+
     def __init__(self, cfg: DictConfig) -> None:
         self.cfg, self.t = cfg, cfg.train
+        if self.t.init:  # fine-tuning continues the pretrained purifier: its keys win over the defaults
+            settle(cfg.defense, str(self.t.init))
         self.device = resolve_device(str(cfg.device))
         self.seed = int(cfg.seed)
         seed_everything(self.seed)
@@ -61,6 +72,7 @@ class Trainer(ABC):
         self.classifier: Classifier = CLASSIFIERS.build(cfg.classifier.name, **group_params(cfg.classifier))
         self.classifier.to(self.device)
         self.train_idx, self.val_idx = self._split()
+        self.extra = self._extra_images()
         self.config = OmegaConf.to_container(cfg, resolve=True)
         train_cfg = {k: v for k, v in self.config["train"].items() if k not in _RESUMABLE}
         self.hash = config_hash({**self.config, "train": train_cfg})
@@ -75,16 +87,45 @@ class Trainer(ABC):
         n_val = max(1, round(self.t.val_fraction * n))
         return np.sort(order[n_val:]), np.sort(order[:n_val])
 
+    def _extra_images(self) -> list[EvalDataset]:
+        """``train.extra_images``: other datasets' images for label-free stages, never the evaluation images."""
+        extra = [dict(entry) for entry in self.t.extra_images]
+        if not extra:
+            return []
+        stage = self.t.stage
+        if stage not in self.label_free_stages:
+            raise PurebenchError(
+                f"train.extra_images holds unlabelled images; only {', '.join(self.label_free_stages) or 'no'} "
+                f"stages of {self.cfg.defense.name} can use them (train.stage={stage}). Set train.extra_images=[]."
+            )
+        datasets = []
+        for entry in extra:
+            split = entry.get("split", "train")
+            if entry.get("name") == self.cfg.dataset.name and split == "test":
+                raise PurebenchError(
+                    f"train.extra_images names {entry['name']}'s test split, the evaluation images: pick another dataset "
+                    "or split."
+                )
+            datasets.append(DATASETS.build(entry["name"], root=str(self.cfg.dataset.root), split=split))
+            log.info("extra training images: %s", datasets[-1].source)
+        return datasets
+
     # ---- hooks -----------------------------------------------------------------------------
     def batches(self, epoch: int, generator: torch.Generator) -> Iterator[tuple[torch.Tensor, ...]]:
-        """The epoch's batches: (x, y) of the training indices in a seeded order, augmented."""
-        order = self.train_idx[torch.randperm(len(self.train_idx), generator=generator).numpy()]
-        for i in range(0, len(order), int(self.t.batch_size)):
-            x, y = self.dataset.load(order[i : i + int(self.t.batch_size)].tolist())
+        """The epoch's batches: (x, y) of the training indices (and extra images, label -1) in a seeded order,
+        augmented."""
+        pool = [(self.dataset, int(i)) for i in self.train_idx] + [(d, i) for d in self.extra for i in range(len(d))]
+        order = torch.randperm(len(pool), generator=generator).tolist()
+        for start in range(0, len(order), int(self.t.batch_size)):
+            chosen = [pool[k] for k in order[start : start + int(self.t.batch_size)]]
+            loaded = [source.load([index]) for source, index in chosen]
+            x = torch.cat([xi for xi, _ in loaded])
+            y = torch.cat([yi if source is self.dataset else torch.full_like(yi, -1) for (source, _), (_, yi) in
+                           zip(chosen, loaded, strict=True)])  # fmt: skip
             yield (augment(x, generator) if self.t.augment else x), y
 
     def n_batches(self) -> int:
-        return -(-len(self.train_idx) // int(self.t.batch_size))
+        return -(-(len(self.train_idx) + sum(len(d) for d in self.extra)) // int(self.t.batch_size))
 
     @abstractmethod
     def step(self, batch: tuple[torch.Tensor, ...], epoch: int) -> dict[str, float]:
@@ -97,8 +138,15 @@ class Trainer(ABC):
     def initialise(self) -> None:  # noqa: B027 (optional hook)
         """Set the networks' starting weights for a fresh run (default: as constructed)."""
 
-    def begin_epoch(self, epoch: int) -> None:  # noqa: B027 (optional hook)
-        """Per-epoch set-up before the first step (a learning-rate schedule, say)."""
+    def begin_epoch(self, epoch: int) -> None:
+        """The epoch's learning rate: ``constant`` or ``cosine`` annealing from train.lr over train.epochs."""
+        schedule = str(self.t.lr_schedule)
+        if schedule not in ("constant", "cosine"):
+            raise PurebenchError(f"train.lr_schedule must be constant or cosine, got '{schedule}'.")
+        factor = 0.5 * (1 + math.cos(math.pi * epoch / int(self.t.epochs))) if schedule == "cosine" else 1.0
+        for optimizer in self.optimizers.values():
+            for group in optimizer.param_groups:
+                group["lr"] = float(self.t.lr) * factor
 
     # ---- checkpoints -----------------------------------------------------------------------
     def checkpoint_state(self, epoch: int, history: list[dict[str, Any]]) -> dict[str, Any]:
@@ -106,7 +154,9 @@ class Trainer(ABC):
             **{name: net.state_dict() for name, net in self.networks.items()},
             **{f"opt_{name}": opt.state_dict() for name, opt in self.optimizers.items()},
             "epoch": epoch, "history": history, "config": self.config, "config_hash": self.hash,
-            "commit": self.commit,
+            "commit": self.commit, "command": " ".join(["python -m purebench.train", *sys.argv[1:]]),
+            "data": [self.dataset.source, *(d.source for d in self.extra)],
+            "purifier_config": {k: self.config["defense"][k] for k in self.purifier_keys},
         }  # fmt: skip
 
     def _restore(self, state: dict[str, Any]) -> None:
@@ -146,8 +196,9 @@ class Trainer(ABC):
                 for net in self.networks.values():
                     net.eval()
                 record.update(self.validate())
+            epoch_s = time.perf_counter() - epoch_start
+            record["seconds"] = round(epoch_s, 1)
             history.append(record)
             checkpoint.save(self.out, self.checkpoint_state(epoch, history))
-            epoch_s = time.perf_counter() - epoch_start
             log.info("%s", record)
         return {"out": str(self.out), "epochs_done": len(history), "history": history}

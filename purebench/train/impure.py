@@ -1,66 +1,110 @@
-"""IMPure training (impure.txt Algorithm 1, Eq. 10-15).
+"""IMPure training (impure.txt Algorithm 1, Eq. 10-15; authors' code per NOTES.md): pretraining, then fine-tuning.
 
-Pairs (x_adv, x) come from the adversarial cache: every configured attack (paper: FGSM, PGD,
-MI-FGSM, DI-FGSM, APGD-CE, APGD-DLR, CW, DeepFool at 16/255) run once against the classifier on the
-training split. Each step: x_hat = R(x_adv) with a random division and random noise intensity
-(line 3), the Random Combination Module x' = x_hat * u + x_adv * (1 - u) with u uniform per patch
-(line 4, Eq. 10), and L = L_pix(x_hat, x) + sum_i lambda_i L_per_i(x', x) (line 5, Eq. 12-15) on
-the layers of a feature network F (VGG19 in the paper; any registered classifier here, by
-default the pretrained resnet56, a network other than the victim). AdamW (0.9, 0.95), cosine
-learning-rate schedule over the epochs (Sec. 4.1).
+- ``pretrain`` (code: ``shell/pretrain.sh``, 100 epochs on clean images): the RIAE rebuilds clean
+  training images under the same division and information masking, on the pixel L1 alone. No
+  labels and no attacks, so ``train.extra_images`` may add other datasets' images.
+- ``finetune`` (Algorithm 1): pairs (x_adv, x) come from the adversarial cache: every configured
+  attack (paper: FGSM, PGD, MI-FGSM, DI-FGSM, APGD-CE, APGD-DLR, CW, DeepFool at 16/255) run once
+  against the classifier on the training split. Each step: x_hat = R(x_adv) with a random division
+  and random noise intensity (line 3), the Random Combination Module (line 4, Eq. 10) and
+  L = L_pix(x_hat, x) + sum_i lambda_i L_per_i(x', x) (line 5, Eq. 12-15) on the layers of a
+  feature network F (VGG19 in the paper; any registered classifier here, by default the pretrained
+  resnet56, a network other than the victim). ``train.init`` starts from a pretrained RIAE.
+
+The pixel L1 is taken in ImageNet-normalised units, as the code's (so the perceptual weights
+balance it as there). Validation: SA on held-out clean images and RA against ``train.val_attack``
+crafted once on the classifier (oblivious), with the test-time settings of the defense.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterator
 from pathlib import Path
 
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from purebench.attacks import ATTACKS
 from purebench.classifiers import CLASSIFIERS
+from purebench.classifiers.checkpoints import load_weights
 from purebench.defenses.impure import IMPure, build_riae
 from purebench.errors import PurebenchError
+from purebench.eval.runner import group_params
 from purebench.seeding import rand_like
 from purebench.train.adversarial_cache import adversarial_pairs
 from purebench.train.base import Trainer
 
 LOGITS, EMBEDDING = "logits", "embedding"  # feature names of the pre-softmax output and the penultimate features
+STAGES = ("pretrain", "finetune")
+RCM_MODES = ("code", "paper")
 
 
-def random_combination(x_hat: torch.Tensor, x_adv: torch.Tensor, patch_size: int) -> torch.Tensor:
-    """RCM (Eq. 10): x' = x_hat * u + x_adv * (1 - u), u in [0, 1] constant on each patch."""
+def random_combination(x_hat: torch.Tensor, x_adv: torch.Tensor, patch_size: int, mode: str) -> torch.Tensor:
+    """RCM: x' = x_hat * u + x_adv * (1 - u) with u constant on each patch.
+
+    ``paper`` (Eq. 10): u ~ U[0, 1] per patch. ``code``: u binary, each patch kept from x_adv with
+    probability 1/k, k drawn from {2, 3, 4} per image (the authors' composite imgs*(1-mask)+pred*mask).
+    """
     b, _, h, w = x_hat.shape
     u = rand_like(torch.empty(b, 1, h // patch_size, w // patch_size, device=x_hat.device))
+    if mode == "code":
+        k = 2 + (rand_like(torch.empty(b, 1, 1, 1, device=x_hat.device)) * 3).floor()
+        u = (u >= 1 / k).to(x_hat.dtype)
+    elif mode != "paper":
+        raise PurebenchError(f"train.rcm must be one of {', '.join(RCM_MODES)}, got '{mode}'.")
     u = u.repeat_interleave(patch_size, 2).repeat_interleave(patch_size, 3)
     return x_hat * u + x_adv * (1 - u)
 
 
 class ImpureTrainer(Trainer):
+    purifier_keys = ("image_size", "masking", "model")
+    label_free_stages = ("pretrain",)
+
     def __init__(self, cfg: DictConfig) -> None:
+        if cfg.train.stage not in STAGES:
+            raise PurebenchError(f"train.stage must be one of {', '.join(STAGES)}, got '{cfg.train.stage}'.")
         super().__init__(cfg)
         d = cfg.defense
         if len(self.t.feature_layers) != len(self.t.feature_weights):
             raise PurebenchError("train.feature_layers and train.feature_weights must have the same length.")
         self.riae = build_riae(d.image_size, OmegaConf.to_container(d.model)).to(self.device)
         self.networks["purifier"] = self.riae
-        self.optimizers["purifier"] = torch.optim.AdamW(self.riae.parameters(), lr=self.t.lr, betas=tuple(self.t.betas))
-        self.feature_net = CLASSIFIERS.build(self.t.feature_net).to(self.device)
+        self.optimizers["purifier"] = torch.optim.AdamW(
+            self.riae.parameters(), lr=self.t.lr, betas=tuple(self.t.betas), weight_decay=self.t.weight_decay
+        )
         self.defense = IMPure(self.riae, d.division, d.masking, d.t_image, d.t_feature)
+        self.finetune = self.t.stage == "finetune"
+        self.feature_net = CLASSIFIERS.build(self.t.feature_net).to(self.device) if self.finetune else None
         self.all_idx = sorted([*self.train_idx.tolist(), *self.val_idx.tolist()])
-        self.x_adv, _ = adversarial_pairs(
-            Path(str(self.t.cache_dir)), self.dataset, self.all_idx, self.classifier,
-            OmegaConf.to_container(self.t.attacks, resolve=True), self.t.norm, self.t.eps, self.seed,
-            int(self.t.batch_size),
-        )  # fmt: skip
         self.position = {index: k for k, index in enumerate(self.all_idx)}
+        self.x_adv = None
+        if self.finetune:
+            self.x_adv, _ = adversarial_pairs(
+                Path(str(self.t.cache_dir)), self.dataset, self.all_idx, self.classifier,
+                OmegaConf.to_container(self.t.attacks, resolve=True), self.t.norm, self.t.eps, self.seed,
+                int(self.t.batch_size),
+            )  # fmt: skip
+        self.val_attack = ATTACKS.build(
+            self.t.val_attack.name, seed=self.seed, verbose=False, norm=self.t.norm, eps=self.t.eps,
+            **group_params(self.t.val_attack),
+        )  # fmt: skip
+        self._val_batches: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] | None = None
 
-    # ---- data: (x_adv, x, y) over every (attack, training image) pair -------------------------
+    def initialise(self) -> None:
+        """Fine-tuning starts from the pretrained RIAE when ``train.init`` names one."""
+        if self.t.init:
+            load_weights(self.riae, str(self.t.init), hint="train.init must be an IMPure checkpoint of this model.")
+
+    # ---- data: clean images (pretrain) or (x_adv, x, y) over every (attack, training image) pair ---------
     def n_batches(self) -> int:
+        if not self.finetune:
+            return super().n_batches()
         return -(-self.x_adv.shape[0] * len(self.train_idx) // int(self.t.batch_size))
 
     def batches(self, epoch: int, generator: torch.Generator) -> Iterator[tuple[torch.Tensor, ...]]:
+        if not self.finetune:
+            yield from super().batches(epoch, generator)
+            return
         n_attacks, n = self.x_adv.shape[0], len(self.train_idx)
         order = torch.randperm(n_attacks * n, generator=generator)
         for start in range(0, len(order), int(self.t.batch_size)):
@@ -81,7 +125,7 @@ class ImpureTrainer(Trainer):
         """sum_i lambda_i * L1(F_i(x'), F_i(x)) (Eq. 13-14), the L1 a mean over every element.
 
         Eq. 13 prints 1/(H_F W_F) ||.||_1; the authors' code takes the mean over channels too
-        (L1Loss), which is the scale at which the weights 30/10/5 balance the pixel term.
+        (L1Loss), which is the scale at which the weights 30/10/10 balance the pixel term.
         """
         with torch.no_grad():
             target = self._features(x)
@@ -91,14 +135,8 @@ class ImpureTrainer(Trainer):
             for layer, weight in zip(self.t.feature_layers, self.t.feature_weights, strict=True)
         )
 
-    def begin_epoch(self, epoch: int) -> None:
-        """Cosine annealing of the learning rate over train.epochs (Sec. 4.1)."""
-        lr = 0.5 * self.t.lr * (1 + math.cos(math.pi * epoch / int(self.t.epochs)))
-        for group in self.optimizers["purifier"].param_groups:
-            group["lr"] = lr
-
     def step(self, batch: tuple[torch.Tensor, ...], epoch: int) -> dict[str, float]:
-        x_adv, x, _ = batch
+        x_in, x = (batch[0], batch[1]) if self.finetune else (batch[0], batch[0])
         self.riae.train()
         b = x.shape[0]
         noise = rand_like(torch.empty(b, 2))  # random noise intensity per image (training)
@@ -106,24 +144,34 @@ class ImpureTrainer(Trainer):
         t_feature = (
             self.t.t_feature_range[0] + noise[:, 1] * (self.t.t_feature_range[1] - self.t.t_feature_range[0])
         ).long()
-        x_hat = self.riae(x_adv, self.riae.division(x_adv, self.t.division), self.defense.masking, t_image, t_feature)
-        pixel = (x_hat - x).abs().mean()  # Eq. 12 (mean over pixels and channels, as the code's L1Loss)
-        perceptual = self.perceptual(random_combination(x_hat, x_adv, self.riae.patch_size), x)  # Eq. 10, 13-14
-        loss = pixel + perceptual  # Eq. 15
+        x_hat = self.riae(x_in, self.riae.division(x_in, self.t.division), self.defense.masking, t_image, t_feature)
+        pixel = ((x_hat - x) / self.riae.std).abs().mean()  # Eq. 12 in normalised units (code's L1Loss)
+        losses = {"pix": pixel}
+        if self.finetune:  # Eq. 10, 13-14
+            combined = random_combination(x_hat, x_in, self.riae.patch_size, str(self.t.rcm))
+            losses["per"] = self.perceptual(combined, x)
+        loss = sum(losses.values())  # Eq. 15
         self.optimizers["purifier"].zero_grad(set_to_none=True)
         loss.backward()
         self.optimizers["purifier"].step()
-        return {"pix": pixel.item(), "per": perceptual.item()}
+        return {k: v.item() for k, v in losses.items()}
+
+    def _validation_batches(self) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+        """Held-out (x, x_adv, y): the validation attack crafted once on the frozen classifier."""
+        if self._val_batches is None:
+            self._val_batches = []
+            for start in range(0, len(self.val_idx), int(self.t.batch_size)):
+                x, y = self.dataset.load(self.val_idx[start : start + int(self.t.batch_size)].tolist())
+                x, y = x.to(self.device), y.to(self.device)
+                self._val_batches.append((x, self.val_attack(self.classifier, x, y), y))
+        return self._val_batches
 
     def validate(self) -> dict[str, float]:
-        """SA on clean and RA on every cached attack of the held-out images, test-time settings."""
-        positions = torch.tensor([self.position[i] for i in self.val_idx.tolist()])
-        x, y = self.dataset.load(self.val_idx.tolist())
-        x, y = x.to(self.device), y.to(self.device)
-        with torch.no_grad():
-            sa = (self.classifier(self.defense.purify(x)).argmax(1) == y).float().mean()
-            ra = torch.stack([
-                (self.classifier(self.defense.purify(self.x_adv[a, positions].to(self.device))).argmax(1) == y).float().mean()
-                for a in range(self.x_adv.shape[0])
-            ])  # fmt: skip
-        return {"val_sa": round(100 * sa.item(), 2), "val_ra": round(100 * ra.mean().item(), 2)}
+        """SA and oblivious RA on the held-out images, test-time settings of the defense."""
+        correct_sa = correct_ra = 0
+        for x, x_adv, y in self._validation_batches():
+            with torch.no_grad():
+                correct_sa += int((self.classifier(self.defense.purify(x)).argmax(1) == y).sum())
+                correct_ra += int((self.classifier(self.defense.purify(x_adv)).argmax(1) == y).sum())
+        n = len(self.val_idx)
+        return {"val_sa": round(100 * correct_sa / n, 2), "val_ra": round(100 * correct_ra / n, 2)}

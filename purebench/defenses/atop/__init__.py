@@ -1,7 +1,8 @@
 """AToP: Adversarial Training on Purification (Lin et al.): random transforms + a generative purifier.
 
-``purify(x)`` = RT(x) -> g -> x_hat (Eq. 1-4). The purifier g is a DeepFill v2 GAN or a masked
-autoencoder, trained by ``python -m purebench.train`` (pretraining on L_org, then AToP fine-tuning
+``purify(x)`` = RT(x) -> g -> x_hat (Eq. 1-4), the transform at the authors' 256-px working size
+and x_hat area-resized back to the classifier's input. The purifier g is a DeepFill v2 GAN, a
+masked autoencoder or (not in the paper; the CPU-scale purifier) a small U-Net, trained by ``python -m purebench.train`` (pretraining on L_org, then AToP fine-tuning
 with L_org + lambda * CE through the frozen classifier, Eq. 5 and 9). The transforms are random
 at test time, so the defense declares itself randomized: every threat model then applies EOT and
 the runner's repeated evaluation.
@@ -18,19 +19,22 @@ from purebench.classifiers import Classifier
 from purebench.classifiers.checkpoints import load_weights
 from purebench.defenses.atop.deepfill import DeepFillGenerator
 from purebench.defenses.atop.mae import MAEPurifier
-from purebench.defenses.atop.transforms import RandomTransform
+from purebench.defenses.atop.transforms import RandomTransform, resize
+from purebench.defenses.atop.unet import UNetPurifier
 from purebench.defenses.base import DEFENSES, Defense
 from purebench.errors import PurebenchError
 
-PURIFIERS = ("deepfill", "mae")
+PURIFIERS = ("deepfill", "mae", "unet")
 
 
-def build_purifier(kind: str, image_size: int, deepfill: dict[str, Any], mae: dict[str, Any]) -> nn.Module:
-    """The purifier network named by ``defense.purifier`` with its block of the config."""
+def build_purifier(kind: str, image_size: int, blocks: dict[str, dict[str, Any]]) -> nn.Module:
+    """The purifier network named by ``defense.purifier`` with its block of the config (``blocks[kind]``)."""
     if kind == "deepfill":
-        return DeepFillGenerator(**deepfill)
+        return DeepFillGenerator(**blocks["deepfill"])
     if kind == "mae":
-        return MAEPurifier(image_size=image_size, **mae)
+        return MAEPurifier(image_size=image_size, **blocks["mae"])
+    if kind == "unet":
+        return UNetPurifier(**blocks["unet"])
     raise PurebenchError(f"defense.purifier must be one of {', '.join(PURIFIERS)}, got '{kind}'.")
 
 
@@ -46,7 +50,7 @@ class AToP(Defense):
     def purify(self, x: torch.Tensor) -> torch.Tensor:
         views = self.transform.views(x)
         generated = [self.purifier(x_t, m) for x_t, m in views]
-        return self.transform.combine(views, generated).clamp(0, 1)
+        return resize(self.transform.combine(views, generated), x.shape[-1]).clamp(0, 1)
 
 
 def load_purifier(purifier: nn.Module, checkpoint: str) -> None:
@@ -54,7 +58,7 @@ def load_purifier(purifier: nn.Module, checkpoint: str) -> None:
     load_weights(
         purifier,
         checkpoint,
-        hint="Set defense.purifier and its width (deepfill.cnum, mae.*) to those the purifier was trained with.",
+        hint="Set defense.purifier and its width (deepfill.cnum, mae.*, unet.*) to those the purifier was trained with.",
     )
 
 
@@ -69,12 +73,15 @@ def atop(
     grid: int,
     missing_rate: float,
     n_masks: int,
-    image_size: int,
+    work_size: int,
+    purifier_size: int | None,
     deepfill: dict[str, Any],
     mae: dict[str, Any],
+    unet: dict[str, Any],
 ) -> Defense:
     """AToP with a trained purifier (``defense.checkpoint``); see conf/defense/atop.yaml."""
-    network = build_purifier(purifier, image_size, deepfill, mae)
+    transform_ = RandomTransform(transform, sigma, grid, missing_rate, n_masks, work_size, purifier_size)
+    network = build_purifier(purifier, transform_.purifier_size, {"deepfill": deepfill, "mae": mae, "unet": unet})
     if checkpoint is None:
         raise PurebenchError(
             "defense=atop needs a trained purifier: train one with `python -m purebench.train defense=atop "
@@ -82,4 +89,4 @@ def atop(
             "(then train.stage=finetune train.init=PATH train.out=PATH2) and pass defense.checkpoint=PATH2."
         )
     load_purifier(network, checkpoint)
-    return AToP(RandomTransform(transform, sigma, grid, missing_rate, n_masks), network.eval())
+    return AToP(transform_, network.eval())

@@ -1,7 +1,14 @@
-"""AToP's random transforms RT1-RT3 (Lin et al., Sec. 3.1, Eq. 2-4).
+"""AToP's random transforms RT1-RT3 (Lin et al., Sec. 3.1, Eq. 2-4) at the authors' working size.
 
-A mask hides p x p patches of the image (p = P / grid, grid 8 in the paper, so an 8 x 8 grid of
-patches) at missing rate r; m = 1 keeps a pixel, m = 0 marks a patch the purifier must generate.
+The authors' code resizes CIFAR images to 256 px (``transforms.Resize(256)``) and does
+everything there: Gaussian noise of sigma 0.25 in [0, 1] units per 256-px pixel, clipped, and an
+8 x 8 grid of 32-px blocks at missing rate 0.25. ``work_size`` reproduces that: the image is
+resized (bilinear) to ``work_size`` and the noise and masks are drawn there. The purifier runs at
+``purifier_size`` (default: the work size); a smaller one receives the transformed image
+area-downsampled (a CPU approximation: at 32 px it averages 8 x 8 work pixels, so the noise per
+CIFAR pixel is the code's, about sigma / 8, not 8x stronger as noise added at 32 px would be).
+
+A mask hides whole patches; m = 1 keeps a pixel, m = 0 marks a patch the purifier must generate.
 Exactly round(r * grid^2) patches are missing in every image, drawn per image from its own
 seeded generator (the authors' notebooks draw one mask per batch; per image keeps every image's
 purification independent of the batch it is in). All draws go through purebench.seeding, so a
@@ -11,11 +18,21 @@ transform is reproducible per example and fresh on every call outside a seeded c
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 
 from purebench.errors import PurebenchError
 from purebench.seeding import rand_like, randn_like
 
 TRANSFORMS = ("rt1", "rt2", "rt3")
+
+
+def resize(x: torch.Tensor, size: int) -> torch.Tensor:
+    """Square resize: bilinear up (as torchvision's Resize), area down (exact block means); identity at equal size."""
+    if x.shape[-1] == size and x.shape[-2] == size:
+        return x
+    if size > x.shape[-1]:
+        return F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
+    return F.interpolate(x, size=(size, size), mode="area")
 
 
 def _patch_order(x: torch.Tensor, grid: int) -> torch.Tensor:
@@ -32,9 +49,12 @@ def _masks_from_groups(x: torch.Tensor, grid: int, group_of_patch: torch.Tensor,
 
 
 class RandomTransform:
-    """RT1 (Eq. 2), RT2 (Eq. 3) or RT3 (Eq. 4) with the paper's parameters sigma, p = P/grid, r, N."""
+    """RT1 (Eq. 2), RT2 (Eq. 3) or RT3 (Eq. 4) with the paper's sigma, p = P/grid, r, N, at ``work_size``."""
 
-    def __init__(self, kind: str, sigma: float, grid: int, missing_rate: float, n_masks: int) -> None:
+    def __init__(
+        self, kind: str, sigma: float, grid: int, missing_rate: float, n_masks: int,
+        work_size: int, purifier_size: int | None = None,
+    ) -> None:  # fmt: skip
         if kind not in TRANSFORMS:
             raise PurebenchError(f"defense.transform must be one of {', '.join(TRANSFORMS)}, got '{kind}'.")
         if not 0 < missing_rate < 1:
@@ -44,16 +64,20 @@ class RandomTransform:
                 f"RT3 needs N equal non-overlapping masks that cover the image: n_masks * missing_rate must be 1 "
                 f"and n_masks must divide the {grid * grid} patches, got {n_masks} * {missing_rate}."
             )
+        purifier_size = purifier_size or work_size
+        for key, size in (("work_size", work_size), ("purifier_size", purifier_size)):
+            if size % grid:
+                raise PurebenchError(f"defense.{key}={size} does not split into a {grid}x{grid} grid of patches.")
+        if purifier_size > work_size:
+            raise PurebenchError(f"defense.purifier_size={purifier_size} exceeds defense.work_size={work_size}.")
         self.kind, self.sigma, self.grid, self.missing_rate, self.n_masks = kind, sigma, grid, missing_rate, n_masks
-
-    def check_size(self, x: torch.Tensor) -> None:
-        h, w = x.shape[-2:]
-        if h % self.grid or w % self.grid:
-            raise PurebenchError(f"images of {h}x{w} do not split into a {self.grid}x{self.grid} grid of patches.")
+        self.work_size, self.purifier_size = work_size, purifier_size
 
     def views(self, x: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        """The purifier inputs (x_t, m): one view for RT1/RT2, N views for RT3 (Eq. 4)."""
-        self.check_size(x)
+        """The purifier inputs (x_t, m) at ``purifier_size``: one view for RT1/RT2, N views for RT3 (Eq. 4)."""
+        if x.shape[-1] != x.shape[-2]:
+            raise PurebenchError(f"AToP's transforms need square images, got {tuple(x.shape[-2:])}.")
+        work = resize(x, self.work_size)
         order = _patch_order(x, self.grid)
         n_missing = round(self.missing_rate * self.grid**2)
         # group_of_patch[b, k] = which mask hides patch k of image b (-1: none of them)
@@ -64,11 +88,16 @@ class RandomTransform:
         else:
             group_of_patch = torch.where(rank < n_missing, 0, -1)
             groups = range(1)
-        # eta ~ N(0, sigma^2), one draw shared by the RT3 views (Eq. 3-4); clipped to the image range,
-        # which the paper leaves open, so every purifier input is a valid image.
-        noisy = x if self.kind == "rt1" else (x + self.sigma * randn_like(x)).clamp(0, 1)
-        masks = [_masks_from_groups(x, self.grid, group_of_patch, g) for g in groups]
+        # eta ~ N(0, sigma^2) per work-size pixel, one draw shared by the RT3 views (Eq. 3-4), clipped to
+        # the image range as the authors' code does
+        noisy = work if self.kind == "rt1" else (work + self.sigma * randn_like(work)).clamp(0, 1)
+        noisy = resize(noisy, self.purifier_size)
+        masks = [_masks_from_groups(noisy, self.grid, group_of_patch, g) for g in groups]
         return [(m * noisy, m) for m in masks]
+
+    def target(self, x: torch.Tensor) -> torch.Tensor:
+        """The clean image at the purifier's size: what reconstruction is measured against."""
+        return resize(resize(x, self.work_size), self.purifier_size)
 
     @staticmethod
     def combine(views: list[tuple[torch.Tensor, torch.Tensor]], generated: list[torch.Tensor]) -> torch.Tensor:

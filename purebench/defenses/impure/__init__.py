@@ -3,8 +3,10 @@
 At test time the division is uniform by default (Sec. 5.3) and the noise of the information
 masking has a fixed intensity (image noise t=400, feature noise t=600; authors' code), with fresh
 noise on every call: unless masking is ``occlusion`` with a uniform division, the defense is
-randomized and every threat model applies EOT and repeated evaluation. Train with
-``python -m purebench.train defense=impure``.
+randomized and every threat model applies EOT and repeated evaluation. ``eval_pad`` reproduces the
+authors' evaluation of ResNet classifiers (``--val_preprocess``: the purified image zero-padded
+and resized back to the input size before classification). Train with
+``python -m purebench.train defense=impure`` (clean-image pretraining, then adversarial fine-tuning).
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 
 from purebench.classifiers import Classifier
 from purebench.classifiers.checkpoints import load_weights
@@ -24,21 +27,27 @@ class IMPure(Defense):
     trainable = True
     differentiable = True
 
-    def __init__(self, riae: RIAE, division: str, masking: str, t_image: int, t_feature: int) -> None:
+    def __init__(
+        self, riae: RIAE, division: str, masking: str, t_image: int, t_feature: int, eval_pad: int = 0
+    ) -> None:
         super().__init__()
         self.riae, self.division, self.masking = riae, division, masking
-        self.t_image, self.t_feature = t_image, t_feature
+        self.t_image, self.t_feature, self.eval_pad = t_image, t_feature, eval_pad
         self.randomized = masking != "occlusion" or division == "random"
 
     def purify(self, x: torch.Tensor) -> torch.Tensor:
         b = x.shape[0]
-        return self.riae(
+        purified = self.riae(
             x,
             self.riae.division(x, self.division),
             self.masking,
             torch.full((b,), self.t_image),
             torch.full((b,), self.t_feature),
         )
+        if not self.eval_pad:
+            return purified
+        padded = F.pad(purified, (self.eval_pad,) * 4)  # code: transforms.Pad (zeros), then Resize (bilinear)
+        return F.interpolate(padded, size=tuple(x.shape[-2:]), mode="bilinear", align_corners=False).clamp(0, 1)
 
 
 def build_riae(image_size: int, model: dict[str, Any]) -> RIAE:
@@ -56,6 +65,7 @@ def impure(
     masking: str,
     t_image: int,
     t_feature: int,
+    eval_pad: int,
 ) -> Defense:
     """IMPure with a trained RIAE (``defense.checkpoint``); see conf/defense/impure.yaml."""
     riae = build_riae(image_size, model)
@@ -67,4 +77,4 @@ def impure(
     load_weights(
         riae, checkpoint, hint="Set defense.model.* and defense.image_size to those the RIAE was trained with."
     )
-    return IMPure(riae.eval(), division, masking, t_image, t_feature)
+    return IMPure(riae.eval(), division, masking, t_image, t_feature, eval_pad)

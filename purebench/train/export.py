@@ -1,0 +1,69 @@
+"""``python -m purebench.train.export SRC DST``: a training checkpoint made small enough to commit.
+
+Keeps what evaluation and provenance need (the purifier's weights, ``purifier_config``, the
+resolved training config and its hash, command, commit, data and history) and drops the
+optimiser and discriminator states (about two thirds of the file). Writes DST atomically and
+records it in ``manifest.json`` beside it: file, bytes, sha256, command, commit, data, minutes of
+training, epochs and the last validation, so every committed purifier says how it was made.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from purebench.classifiers.checkpoints import sha256_of
+from purebench.errors import PurebenchError
+from purebench.eval.results import atomic_path
+from purebench.train import checkpoint
+
+KEPT = ("purifier", "purifier_config", "config", "config_hash", "commit", "command", "data", "history", "epoch")
+MAX_BYTES = 5 * 1024 * 1024  # the project's limit for a committed checkpoint
+
+
+def export(source: Path, target: Path) -> dict[str, Any]:
+    """Write the slim checkpoint and its manifest entry; returns the entry."""
+    state = checkpoint.load(source)
+    missing = [k for k in ("purifier", "purifier_config", "history") if k not in state]
+    if missing:
+        raise PurebenchError(f"'{source}' is not a purebench training checkpoint (no {', '.join(missing)}).")
+    checkpoint.save(target, {k: state[k] for k in KEPT if k in state})
+    size = target.stat().st_size
+    if size > MAX_BYTES:
+        target.unlink()
+        raise PurebenchError(
+            f"'{target}' would be {size / 2**20:.1f} MB, over the 5 MB limit: train a smaller purifier."
+        )
+    history = state["history"]
+    entry = {
+        "file": target.name, "bytes": size, "sha256": sha256_of(target), "command": state.get("command", ""),
+        "commit": state.get("commit", ""), "data": state.get("data", []),
+        "minutes": round(sum(h.get("seconds", 0.0) for h in history) / 60, 1), "epochs": len(history),
+        "last_epoch": history[-1] if history else {},
+    }  # fmt: skip
+    manifest_path = target.parent / "manifest.json"
+    manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else []
+    manifest = [e for e in manifest if e["file"] != target.name] + [entry]
+    with atomic_path(manifest_path) as tmp:
+        tmp.write_text(json.dumps(sorted(manifest, key=lambda e: e["file"]), indent=1) + "\n")
+    return entry
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("source", type=Path, help="training checkpoint (train.out)")
+    parser.add_argument("target", type=Path, help="slim checkpoint to write, e.g. results/checkpoints/NAME.pt")
+    args = parser.parse_args(argv)
+    try:
+        entry = export(args.source, args.target)
+    except PurebenchError as exc:
+        print(f"purebench.train.export: error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    print(json.dumps(entry, indent=1))
+
+
+if __name__ == "__main__":
+    main()
