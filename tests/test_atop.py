@@ -290,3 +290,27 @@ def test_extra_images_only_for_pretraining_and_never_the_evaluation_split(data_r
                 *TINY_UNET, f"train.out={tmp_path / 'f.pt'}", "train.extra_images=[{name: cifar10, split: test}]"
             )
         )
+
+
+def test_export_keeps_what_evaluation_needs_and_records_the_manifest(make_cfg, data_root, tmp_path):
+    import json
+
+    from purebench.classifiers.checkpoints import sha256_of
+    from purebench.train import checkpoint
+    from purebench.train.atop import AToPTrainer
+    from purebench.train.export import export
+
+    trainer = AToPTrainer(_train_cfg(*TINY_UNET, f"train.out={tmp_path / 'full.pt'}"))
+    checkpoint.save(trainer.out, trainer.checkpoint_state(0, [{"epoch": 0, "rec": 0.5, "seconds": 90.0}]))
+    slim = tmp_path / "shipped" / "atop_tiny.pt"
+    entry = export(trainer.out, slim)
+    state = torch.load(slim, weights_only=True)
+    assert "opt_purifier" not in state and state["purifier_config"]["purifier"] == "unet"
+    assert slim.stat().st_size < trainer.out.stat().st_size
+    [recorded] = json.loads((slim.parent / "manifest.json").read_text())
+    assert recorded == entry and entry["sha256"] == sha256_of(slim) and entry["minutes"] == 1.5
+    assert entry["data"][0].startswith(str(data_root)) and entry["command"].startswith("python -m purebench.train")
+    cfg = make_cfg("defense=atop", f"defense.checkpoint={slim}")  # nothing else: the checkpoint supplies the rest
+    settle(cfg.defense, slim)
+    assert cfg.defense.purifier == "unet" and cfg.defense.purifier_size == 32
+    DEFENSES.build("atop", classifier=None, **group_params(cfg.defense))
