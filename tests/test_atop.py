@@ -314,3 +314,15 @@ def test_export_keeps_what_evaluation_needs_and_records_the_manifest(make_cfg, d
     settle(cfg.defense, slim)
     assert cfg.defense.purifier == "unet" and cfg.defense.purifier_size == 32
     DEFENSES.build("atop", classifier=None, **group_params(cfg.defense))
+
+
+def test_training_curves_from_checkpoint_histories(tmp_path, capsys):
+    from purebench.train import checkpoint
+    from purebench.train.curves import main
+
+    history = [{"epoch": e, "rec": 0.1 / (e + 1), "val_sa": 50.0 + e, "val_ra": 30.0, "seconds": 1.0} for e in range(3)]
+    checkpoint.save(tmp_path / "run.pt", {"history": history})
+    main([str(tmp_path / "run.pt"), "--out", str(tmp_path / "curves.png")])
+    printed = capsys.readouterr().out
+    assert "| epoch | rec | val_sa | val_ra |" in printed and "| 2 | 0.0333" in printed
+    assert (tmp_path / "curves.png").stat().st_size > 10_000

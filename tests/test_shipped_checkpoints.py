@@ -1,0 +1,58 @@
+"""The trained purifiers committed in results/checkpoints/: verified, self-describing, and better than their floors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from purebench.classifiers.checkpoints import sha256_of
+from purebench.cli import CONF_DIR
+from purebench.defenses import DEFENSES
+from purebench.defenses.checkpoint_config import settle
+from purebench.eval.runner import group_params
+from purebench.seeding import per_example
+from purebench.train.export import MAX_BYTES
+
+SHIPPED = Path(__file__).resolve().parent.parent / "results" / "checkpoints"
+# (checkpoint, its defense, the non-learned floor of the same corruption)
+PURIFIERS = [("atop_rt2_pre.pt", "atop", "atop_floor"), ("atop_rt2_atop.pt", "atop", "atop_floor"),
+             ("impure.pt", "impure", "impure_floor")]  # fmt: skip
+
+
+def _manifest() -> dict[str, dict]:
+    return {entry["file"]: entry for entry in json.loads((SHIPPED / "manifest.json").read_text())}
+
+
+@pytest.mark.parametrize(("name", "defense", "floor"), PURIFIERS)
+def test_manifest_describes_every_shipped_checkpoint(name, defense, floor):
+    entry = _manifest()[name]
+    path = SHIPPED / name
+    assert path.stat().st_size <= MAX_BYTES and entry["bytes"] == path.stat().st_size
+    assert entry["sha256"] == sha256_of(path)
+    assert entry["command"].startswith(f"python -m purebench.train defense={defense}") and entry["minutes"] > 0
+    assert entry["commit"] and "data_batch" in entry["data"][0]  # trained on the CIFAR-10 training split
+
+
+def _shipped_defaults(name: str) -> dict:
+    return OmegaConf.to_container(OmegaConf.load(CONF_DIR / "defense" / f"{name}.yaml"))
+
+
+def _clean_accuracy(classifier, defense, x, y) -> float:
+    with per_example(0, range(len(x))), torch.no_grad():
+        return 100 * (classifier(defense.purify(x)).argmax(1) == y).float().mean().item()
+
+
+@pytest.mark.parametrize(("name", "defense", "floor"), PURIFIERS)
+def test_shipped_purifier_loads_from_its_path_alone_and_beats_its_floor(resnet20_batch, name, defense, floor):
+    classifier, x, y = resnet20_batch
+    cfg = OmegaConf.create({**_shipped_defaults(defense), "checkpoint": str(SHIPPED / name)})
+    settle(cfg, cfg.checkpoint)  # no other key: the checkpoint supplies transform, sizes and widths
+    purifier = DEFENSES.build(defense, classifier=classifier, **group_params(cfg))
+    floor_params = _shipped_defaults(floor)
+    floor_defense = DEFENSES.build(floor_params.pop("name"), classifier=classifier, **floor_params)
+    sa, floor_sa = _clean_accuracy(classifier, purifier, x, y), _clean_accuracy(classifier, floor_defense, x, y)
+    assert sa >= floor_sa - 10, (sa, floor_sa)
