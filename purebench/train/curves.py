@@ -14,9 +14,9 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.pyplot as plt
 
-from purebench.train import checkpoint  # noqa: E402
+from purebench.train import checkpoint
 
 VALIDATION = ("val_sa", "val_ra")
 
