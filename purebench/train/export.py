@@ -24,6 +24,13 @@ KEPT = ("purifier", "purifier_config", "config", "config_hash", "commit", "comma
 MAX_BYTES = 5 * 1024 * 1024  # the project's limit for a committed checkpoint
 
 
+def _data_from_config(config: dict[str, Any]) -> list[str]:
+    """What a checkpoint written before purebench stored its data sources trained on, from its config."""
+    dataset, train = config.get("dataset", {}), config.get("train", {})
+    described = [f"{dataset.get('name')}:{dataset.get('split')} under {dataset.get('root')}"]
+    return described + [f"{e['name']}:{e.get('split', 'train')} (extra images)" for e in train.get("extra_images", [])]
+
+
 def export(source: Path, target: Path) -> dict[str, Any]:
     """Write the slim checkpoint and its manifest entry; returns the entry."""
     state = checkpoint.load(source)
@@ -40,7 +47,7 @@ def export(source: Path, target: Path) -> dict[str, Any]:
     history = state["history"]
     entry = {
         "file": target.name, "bytes": size, "sha256": sha256_of(target), "command": state.get("command", ""),
-        "commit": state.get("commit", ""), "data": state.get("data", []),
+        "commit": state.get("commit", ""), "data": state.get("data") or _data_from_config(state.get("config", {})),
         "minutes": round(sum(h.get("seconds", 0.0) for h in history) / 60, 1), "epochs": len(history),
         "last_epoch": history[-1] if history else {},
     }  # fmt: skip
