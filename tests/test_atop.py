@@ -268,6 +268,8 @@ def test_resumed_training_equals_an_uninterrupted_run(data_root, tmp_path):
     assert torch.load(split, weights_only=True)["epoch"] == 0  # stopped by the budget after the first epoch
     assert _train(*common, f"train.out={split}", "train.epochs=2", cwd=tmp_path).returncode == 0
     a, b = torch.load(whole, weights_only=True), torch.load(split, weights_only=True)
+    assert a["command"].startswith("python -m purebench.train defense=atop train.n_train=40")  # the CLI records it
+    assert [h["val_sa"] for h in a["history"]] == [h["val_sa"] for h in b["history"]]
     assert all(torch.equal(a["purifier"][k], b["purifier"][k]) for k in a["purifier"])
     assert [h["rec"] for h in a["history"]] == [h["rec"] for h in b["history"]]
 
@@ -278,8 +280,8 @@ def test_extra_images_only_for_pretraining_and_never_the_evaluation_split(data_r
     extra = "train.extra_images=[{name: cifar100, split: test}]"
     trainer = AToPTrainer(_train_cfg(*TINY_UNET, f"train.out={tmp_path / 'e.pt'}", extra))
     assert trainer.n_batches() == -(-(len(trainer.train_idx) + 916) // 8)
-    _, y = next(trainer.batches(0, torch.Generator().manual_seed(0)))
-    assert y.min() >= -1
+    labels = torch.cat([y for _, y in trainer.batches(0, torch.Generator().manual_seed(0))])
+    assert int((labels == -1).sum()) == 916 and int((labels >= 0).sum()) == len(trainer.train_idx)  # extra: no label
     with pytest.raises(PurebenchError, match="only pretrain stages"):
         AToPTrainer(
             _train_cfg(*TINY_UNET, f"train.out={tmp_path / 'f.pt'}", extra, "train.stage=finetune", "train.init=x")
@@ -290,6 +292,8 @@ def test_extra_images_only_for_pretraining_and_never_the_evaluation_split(data_r
                 *TINY_UNET, f"train.out={tmp_path / 'f.pt'}", "train.extra_images=[{name: cifar10, split: test}]"
             )
         )
+    with pytest.raises(PurebenchError, match="pretraining starts fresh"):
+        AToPTrainer(_train_cfg(*TINY_UNET, f"train.out={tmp_path / 'f.pt'}", "train.init=some.pt"))
 
 
 def test_export_keeps_what_evaluation_needs_and_records_the_manifest(make_cfg, data_root, tmp_path):
@@ -301,15 +305,17 @@ def test_export_keeps_what_evaluation_needs_and_records_the_manifest(make_cfg, d
     from purebench.train.export import export
 
     trainer = AToPTrainer(_train_cfg(*TINY_UNET, f"train.out={tmp_path / 'full.pt'}"))
+    trainer.command = "python -m purebench.train defense=atop (as typed)"
     checkpoint.save(trainer.out, trainer.checkpoint_state(0, [{"epoch": 0, "rec": 0.5, "seconds": 90.0}]))
     slim = tmp_path / "shipped" / "atop_tiny.pt"
     entry = export(trainer.out, slim)
     state = torch.load(slim, weights_only=True)
     assert "opt_purifier" not in state and state["purifier_config"]["purifier"] == "unet"
+    assert "unet" in state["purifier_config"] and "deepfill" not in state["purifier_config"]  # only the block in use
     assert slim.stat().st_size < trainer.out.stat().st_size
     [recorded] = json.loads((slim.parent / "manifest.json").read_text())
     assert recorded == entry and entry["sha256"] == sha256_of(slim) and entry["minutes"] == 1.5
-    assert entry["data"][0].startswith(str(data_root)) and entry["command"].startswith("python -m purebench.train")
+    assert entry["data"][0].startswith(str(data_root)) and entry["command"] == trainer.command
     cfg = make_cfg("defense=atop", f"defense.checkpoint={slim}")  # nothing else: the checkpoint supplies the rest
     settle(cfg.defense, slim)
     assert cfg.defense.purifier == "unet" and cfg.defense.purifier_size == 32
@@ -326,3 +332,15 @@ def test_training_curves_from_checkpoint_histories(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "| epoch | rec | val_sa | val_ra |" in printed and "| 2 | 0.0333" in printed
     assert (tmp_path / "curves.png").stat().st_size > 10_000
+
+
+def test_the_classification_term_joins_at_the_codes_epoch(data_root, tmp_path):
+    """Code: `if epoch > 2: g_loss += cls_loss * cls_n`; defaults cls_start_epoch=3, lambda 0.05, clean target."""
+    from purebench.train.atop import AToPTrainer
+
+    trainer = AToPTrainer(
+        _train_cfg(*TINY_UNET, "train.stage=finetune", "train.init=x", f"train.out={tmp_path / 'c.pt'}")
+    )
+    assert (trainer.t.cls_start_epoch, trainer.t.lambda_cls, trainer.t.reconstruction_target) == (3, 0.05, "clean")
+    x, y = trainer.dataset.load(range(4))
+    assert "ce" not in trainer.step((x, y), epoch=2) and "ce" in trainer.step((x, y), epoch=3)

@@ -32,7 +32,7 @@ def median_blur(x: torch.Tensor, kernel_size: int) -> torch.Tensor:
     """k x k median filter with reflect padding (gradient flows to the selected median pixel)."""
     if kernel_size < 1 or kernel_size % 2 == 0:
         raise ValueError(f"median kernel size must be odd and positive, got {kernel_size}")
-    return kornia.filters.median_blur(x, (kernel_size, kernel_size))
+    return kornia.filters.median_blur(x, (kernel_size, kernel_size), border_type="reflect")
 
 
 def normalized_fill(x: torch.Tensor, keep: torch.Tensor, sigma: float) -> torch.Tensor:

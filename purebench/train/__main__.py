@@ -36,7 +36,9 @@ def main(cfg: DictConfig) -> dict | None:
             )
         if int(cfg.threads) > 0:
             torch.set_num_threads(int(cfg.threads))
-        result = trainers[cfg.defense.name](cfg).run()
+        trainer = trainers[cfg.defense.name](cfg)
+        trainer.command = " ".join(["python -m purebench.train", *sys.argv[1:]])
+        result = trainer.run()
     except PurebenchError as exc:
         log.error("%s", exc)
         print(f"purebench.train: error: {exc}", file=sys.stderr)

@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -30,20 +31,22 @@ from purebench.train import checkpoint
 from purebench.train.base import Trainer
 
 STAGES = ("pretrain", "finetune")
+FINETUNE_ON = ("adversarial", "clean")
+TARGETS = ("clean", "adversarial")
 
 
 class AToPTrainer(Trainer):
     """See the module docstring for the stages and conf/train/atop.yaml for the knobs."""
 
-    purifier_keys = (
-        "transform", "purifier", "sigma", "grid", "missing_rate", "n_masks", "work_size", "purifier_size",
-        "deepfill", "mae", "unet",
-    )  # fmt: skip
+    purifier_keys = ("transform", "purifier", "sigma", "grid", "missing_rate", "n_masks", "work_size", "purifier_size")
     label_free_stages = ("pretrain",)
 
     def __init__(self, cfg: DictConfig) -> None:
         if cfg.train.stage not in STAGES:
             raise PurebenchError(f"train.stage must be one of {', '.join(STAGES)}, got '{cfg.train.stage}'.")
+        for key, allowed in (("finetune_on", FINETUNE_ON), ("reconstruction_target", TARGETS)):
+            if cfg.train[key] not in allowed:
+                raise PurebenchError(f"train.{key} must be one of {', '.join(allowed)}, got '{cfg.train[key]}'.")
         if cfg.train.stage == "finetune" and not cfg.train.init:
             raise PurebenchError("train.stage=finetune needs train.init=PATH, the pretrained purifier checkpoint.")
         super().__init__(cfg)
@@ -63,10 +66,15 @@ class AToPTrainer(Trainer):
             self.optimizers["discriminator"] = torch.optim.Adam(
                 self.discriminator.parameters(), lr=self.t.lr, betas=betas
             )
-        self._val_pairs: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] | None = None
         self.adversary: Attack = ATTACKS.build(
             self.t.adversary.name, seed=self.seed, verbose=False, **group_params(self.t.adversary)
         )
+        self.validation_attack = self.adversary  # validation RA: the training adversary on the classifier
+
+    def purifier_config(self) -> dict[str, Any]:
+        """The transform keys and the block of the purifier in use (``deepfill``, ``mae`` or ``unet``)."""
+        kind = self.config["defense"]["purifier"]
+        return {**super().purifier_config(), kind: self.config["defense"][kind]}
 
     def initialise(self) -> None:
         """Finetune starts from the pretrained purifier (and its discriminator when there is one)."""
@@ -79,7 +87,7 @@ class AToPTrainer(Trainer):
 
     # ---- losses ----------------------------------------------------------------------------
     def _generate(self, views: list[tuple[torch.Tensor, torch.Tensor]]) -> list[tuple[torch.Tensor, ...]]:
-        """Per view: (coarse, refined) for DeepFill, (reconstruction,) for the MAE."""
+        """Per view: (coarse, refined) for DeepFill, (reconstruction,) for the MAE and the U-Net."""
         if self.discriminator is not None:
             return [self.purifier.stages(x_t, m) for x_t, m in views]
         return [(self.purifier(x_t, m),) for x_t, m in views]
@@ -141,23 +149,5 @@ class AToPTrainer(Trainer):
         self.optimizers["purifier"].step()
         return losses
 
-    def _validation_pairs(self) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
-        """Held-out (x, x_adv, y) batches; crafted once, since the adversary sees only the frozen classifier."""
-        if self._val_pairs is None:
-            self._val_pairs = []
-            for start in range(0, len(self.val_idx), int(self.t.batch_size)):
-                x, y = self.dataset.load(self.val_idx[start : start + int(self.t.batch_size)].tolist())
-                x, y = x.to(self.device), y.to(self.device)
-                self._val_pairs.append((x, self.adversary(self.classifier, x, y), y))
-        return self._val_pairs
-
-    def validate(self) -> dict[str, float]:
-        """SA and oblivious RA (the training adversary on the classifier) of the current purifier on held-out images."""
-        defense = AToP(self.transform, self.purifier)
-        correct_sa = correct_ra = 0
-        for x, x_adv, y in self._validation_pairs():
-            with torch.no_grad():
-                correct_sa += int((self.classifier(defense.purify(x)).argmax(1) == y).sum())
-                correct_ra += int((self.classifier(defense.purify(x_adv)).argmax(1) == y).sum())
-        n = len(self.val_idx)
-        return {"val_sa": round(100 * correct_sa / n, 2), "val_ra": round(100 * correct_ra / n, 2)}
+    def validation_defense(self) -> AToP:
+        return AToP(self.transform, self.purifier)

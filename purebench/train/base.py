@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import logging
 import math
-import sys
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
@@ -29,13 +28,15 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 from tqdm import tqdm
 
+from purebench.attacks import Attack
 from purebench.classifiers import CLASSIFIERS, Classifier
 from purebench.data import DATASETS, EvalDataset
+from purebench.defenses import Defense
 from purebench.defenses.checkpoint_config import settle
 from purebench.errors import PurebenchError
 from purebench.eval.runner import group_params, resolve_device
 from purebench.provenance import config_hash, git_commit
-from purebench.seeding import derive_seed, seed_everything
+from purebench.seeding import derive_seed, per_example, seed_everything
 from purebench.train import checkpoint
 
 log = logging.getLogger(__name__)
@@ -64,6 +65,8 @@ class Trainer(ABC):
     def __init__(self, cfg: DictConfig) -> None:
         self.cfg, self.t = cfg, cfg.train
         if self.t.init:  # fine-tuning continues the pretrained purifier: its keys win over the defaults
+            if self.t.stage == "pretrain":
+                raise PurebenchError("train.init is the starting point of fine-tuning; pretraining starts fresh.")
             settle(cfg.defense, str(self.t.init))
         self.device = resolve_device(str(cfg.device))
         self.seed = int(cfg.seed)
@@ -78,6 +81,9 @@ class Trainer(ABC):
         self.hash = config_hash({**self.config, "train": train_cfg})
         self.out = Path(str(self.t.out)).expanduser()
         self.commit = git_commit()
+        self.validation_attack: Attack  # set by subclasses: the adversary of the validation RA
+        self._val_batches: list[tuple[list[int], torch.Tensor, torch.Tensor, torch.Tensor]] | None = None
+        self.command = ""  # the command line, set by the CLI entry point (recorded in checkpoints)
         self.networks: dict[str, nn.Module] = {}
         self.optimizers: dict[str, torch.optim.Optimizer] = {}
 
@@ -86,6 +92,10 @@ class Trainer(ABC):
         order = np.random.default_rng(derive_seed(self.seed, "train-split")).permutation(len(self.dataset))[:n]
         n_val = max(1, round(self.t.val_fraction * n))
         return np.sort(order[n_val:]), np.sort(order[:n_val])
+
+    def purifier_config(self) -> dict[str, Any]:
+        """The defense keys that define the trained purifier (stored in every checkpoint)."""
+        return {k: self.config["defense"][k] for k in self.purifier_keys}
 
     def _extra_images(self) -> list[EvalDataset]:
         """``train.extra_images``: other datasets' images for label-free stages, never the evaluation images."""
@@ -101,10 +111,10 @@ class Trainer(ABC):
         datasets = []
         for entry in extra:
             split = entry.get("split", "train")
-            if entry.get("name") == self.cfg.dataset.name and split == "test":
+            if entry.get("name") == self.cfg.dataset.name:  # its test split is evaluated, its train split in use
                 raise PurebenchError(
-                    f"train.extra_images names {entry['name']}'s test split, the evaluation images: pick another dataset "
-                    "or split."
+                    f"train.extra_images names {entry['name']}, the dataset being trained on (its test split holds the "
+                    "evaluation images, its training split is already used with its held-out part): pick another dataset."
                 )
             datasets.append(DATASETS.build(entry["name"], root=str(self.cfg.dataset.root), split=split))
             log.info("extra training images: %s", datasets[-1].source)
@@ -132,8 +142,36 @@ class Trainer(ABC):
         """One optimisation step; returns the losses to log."""
 
     @abstractmethod
+    def validation_defense(self) -> Defense:
+        """The defense as evaluated (test-time settings), around the purifier being trained."""
+
+    # ---- validation ------------------------------------------------------------------------
+    def _validation_batches(self) -> list[tuple[list[int], torch.Tensor, torch.Tensor, torch.Tensor]]:
+        """Held-out (indices, x, x_adv, y) batches: ``self.validation_attack`` on the frozen classifier, crafted
+        once under a fixed seed, so a resumed run validates on exactly the examples of an uninterrupted one."""
+        if self._val_batches is None:
+            self._val_batches = []
+            with torch.random.fork_rng():
+                torch.manual_seed(derive_seed(self.seed, "validation"))
+                for start in range(0, len(self.val_idx), int(self.t.batch_size)):
+                    indices = self.val_idx[start : start + int(self.t.batch_size)].tolist()
+                    x, y = self.dataset.load(indices)
+                    x, y = x.to(self.device), y.to(self.device)
+                    self._val_batches.append((indices, x, self.validation_attack(self.classifier, x, y), y))
+        return self._val_batches
+
     def validate(self) -> dict[str, float]:
-        """Validation metrics on ``self.val_idx``."""
+        """SA and oblivious RA of the current purifier on held-out training images, its draws seeded per example."""
+        defense = self.validation_defense()
+        correct_sa = correct_ra = 0
+        for indices, x, x_adv, y in self._validation_batches():
+            with torch.no_grad():
+                with per_example(self.seed, indices, "validation-clean"):
+                    correct_sa += int((self.classifier(defense.purify(x)).argmax(1) == y).sum())
+                with per_example(self.seed, indices, "validation-adv"):
+                    correct_ra += int((self.classifier(defense.purify(x_adv)).argmax(1) == y).sum())
+        n = len(self.val_idx)
+        return {"val_sa": round(100 * correct_sa / n, 2), "val_ra": round(100 * correct_ra / n, 2)}
 
     def initialise(self) -> None:  # noqa: B027 (optional hook)
         """Set the networks' starting weights for a fresh run (default: as constructed)."""
@@ -154,9 +192,9 @@ class Trainer(ABC):
             **{name: net.state_dict() for name, net in self.networks.items()},
             **{f"opt_{name}": opt.state_dict() for name, opt in self.optimizers.items()},
             "epoch": epoch, "history": history, "config": self.config, "config_hash": self.hash,
-            "commit": self.commit, "command": " ".join(["python -m purebench.train", *sys.argv[1:]]),
+            "commit": self.commit, "command": self.command,
             "data": [self.dataset.source, *(d.source for d in self.extra)],
-            "purifier_config": {k: self.config["defense"][k] for k in self.purifier_keys},
+            "purifier_config": self.purifier_config(),
         }  # fmt: skip
 
     def _restore(self, state: dict[str, Any]) -> None:

@@ -21,9 +21,14 @@ from purebench.train import checkpoint
 VALIDATION = ("val_sa", "val_ra")
 
 
+def _columns(history: list[dict]) -> list[str]:
+    """Every key any epoch logged, in order of appearance (the CE term and validation may start late)."""
+    return [k for k in dict.fromkeys(k for h in history for k in h) if k not in ("epoch", "seconds")]
+
+
 def history_table(name: str, history: list[dict]) -> str:
     """The per-epoch history as a Markdown table."""
-    keys = [k for k in history[0] if k not in ("epoch", "seconds")] if history else []
+    keys = _columns(history)
     lines = [f"**{name}**", "", "| epoch | " + " | ".join(keys) + " |", "|---" * (len(keys) + 1) + "|"]
     lines += [f"| {h['epoch']} | " + " | ".join(str(h.get(k, "")) for k in keys) + " |" for h in history]
     return "\n".join(lines)
@@ -33,7 +38,7 @@ def plot(histories: dict[str, list[dict]], out: Path) -> None:
     fig, (loss_ax, val_ax) = plt.subplots(1, 2, figsize=(11, 4))
     for name, history in histories.items():
         epochs = [h["epoch"] for h in history]
-        for key in [k for k in history[0] if k not in ("epoch", "seconds", *VALIDATION)]:
+        for key in [k for k in _columns(history) if k not in VALIDATION]:
             loss_ax.plot(epochs, [h.get(key) for h in history], label=f"{name}: {key}")
         for key in VALIDATION:
             val_ax.plot(

@@ -15,6 +15,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from purebench.classifiers.checkpoints import sha256_of
 from purebench.errors import PurebenchError
 from purebench.eval.results import atomic_path
@@ -37,13 +39,13 @@ def export(source: Path, target: Path) -> dict[str, Any]:
     missing = [k for k in ("purifier", "purifier_config", "history") if k not in state]
     if missing:
         raise PurebenchError(f"'{source}' is not a purebench training checkpoint (no {', '.join(missing)}).")
-    checkpoint.save(target, {k: state[k] for k in KEPT if k in state})
-    size = target.stat().st_size
-    if size > MAX_BYTES:
-        target.unlink()
-        raise PurebenchError(
-            f"'{target}' would be {size / 2**20:.1f} MB, over the 5 MB limit: train a smaller purifier."
-        )
+    with atomic_path(target) as tmp:  # an oversized export never replaces the file already shipped
+        torch.save({k: state[k] for k in KEPT if k in state}, tmp)
+        size = tmp.stat().st_size
+        if size > MAX_BYTES:
+            raise PurebenchError(
+                f"'{target}' would be {size / 2**20:.1f} MB, over the 5 MB limit: train a smaller purifier."
+            )
     history = state["history"]
     entry = {
         "file": target.name, "bytes": size, "sha256": sha256_of(target), "command": state.get("command", ""),

@@ -72,7 +72,7 @@ class ImpureTrainer(Trainer):
         self.optimizers["purifier"] = torch.optim.AdamW(
             self.riae.parameters(), lr=self.t.lr, betas=tuple(self.t.betas), weight_decay=self.t.weight_decay
         )
-        self.defense = IMPure(self.riae, d.division, d.masking, d.t_image, d.t_feature)
+        self.defense = IMPure(self.riae, d.division, d.masking, d.t_image, d.t_feature, d.eval_pad)
         self.finetune = self.t.stage == "finetune"
         self.feature_net = CLASSIFIERS.build(self.t.feature_net).to(self.device) if self.finetune else None
         self.all_idx = sorted([*self.train_idx.tolist(), *self.val_idx.tolist()])
@@ -84,11 +84,10 @@ class ImpureTrainer(Trainer):
                 OmegaConf.to_container(self.t.attacks, resolve=True), self.t.norm, self.t.eps, self.seed,
                 int(self.t.batch_size),
             )  # fmt: skip
-        self.val_attack = ATTACKS.build(
+        self.validation_attack = ATTACKS.build(
             self.t.val_attack.name, seed=self.seed, verbose=False, norm=self.t.norm, eps=self.t.eps,
             **group_params(self.t.val_attack),
         )  # fmt: skip
-        self._val_batches: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] | None = None
 
     def initialise(self) -> None:
         """Fine-tuning starts from the pretrained RIAE when ``train.init`` names one."""
@@ -156,22 +155,5 @@ class ImpureTrainer(Trainer):
         self.optimizers["purifier"].step()
         return {k: v.item() for k, v in losses.items()}
 
-    def _validation_batches(self) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
-        """Held-out (x, x_adv, y): the validation attack crafted once on the frozen classifier."""
-        if self._val_batches is None:
-            self._val_batches = []
-            for start in range(0, len(self.val_idx), int(self.t.batch_size)):
-                x, y = self.dataset.load(self.val_idx[start : start + int(self.t.batch_size)].tolist())
-                x, y = x.to(self.device), y.to(self.device)
-                self._val_batches.append((x, self.val_attack(self.classifier, x, y), y))
-        return self._val_batches
-
-    def validate(self) -> dict[str, float]:
-        """SA and oblivious RA on the held-out images, test-time settings of the defense."""
-        correct_sa = correct_ra = 0
-        for x, x_adv, y in self._validation_batches():
-            with torch.no_grad():
-                correct_sa += int((self.classifier(self.defense.purify(x)).argmax(1) == y).sum())
-                correct_ra += int((self.classifier(self.defense.purify(x_adv)).argmax(1) == y).sum())
-        n = len(self.val_idx)
-        return {"val_sa": round(100 * correct_sa / n, 2), "val_ra": round(100 * correct_ra / n, 2)}
+    def validation_defense(self) -> IMPure:
+        return self.defense
