@@ -3,8 +3,9 @@
 Keeps what evaluation and provenance need (the purifier's weights, ``purifier_config``, the
 resolved training config and its hash, command, commit, data and history) and drops the
 optimiser and discriminator states (about two thirds of the file). Writes DST atomically and
-records it in ``manifest.json`` beside it: file, bytes, sha256, command, commit, data, minutes of
-training, epochs and the last validation, so every committed purifier says how it was made.
+records it in ``manifest.json`` beside it: file, bytes, sha256, command, commit, data, the checkpoint
+it continued (``init``), minutes of this stage's training, epochs and the last validation, so every
+committed purifier says how it was made.
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ def export(source: Path, target: Path) -> dict[str, Any]:
     entry = {
         "file": target.name, "bytes": size, "sha256": sha256_of(target), "command": state.get("command", ""),
         "commit": state.get("commit", ""), "data": state.get("data") or _data_from_config(state.get("config", {})),
+        "init": state.get("config", {}).get("train", {}).get("init"),  # the stage this one continued (its own entry)
         "minutes": round(sum(h.get("seconds", 0.0) for h in history) / 60, 1), "epochs": len(history),
         "last_epoch": history[-1] if history else {},
     }  # fmt: skip
