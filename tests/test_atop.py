@@ -25,7 +25,7 @@ TINY_DEEPFILL = ["defense.deepfill.cnum=8", "train.discriminator_cnum=8", "defen
 TINY_UNET = ["defense.purifier=unet", "defense.unet.widths=[8,16]", "defense.unet.groups=4", "defense.purifier_size=32"]
 TINY_MAE = [
     "defense.purifier=mae", "defense.mae.dim=32", "defense.mae.depth=1", "defense.mae.heads=2",
-    "defense.mae.decoder_dim=32", "defense.mae.decoder_depth=1", "defense.mae.decoder_heads=2",
+    "defense.mae.decoder_dim=32", "defense.mae.decoder_depth=1", "defense.mae.decoder_heads=2", "defense.purifier_size=32",
 ]  # fmt: skip
 
 
