@@ -75,10 +75,10 @@ class ImpureTrainer(Trainer):
         self.defense = IMPure(self.riae, d.division, d.masking, d.t_image, d.t_feature, d.eval_pad)
         self.finetune = self.t.stage == "finetune"
         self.feature_net = CLASSIFIERS.build(self.t.feature_net).to(self.device) if self.finetune else None
-        self.all_idx = sorted([*self.train_idx.tolist(), *self.val_idx.tolist()])
-        self.position = {index: k for k, index in enumerate(self.all_idx)}
         self.x_adv = None
-        if self.finetune:
+        if self.finetune:  # the cache covers train and validation images (its key, shared with earlier runs)
+            self.all_idx = sorted([*self.train_idx.tolist(), *self.val_idx.tolist()])
+            self.position = {index: k for k, index in enumerate(self.all_idx)}
             self.x_adv, _ = adversarial_pairs(
                 Path(str(self.t.cache_dir)), self.dataset, self.all_idx, self.classifier,
                 OmegaConf.to_container(self.t.attacks, resolve=True), self.t.norm, self.t.eps, self.seed,
