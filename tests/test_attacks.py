@@ -68,3 +68,46 @@ def test_autoattack_rand_breaks_the_undefended_classifier(resnet20_batch):
     assert info["attack_components"] == "apgd-ce+apgd-dlr" and info["attack_eot_iter"] == 1
     with torch.no_grad():
         assert (model(x_adv).argmax(1) == y[:16]).float().mean() < 0.2
+
+
+def test_autoattack_version_presets_win_unless_a_key_is_set():
+    def built(**overrides):
+        attack = ATTACKS.build("autoattack", norm="Linf", eps=8 / 255, seed=0, verbose=False, **overrides)
+        return attack, attack.build(torch.nn.Identity(), torch.device("cpu"))
+
+    plus, aa = built(version="plus")
+    assert (aa.apgd.n_restarts, aa.fab.n_restarts, aa.apgd.n_iter) == (5, 5, 100)  # AutoAttack's plus preset
+    info = plus.describe()
+    assert info["attack_restarts"] == 5 and "restarts=5,fab_restarts=5" in info["attack_params"]
+    _, aa = built(version="plus", restarts=2)
+    assert (aa.apgd.n_restarts, aa.fab.n_restarts) == (2, 5)  # the key the user set wins, only that one
+    rand, aa = built(version="rand")
+    assert (aa.apgd.eot_iter, aa.apgd.n_restarts) == (20, 1) and rand.describe()["attack_eot_iter"] == 20
+    standard, _ = built(version="standard")
+    assert "restarts=1" in standard.describe()["attack_params"] and standard.describe()["attack_eot_iter"] == 1
+    with pytest.raises(PurebenchError, match="attack.restarts must be null"):
+        built(version="plus", restarts=0)
+
+
+class _Counting(torch.nn.Module):
+    """A linear classifier on flattened images that counts its calls, optionally with input noise."""
+
+    def __init__(self, noisy: bool) -> None:
+        super().__init__()
+        self.linear, self.noisy, self.calls = torch.nn.Linear(3 * 4 * 4, 10), noisy, 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.calls += 1
+        return self.linear((x + 0.1 * torch.randn_like(x) if self.noisy else x).flatten(1))
+
+
+@pytest.mark.parametrize(("noisy", "draws"), [(False, 1), (True, 20)])
+def test_autoattack_rand_eot_runs_every_draw_only_for_a_random_model(noisy, draws):
+    torch.manual_seed(0)
+    model, x = _Counting(noisy), torch.rand(4, 3, 4, 4)
+    y = model.linear(x.flatten(1)).argmax(1)  # correctly classified without noise: APGD attacks them all
+    attack = ATTACKS.build("autoattack", norm="Linf", eps=8 / 255, seed=0, version="rand", n_iter=3, verbose=False)
+    attack(model, x, y)
+    info = attack.describe()
+    assert info["attack_eot_iter"] == draws and model.calls >= 3 * draws
+    assert ("deterministic model" in info["attack_params"]) == (not noisy)

@@ -147,7 +147,7 @@ def test_an_interrupted_run_resumes_from_its_finished_batches(make_cfg, data_roo
     original = runner._evaluate_batch
 
     def crash_on_second(*args, **kwargs):
-        calls.append(args[5])
+        calls.append(args[6])
         if len(calls) == 2:
             raise KeyboardInterrupt
         return original(*args, **kwargs)
@@ -156,7 +156,7 @@ def test_an_interrupted_run_resumes_from_its_finished_batches(make_cfg, data_roo
     with pytest.raises(KeyboardInterrupt):
         evaluate(cfg)
     calls.clear()
-    monkeypatch.setattr(runner, "_evaluate_batch", lambda *a, **k: (calls.append(a[5]), original(*a, **k))[1])
+    monkeypatch.setattr(runner, "_evaluate_batch", lambda *a, **k: (calls.append(a[6]), original(*a, **k))[1])
     resumed = evaluate(cfg)
     assert calls == [[4, 5, 6, 7]]  # the first batch was not recomputed
     assert (resumed["sa"], resumed["ra"], resumed["adv_acc_undefended"]) == (

@@ -113,11 +113,11 @@ def test_a_purifier_that_edits_its_input_in_place_is_refused(make_cfg, data_root
 
 
 def test_inference_tensors_pass_the_in_place_check():
-    from purebench.eval.checks import purify_unmodified
+    from purebench.eval.checks import checked_purify
 
     with torch.inference_mode():
         x = torch.rand(2, 3, 8, 8)
-    assert purify_unmodified(DEFENSES.build("gaussian_blur", classifier=None), x).shape == x.shape
+    assert checked_purify(DEFENSES.build("gaussian_blur", classifier=None), x, "gaussian_blur").shape == x.shape
 
 
 def test_threats_that_differentiate_the_purifier_refuse_an_opaque_defense(make_cfg, data_root):

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import pickle
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -31,6 +32,24 @@ def sha256_of(path: Path) -> str:
     return h.hexdigest()
 
 
+def safe_load(path: Path, what: str = "checkpoint") -> Any:
+    """``torch.load`` of tensors and plain containers only: a file that carries pickled code or
+    objects is refused before anything in it runs, with a message that says how to re-save it."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise PurebenchError(
+            f"Refusing to load {what} '{path}': it carries pickled code or objects, which purebench never executes "
+            f"(weights-only loading failed: {str(exc).splitlines()[0]}). If you trust the file, re-save its tensors "
+            "as a plain dict, e.g. torch.save(model.state_dict(), path), and point the config at that."
+        ) from exc
+    except Exception as exc:  # torch raises several types for truncated or foreign files
+        raise PurebenchError(
+            f"Cannot read {what} '{path}' ({type(exc).__name__}: {exc}). The file is corrupt or not a torch "
+            "checkpoint: re-create or re-download it."
+        ) from exc
+
+
 def read_state_dict(path: str | Path, expected_sha256: str | None = None) -> dict[str, torch.Tensor]:
     """Read a state dict from ``path`` safely, verifying its hash when one is known."""
     path = Path(path).expanduser()
@@ -46,17 +65,7 @@ def read_state_dict(path: str | Path, expected_sha256: str | None = None) -> dic
                 f"Checkpoint '{path}' has SHA-256 {actual[:16]}…, expected {expected_sha256[:16]}…: "
                 "the file is corrupt or a different model. Re-download it or point the config at the right file."
             )
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        raise PurebenchError(
-            f"Refusing to load '{path}': it needs arbitrary unpickling (weights_only=True failed: {exc}). "
-            "Re-save it as a plain state dict with torch.save(model.state_dict(), path)."
-        ) from exc
-    except Exception as exc:  # torch raises several types for truncated or foreign files
-        raise PurebenchError(
-            f"Cannot read checkpoint '{path}' ({type(exc).__name__}: {exc}). The file is corrupt or not a torch checkpoint."
-        ) from exc
+    obj = safe_load(path)
     for key in _WRAPPER_KEYS:
         if isinstance(obj, dict) and isinstance(obj.get(key), dict):
             obj = obj[key]

@@ -1,24 +1,34 @@
 """Per-run result files and the shared leaderboard CSV.
 
-Writes are atomic: a run file appears whole or not at all (temp file + rename), and leaderboard
-rows are appended under an exclusive file lock, so concurrent runs (a multirun on one machine,
-array jobs on a shared file system with lock support) never lose or tear a row.
+Run files appear whole or not at all (:mod:`purebench.eval.atomic_files`). A leaderboard row is
+added under an exclusive lock by rewriting the whole file through a temporary that replaces it,
+so concurrent runs (a multirun on one machine, array jobs on a shared file system with lock
+support) never lose a row, and a process killed at any instant leaves the old file or the new one,
+never a torn line. Adding a row is idempotent by ``run_id``: a run killed after its row was written
+and then re-run does not add it twice.
+
+The file is never rewritten when its lines cannot be matched to its header (a hand edit): the
+header migration would shift values into the wrong columns, so it refuses and names the line.
+Readers skip malformed lines with a warning and build their tables from the rest.
 """
 
 from __future__ import annotations
 
 import csv
-import fcntl
 import io
-import json
+import logging
 import os
 import tempfile
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from purebench.errors import PurebenchError
+from purebench.eval.atomic_files import atomic_write_text, locked, stale_temporaries
+
+log = logging.getLogger(__name__)
 
 # Leaderboard columns, in order; a row may leave later (threat-specific) columns empty.
 COLUMNS = [
@@ -27,90 +37,151 @@ COLUMNS = [
     "unperturbed", "attack_steps", "attack_params", "attack_eot_iter", "threat_eot_iter", "threat_backprop_steps", "adv_cache", "defense_randomized",
     "randomness_detected", "wall_s", "config_hash", "commit", "version", "data_source", "warnings", "finished_at",
 ]  # fmt: skip
+# What a row needs to be shown in a table: these columns non-empty, these parse as numbers.
+_REQUIRED = ("run_id", "dataset", "classifier", "defense", "attack", "threat_model", "finished_at")
+_NUMERIC = ("sa", "ra", "eps", "n_examples")
 
 
-@contextmanager
-def atomic_path(path: Path) -> Iterator[Path]:
-    """A temporary file beside ``path`` to write; it replaces ``path`` when the block ends, and is
-    removed if the block fails, so readers see the old file or the new one, never a torn one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        yield Path(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+def _format_row(row: dict[str, Any]) -> str:
+    buf = io.StringIO()
+    csv.DictWriter(buf, fieldnames=COLUMNS, lineterminator="\n").writerow(row)
+    return buf.getvalue()
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` atomically (flushed to disk before it replaces the old file)."""
-    with atomic_path(path) as tmp, open(tmp, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
+def _parse(text: str) -> tuple[list[str], list[tuple[int, list[str]]]]:
+    """The header and the (line number, fields) of every non-blank line after it."""
+    reader = csv.reader(io.StringIO(text))
+    header = next(reader, [])
+    lines = []
+    for fields in reader:
+        if fields:
+            lines.append((reader.line_num, fields))
+    return header, lines
 
 
-def write_json(path: Path, obj: Any) -> None:
-    atomic_write_text(path, json.dumps(obj, indent=1, sort_keys=True, default=str) + "\n")
-
-
-@contextmanager
-def locked(path: Path) -> Iterator[None]:
-    """Exclusive advisory lock on ``path.lock`` for the duration of the block."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path.with_suffix(path.suffix + ".lock"), "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+def _problem(header: Sequence[str], fields: Sequence[str]) -> str | None:
+    """Why a line cannot be a leaderboard row, or None."""
+    if len(fields) != len(header):
+        return f"{len(fields)} fields for {len(header)} header columns"
+    row = dict(zip(header, fields, strict=True))
+    for column in _REQUIRED:
+        if column in row and not row[column].strip():
+            return f"empty '{column}'"
+    for column in _NUMERIC:
         try:
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
+            float(row.get(column, "0"))
+        except ValueError:
+            return f"'{column}' is '{row[column]}', not a number"
+    return None
 
 
-def append_row(csv_path: Path, row: dict[str, Any]) -> None:
-    """Append one row under the lock; columns outside :data:`COLUMNS` are an error (schema is fixed)."""
+def _line_list(numbers: Sequence[int]) -> str:
+    shown = ", ".join(str(n) for n in numbers[:10])
+    return shown + (f" and {len(numbers) - 10} more" if len(numbers) > 10 else "")
+
+
+def _migrated(csv_path: Path, header: list[str], lines: list[tuple[int, list[str]]]) -> str:
+    """The file's rows under the current header; refuses when a line cannot be matched to its columns."""
+    unknown = [c for c in header if c not in COLUMNS]
+    mismatched = [n for n, fields in lines if len(fields) != len(header)]
+    if unknown or mismatched:
+        what = (
+            f"its header names columns purebench does not know ({', '.join(unknown)})"
+            if unknown
+            else f"line(s) {_line_list(mismatched)} do not have the {len(header)} fields its header (line 1) names"
+        )
+        raise PurebenchError(
+            f"{csv_path} cannot take a new row: {what}, so its values cannot be matched to the current columns and "
+            "rewriting it would shift them into the wrong ones. The file was left as it is. This usually means the "
+            "header or a line was edited by hand: restore it (the current header is purebench.eval.results.COLUMNS, "
+            f"{len(COLUMNS)} columns starting with run_id,dataset,classifier), or move the file away to start a new "
+            "leaderboard; then re-run the same command, which reuses the finished work."
+        )
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(dict(zip(header, fields, strict=True)) for _, fields in lines)
+    return buf.getvalue()
+
+
+def check_leaderboard(csv_path: Path) -> None:
+    """Fail when ``csv_path`` exists but could not take a row (checked before a run computes anything)."""
+    if not csv_path.exists():
+        return
+    if not csv_path.is_file() or not os.access(csv_path, os.R_OK | os.W_OK):
+        raise PurebenchError(
+            f"{csv_path} is not a readable and writable file, so no row could be added to it. Fix its permissions, "
+            "move it away, or point results_dir at another directory; nothing has been computed yet."
+        )
+    with locked(csv_path):
+        header, lines = _parse(csv_path.read_text())
+        if header and header != COLUMNS:
+            _migrated(csv_path, header, lines)
+
+
+def check_writable(folders: Sequence[Path], setting: str) -> None:
+    """Create ``folders`` and write a probe file in each, so an unwritable output location fails
+    before any compute rather than after the first batch."""
+    for folder in folders:
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            with tempfile.TemporaryFile(dir=folder):
+                pass
+        except OSError as exc:
+            reason = exc.strerror or type(exc).__name__
+            raise PurebenchError(
+                f"{setting}='{folders[0]}' cannot hold the results: '{exc.filename or folder}' is not a writable "
+                f"directory ({reason}). Point {setting} at a directory you can write (e.g. {setting}=results); "
+                "nothing has been computed yet."
+            ) from exc
+
+
+def append_row(csv_path: Path, row: dict[str, Any]) -> bool:
+    """Add ``row`` under the lock unless a row with its ``run_id`` is already there; returns whether
+    it was added. Columns outside :data:`COLUMNS` are an error (the schema is fixed)."""
     unknown = set(row) - set(COLUMNS)
     if unknown:
         raise ValueError(f"leaderboard row has unknown columns {sorted(unknown)}")
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=COLUMNS, lineterminator="\n")
     with locked(csv_path):
-        new = not csv_path.exists() or csv_path.stat().st_size == 0
-        if new:
-            writer.writeheader()
-        else:
-            _migrate_header(csv_path)
-        writer.writerow(row)
-        # One write() of the whole row on an O_APPEND descriptor, then fsync: no torn rows.
-        fd = os.open(csv_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-        try:
-            os.write(fd, buf.getvalue().encode())
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
-def _migrate_header(csv_path: Path) -> None:
-    """Rewrite a leaderboard written with an older column list to the current one (caller holds the lock)."""
-    with open(csv_path, newline="") as f:
-        if f.readline().strip() == ",".join(COLUMNS):
-            return
-        f.seek(0)
-        rows = list(csv.DictReader(f))
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=COLUMNS, lineterminator="\n", extrasaction="ignore")
-    writer.writeheader()
-    writer.writerows(rows)
-    atomic_write_text(csv_path, buf.getvalue())
+        for tmp in stale_temporaries(csv_path):  # left by a writer killed mid-write; we hold the lock
+            tmp.unlink(missing_ok=True)
+        text = csv_path.read_text() if csv_path.exists() else ""
+        header, lines = _parse(text)
+        if not header:
+            text = ",".join(COLUMNS) + "\n"
+        elif header != COLUMNS:
+            text = _migrated(csv_path, header, lines)
+            header = COLUMNS
+        if "run_id" in header:
+            at = header.index("run_id")
+            if any(len(fields) > at and fields[at] == row["run_id"] for _, fields in lines):
+                return False
+        if not text.endswith("\n"):
+            text += "\n"
+        atomic_write_text(csv_path, text + _format_row(row))
+    return True
 
 
 def read_rows(csv_path: Path) -> list[dict[str, str]]:
-    """All leaderboard rows (empty list when there is no leaderboard yet)."""
+    """The well-formed leaderboard rows (empty list when there is no leaderboard yet); malformed lines
+    are skipped with one warning that names them, and columns missing from an older header read as ''."""
     if not csv_path.exists():
         return []
-    with locked(csv_path), open(csv_path, newline="") as f:
-        return list(csv.DictReader(f))
+    with locked(csv_path):
+        header, lines = _parse(csv_path.read_text())
+    rows, skipped = [], []
+    for number, fields in lines:
+        problem = _problem(header, fields)
+        if problem:
+            skipped.append(f"line {number} ({problem})")
+            continue
+        rows.append({**dict.fromkeys(COLUMNS, ""), **dict(zip(header, fields, strict=True))})
+    if skipped:
+        log.warning(
+            "%s: skipped %d malformed line(s): %s. Fix or delete them; the tables are built from the other %d rows.",
+            csv_path, len(skipped), "; ".join(skipped[:10]) + (" ..." if len(skipped) > 10 else ""), len(rows),
+        )  # fmt: skip
+    return rows
 
 
 def summarise(examples: Sequence[dict[str, int]], n_eval: int) -> dict[str, Any]:

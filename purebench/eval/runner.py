@@ -34,10 +34,11 @@ from purebench.defenses.checkpoint_config import settle
 from purebench.errors import PurebenchError
 from purebench.eval import checks
 from purebench.eval.adversarial_cache import ObliviousCache
+from purebench.eval.atomic_files import write_json
 from purebench.eval.figures import purification_grid
 from purebench.eval.loggers import log_run
 from purebench.eval.progress import BatchStore
-from purebench.eval.results import append_row, summarise, write_json
+from purebench.eval.results import append_row, check_leaderboard, check_writable, summarise
 from purebench.eval.threats import THREATS, ThreatModel
 from purebench.provenance import code_version, config_hash, git_commit, weights_digest
 from purebench.seeding import derive_seed, per_example, seed_everything
@@ -45,11 +46,31 @@ from purebench.seeding import derive_seed, per_example, seed_everything
 log = logging.getLogger(__name__)
 
 
+def available_devices() -> str:
+    """The devices this machine offers, as the ``device=`` values that name them."""
+    n = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    return "cpu" + (f", cuda (= cuda:0) to cuda:{n - 1}" if n > 1 else ", cuda" if n else " only (no CUDA GPU)")
+
+
 def resolve_device(name: str) -> torch.device:
-    """``auto`` means CUDA when available, else CPU."""
+    """``auto`` means CUDA when available, else CPU; anything else must exist on this machine."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        device = None
+    if device is None or device.type not in ("cpu", "cuda"):
+        raise PurebenchError(
+            f"device='{name}' is not a device purebench can run on. Use device=auto (CUDA when available, else CPU), "
+            f"device=cpu, or device=cuda / cuda:N; this machine has {available_devices()}."
+        )
+    if device.type == "cuda" and (not torch.cuda.is_available() or (device.index or 0) >= torch.cuda.device_count()):
+        raise PurebenchError(
+            f"device='{name}' is not available: this machine has {available_devices()}. Use device=auto to take a GPU "
+            "only where there is one, or device=cpu."
+        )
+    return device
 
 
 def group_params(group: DictConfig, *drop: str) -> dict[str, Any]:
@@ -120,10 +141,12 @@ def _predict_purified(
     return source_pred if purified is source else _predict(classifier, purified)
 
 
-def _purify(defense: Defense, x: torch.Tensor, seed: int, indices: Sequence[int], stream: str) -> torch.Tensor:
+def _purify(
+    defense: Defense, name: str, x: torch.Tensor, seed: int, indices: Sequence[int], stream: str
+) -> torch.Tensor:
     """Purify with per-example seeded randomness; no autograd graph is kept for evaluation."""
     with per_example(seed, indices, stream), torch.no_grad():
-        return checks.purify_unmodified(defense, x)
+        return checks.checked_purify(defense, x, name)
 
 
 def parse_shard(shard: str | None) -> tuple[int, int] | None:
@@ -143,6 +166,7 @@ def _evaluate_batch(
     dataset: EvalDataset,
     classifier: Classifier,
     defense: Defense,
+    defense_name: str,
     attack: Attack,
     attacked: torch.nn.Module,
     batch: list[int],
@@ -158,16 +182,16 @@ def _evaluate_batch(
     check_images(x, batch)
     x, y = x.to(device), y.to(device)
     clean_pred = _predict(classifier, x)
-    sa_pred = _predict_purified(classifier, _purify(defense, x, seed, batch, "purify-clean"), x, clean_pred)
+    sa_pred = _predict_purified(
+        classifier, _purify(defense, defense_name, x, seed, batch, "purify-clean"), x, clean_pred
+    )
     seed_everything(derive_seed(seed, "attack", batch[0]))
     warnings = []
     if first and (blind := checks.zero_gradient_count(attacked, x, y)):
         warnings.append(f"zero input gradient for {blind}/{min(len(batch), checks.N_CHECK)} checked images")
-    x_adv = cache.get(batch) if cache is not None else None
+    x_adv = cache.get(batch, x, attack.norm, attack.eps) if cache is not None else None
     hit = x_adv is not None
-    if hit:
-        x_adv = x_adv.to(device)
-    else:
+    if not hit:
         x_adv = attack(attacked, x, y)
         if cache is not None:
             cache.put(batch, x_adv)
@@ -180,7 +204,7 @@ def _evaluate_batch(
         range(n_eval), desc="purifications", unit="eval", leave=False, disable=None if n_eval > 1 else True
     )
     for k in evaluations:
-        purified = _purify(defense, x_adv, seed, batch, _adv_stream(k))
+        purified = _purify(defense, defense_name, x_adv, seed, batch, _adv_stream(k))
         ra_pred = _predict_purified(classifier, purified, x_adv, adv_pred)
         ra_hits += (ra_pred == y).long()
         if k == 0 and first and figure is not None:
@@ -211,6 +235,10 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     if int(cfg.threads) > 0:
         torch.set_num_threads(int(cfg.threads))
     device = resolve_device(str(cfg.device))
+    results_dir = Path(str(cfg.results_dir))
+    outputs = ["runs", "partial", "cache/adversarial"] + (["figures"] if int(cfg.figures) > 0 else [])
+    check_writable([results_dir, *(results_dir / sub for sub in outputs)], "results_dir")
+    check_leaderboard(results_dir / "leaderboard.csv")
     seed = int(cfg.seed)
     settle(cfg.defense, cfg.defense.get("checkpoint"))  # before hashing: rows record the purifier actually used
     dataset, classifier, defense, attack, threat = build_components(cfg, device)
@@ -220,7 +248,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     all_first = batches[0]
     x_first, _ = dataset.load(batches[0][: checks.N_CHECK])
     check_images(x_first, batches[0])
-    detected = checks.purification_is_random(defense, x_first.to(device))
+    detected = checks.purification_is_random(defense, x_first.to(device), str(cfg.defense.name))
     randomized = defense.randomized or detected
     warnings = []
     if detected and not defense.randomized:
@@ -236,9 +264,14 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     chash = config_hash(config)
     commit = git_commit()
     shard = parse_shard(cfg.shard)
+    shard_label = "" if shard is None else f"{shard[0]}/{shard[1]}"
     batches = batches[shard[0] :: shard[1]] if shard else batches  # whole batches: shards equal the full run
     version = code_version(commit)
-    store = BatchStore(Path(str(cfg.results_dir)), f"{chash}-{version}")
+    store = BatchStore(results_dir, f"{chash}-{version}")
+    finished_run = store.load_run(shard_label)
+    if finished_run is not None:  # killed while publishing: publish the same row, do not add a second one
+        log.info("resumed: run %s had finished; writing its results", finished_run["row"]["run_id"])
+        return _publish(results_dir, finished_run["row"], finished_run["run_file"], store, batches, shard_label)
     cache = None
     if threat.gradient == "classifier":  # x_adv does not depend on the defense: share it across defenses
         cache_key = {
@@ -248,8 +281,8 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
                          "compile": classifier.compile_backend},
             "code": version, "torch": torch.__version__,
         }  # fmt: skip
-        cache = ObliviousCache(Path(str(cfg.results_dir)), cache_key)
-    figure_path = Path(str(cfg.results_dir)) / "figures" / f"{chash}.png"
+        cache = ObliviousCache(results_dir, cache_key)
+    figure_path = results_dir / "figures" / f"{chash}.png"
     figure = (figure_path, int(cfg.figures)) if int(cfg.figures) > 0 else None
     per_example_rows: list[dict[str, int]] = []
     cache_hits = []
@@ -258,8 +291,8 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         record = store.load(batch)
         if record is None:
             record = _evaluate_batch(
-                dataset, classifier, defense, attack, attacked, batch, seed, n_eval, device, batch == all_first, cache,
-                figure,
+                dataset, classifier, defense, str(cfg.defense.name), attack, attacked, batch, seed, n_eval, device,
+                batch == all_first, cache, figure,
             )  # fmt: skip
             store.save(batch, record)
         else:
@@ -269,6 +302,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         warnings += [w for w in record["warnings"] if w not in warnings]
     if reused:
         log.info("resumed: %d of %d batches were already finished", reused, len(batches))
+    warnings += [w for w in store.warnings + (cache.warnings if cache else []) if w not in warnings]
 
     finished = dt.datetime.now(dt.UTC)
     run_id = f"{finished:%Y%m%dT%H%M%S}-{chash[:8]}-{uuid.uuid4().hex[:6]}"
@@ -284,7 +318,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         "norm": attack.norm,
         "eps": attack.eps,
         "seed": seed,
-        "shard": "" if shard is None else f"{shard[0]}/{shard[1]}",
+        "shard": shard_label,
         **summarise(per_example_rows, n_eval),
         "n_eval": n_eval,
         "attack_steps": attack_info.get("attack_steps", ""),
@@ -303,22 +337,36 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         "warnings": " | ".join(warnings),
         "finished_at": finished.isoformat(timespec="seconds"),
     }
-    results_dir = Path(str(cfg.results_dir))
-    write_json(
-        results_dir / "runs" / f"{run_id}.json",
-        {
-            "row": row,
-            "config": config,
-            "attack": attack_info,
-            "threat": threat_info,
-            "defense_properties": defense.describe(),
-            "torch": torch.__version__,
-            "device": str(device),
-            "per_example": per_example_rows,
-            "figure": str(figure_path.relative_to(results_dir)) if figure and figure_path.exists() else None,
-        },
-    )
+    run_file = {
+        "row": row,
+        "config": config,
+        "attack": attack_info,
+        "threat": threat_info,
+        "defense_properties": defense.describe(),
+        "torch": torch.__version__,
+        "device": str(device),
+        "per_example": per_example_rows,
+        "figure": str(figure_path.relative_to(results_dir)) if figure and figure_path.exists() else None,
+    }
+    store.save_run(shard_label, {"row": row, "run_file": run_file})
+    return _publish(results_dir, row, run_file, store, batches, shard_label)
+
+
+def _publish(
+    results_dir: Path,
+    row: dict[str, Any],
+    run_file: dict[str, Any],
+    store: BatchStore,
+    batches: list[list[int]],
+    shard_label: str,
+) -> dict[str, Any]:
+    """Write the run file and the leaderboard row, then drop the resume files. Every step can be
+    repeated: a run killed in the middle of it is finished by the re-run with the same row."""
+    write_json(results_dir / "runs" / f"{row['run_id']}.json", run_file)
     append_row(results_dir / "leaderboard.csv", row)
-    store.discard(batches)
-    log_run(config["logger"], row, config, figure_path if figure else None, results_dir)
+    store.discard(batches, shard_label)
+    figure = run_file.get("figure")
+    log_run(
+        run_file["config"]["logger"], row, run_file["config"], results_dir / figure if figure else None, results_dir
+    )
     return row

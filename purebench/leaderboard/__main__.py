@@ -12,7 +12,8 @@ import sys
 from pathlib import Path
 
 from purebench.errors import PurebenchError
-from purebench.eval.results import atomic_write_text, read_rows
+from purebench.eval.atomic_files import atomic_write_text
+from purebench.eval.results import read_rows
 from purebench.eval.threats import LADDER
 from purebench.leaderboard.latex import latex_tables
 from purebench.leaderboard.merge import merge_shards

@@ -16,7 +16,8 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from purebench.eval.results import append_row, read_rows, summarise, write_json
+from purebench.eval.atomic_files import write_json
+from purebench.eval.results import append_row, read_rows, summarise
 
 MERGED = "merged"
 

@@ -20,7 +20,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
 
-from purebench.eval.results import atomic_write_text
+from purebench.eval.atomic_files import atomic_write_text
 from purebench.leaderboard.table import complete
 
 

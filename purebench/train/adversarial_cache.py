@@ -18,6 +18,7 @@ from tqdm import tqdm
 from purebench.attacks import ATTACKS
 from purebench.classifiers import Classifier
 from purebench.data import EvalDataset
+from purebench.errors import PurebenchError
 from purebench.provenance import config_hash, weights_digest
 from purebench.seeding import derive_seed, seed_everything
 from purebench.train import checkpoint
@@ -44,9 +45,17 @@ def adversarial_pairs(
     }  # fmt: skip
     path = Path(cache_dir).expanduser() / f"adversarial-{config_hash(key_config)}.pt"
     names = [a["name"] + "".join(f"-{k}={v}" for k, v in sorted(a.items()) if k != "name") for a in attacks]
+    expected_shape = (len(attacks), len(indices), *dataset.load(indices[:1])[0].shape[1:])
     if path.exists():
-        log.info("adversarial cache hit: %s", path)
-        return checkpoint.load(path)["x_adv"].float(), names
+        try:
+            x_adv = checkpoint.load(path)["x_adv"]
+            if tuple(x_adv.shape) != expected_shape or not torch.isfinite(x_adv).all():
+                raise ValueError(f"shape {tuple(x_adv.shape)}, expected {expected_shape}, or non-finite values")
+        except (PurebenchError, KeyError, ValueError) as exc:
+            log.warning("adversarial cache %s is unreadable (%s); building it again", path, exc)
+        else:
+            log.info("adversarial cache hit: %s", path)
+            return x_adv.float(), names
     log.info("building the adversarial cache %s (%d attacks x %d images)", path, len(attacks), len(indices))
     device = next(classifier.parameters()).device
     out = []

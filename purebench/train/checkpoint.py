@@ -14,8 +14,9 @@ from typing import Any
 
 import torch
 
+from purebench.classifiers.checkpoints import safe_load
 from purebench.errors import PurebenchError
-from purebench.eval.results import atomic_path
+from purebench.eval.atomic_files import atomic_path
 
 
 def save(path: Path, state: dict[str, Any]) -> None:
@@ -25,10 +26,10 @@ def save(path: Path, state: dict[str, Any]) -> None:
 
 
 def load(path: Path) -> dict[str, Any]:
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise PurebenchError(f"Cannot read training checkpoint '{path}' ({type(exc).__name__}: {exc}).") from exc
+    state = safe_load(path, "training checkpoint")
+    if not isinstance(state, dict):
+        raise PurebenchError(f"Training checkpoint '{path}' does not hold a dict; it was not written by purebench.")
+    return state
 
 
 def resume_state(path: Path, config_hash: str) -> dict[str, Any] | None:

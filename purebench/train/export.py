@@ -20,7 +20,7 @@ import torch
 
 from purebench.classifiers.checkpoints import sha256_of
 from purebench.errors import PurebenchError
-from purebench.eval.results import atomic_path
+from purebench.eval.atomic_files import atomic_path
 from purebench.train import checkpoint
 
 KEPT = ("purifier", "purifier_config", "config", "config_hash", "commit", "command", "data", "history", "epoch")
