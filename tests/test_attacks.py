@@ -85,7 +85,7 @@ def test_autoattack_version_presets_win_unless_a_key_is_set():
     assert (aa.apgd.eot_iter, aa.apgd.n_restarts) == (20, 1) and rand.describe()["attack_eot_iter"] == 20
     standard, _ = built(version="standard")
     assert "restarts=1" in standard.describe()["attack_params"] and standard.describe()["attack_eot_iter"] == 1
-    with pytest.raises(PurebenchError, match="attack.restarts must be null"):
+    with pytest.raises(PurebenchError, match=r"attack\.restarts must be null"):
         built(version="plus", restarts=0)
 
 

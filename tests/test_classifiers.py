@@ -59,15 +59,6 @@ def test_mismatching_checkpoint_names_the_keys(tmp_path):
         CLASSIFIERS.build("resnet20", checkpoint=str(path))
 
 
-def test_checkpoint_needing_unpickling_is_refused(tmp_path):
-    import argparse
-
-    path = tmp_path / "pickled.pt"
-    torch.save({"state_dict": argparse.Namespace(weights=1)}, path)  # not in torch's weights_only allowlist
-    with pytest.raises(PurebenchError, match="arbitrary unpickling"):
-        CLASSIFIERS.build("resnet20", checkpoint=str(path))
-
-
 def test_wrong_hash_is_reported(tmp_path, monkeypatch):
     (tmp_path / "weights").mkdir()
     (tmp_path / "weights" / "resnet20-12fca82f.th").write_bytes(b"truncated")

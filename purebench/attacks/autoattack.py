@@ -67,7 +67,12 @@ class AutoAttackAdapter(Attack):
                 raise PurebenchError(
                     f"attack.version=custom needs attack.attacks drawn from {', '.join(ATTACK_NAMES)} (got {attacks})."
                 )
-        for key, value in (("n_iter", n_iter), ("restarts", restarts), ("eot_iter", eot_iter), ("n_queries", n_queries)):
+        for key, value in (
+            ("n_iter", n_iter),
+            ("restarts", restarts),
+            ("eot_iter", eot_iter),
+            ("n_queries", n_queries),
+        ):
             if value is not None and int(value) < 1:
                 raise PurebenchError(f"attack.{key} must be null (the version's own setting) or >= 1, got {value}.")
         self.version, self.attacks = version, list(attacks or [])

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import pickle
+import re
 from pathlib import Path
 from typing import Any
 
@@ -38,10 +39,12 @@ def safe_load(path: Path, what: str = "checkpoint") -> Any:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
+        found = re.search(r"GLOBAL (\S+)", str(exc))
         raise PurebenchError(
-            f"Refusing to load {what} '{path}': it carries pickled code or objects, which purebench never executes "
-            f"(weights-only loading failed: {str(exc).splitlines()[0]}). If you trust the file, re-save its tensors "
-            "as a plain dict, e.g. torch.save(model.state_dict(), path), and point the config at that."
+            f"Refusing to load {what} '{path}': it carries pickled code or objects"
+            f"{f' ({found.group(1)})' if found else ''}, which purebench never executes (it loads weights only). "
+            "If you trust the file, re-save its tensors as a plain dict, e.g. torch.save(model.state_dict(), path), "
+            "and point the config at that."
         ) from exc
     except Exception as exc:  # torch raises several types for truncated or foreign files
         raise PurebenchError(

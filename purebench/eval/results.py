@@ -95,7 +95,7 @@ def _migrated(csv_path: Path, header: list[str], lines: list[tuple[int, list[str
             "rewriting it would shift them into the wrong ones. The file was left as it is. This usually means the "
             "header or a line was edited by hand: restore it (the current header is purebench.eval.results.COLUMNS, "
             f"{len(COLUMNS)} columns starting with run_id,dataset,classifier), or move the file away to start a new "
-            "leaderboard; then re-run the same command, which reuses the finished work."
+            "leaderboard; then re-run the same command (work already finished is reused, not recomputed)."
         )
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=COLUMNS, lineterminator="\n")
@@ -128,11 +128,11 @@ def check_writable(folders: Sequence[Path], setting: str) -> None:
             with tempfile.TemporaryFile(dir=folder):
                 pass
         except OSError as exc:
-            reason = exc.strerror or type(exc).__name__
+            blocker = next((p for p in [folder, *folder.parents] if p.exists() and not p.is_dir()), None)
+            reason = f"'{blocker}' is a file, not a directory" if blocker else f"'{folder}': {exc.strerror or exc}"
             raise PurebenchError(
-                f"{setting}='{folders[0]}' cannot hold the results: '{exc.filename or folder}' is not a writable "
-                f"directory ({reason}). Point {setting} at a directory you can write (e.g. {setting}=results); "
-                "nothing has been computed yet."
+                f"{setting}='{folders[0]}' cannot hold the output: {reason}. Point {setting} at a location you can "
+                "write, or fix the permissions; nothing has been computed yet."
             ) from exc
 
 

@@ -34,6 +34,7 @@ from purebench.data import DATASETS, EvalDataset
 from purebench.defenses import Defense
 from purebench.defenses.checkpoint_config import settle
 from purebench.errors import PurebenchError
+from purebench.eval.results import check_writable
 from purebench.eval.runner import group_params, resolve_device
 from purebench.provenance import config_hash, git_commit
 from purebench.seeding import derive_seed, per_example, seed_everything
@@ -80,6 +81,9 @@ class Trainer(ABC):
         train_cfg = {k: v for k, v in self.config["train"].items() if k not in _RESUMABLE}
         self.hash = config_hash({**self.config, "train": train_cfg})
         self.out = Path(str(self.t.out)).expanduser()
+        check_writable([self.out.parent], "train.out")  # before any compute
+        if self.t.get("cache_dir"):
+            check_writable([Path(str(self.t.cache_dir)).expanduser()], "train.cache_dir")
         self.commit = git_commit()
         self.validation_attack: Attack  # set by subclasses: the adversary of the validation RA
         self._val_batches: list[tuple[list[int], torch.Tensor, torch.Tensor, torch.Tensor]] | None = None
