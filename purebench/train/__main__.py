@@ -21,9 +21,10 @@ log = logging.getLogger("purebench.train")
 
 def _trainers() -> dict:
     from purebench.train.atop import AToPTrainer
+    from purebench.train.diffpure import DiffPureTrainer
     from purebench.train.impure import ImpureTrainer
 
-    return {"atop": AToPTrainer, "impure": ImpureTrainer}
+    return {"atop": AToPTrainer, "diffpure": DiffPureTrainer, "impure": ImpureTrainer}
 
 
 @hydra.main(config_path=str(CONF_DIR), config_name="train", version_base="1.3")
