@@ -27,7 +27,8 @@ def print_summary(row: dict) -> None:
         ("attack", "attack"), ("threat model", "threat_model"), ("budget", None), ("examples", "n_examples"),
         ("clean acc (undefended)", "clean_acc_undefended"), ("adv acc (undefended)", "adv_acc_undefended"),
         ("left unperturbed", "unperturbed"),
-        ("SA (defended)", "sa"), ("RA (defended)", "ra"), ("RA worst case", "ra_worst"), ("evaluations", "n_eval"),
+        ("SA (defended)", "sa"), ("RA (defended)", "ra"), ("RA worst case", "ra_worst"),
+        ("RA majority vote", "ra_vote"), ("evaluations", "n_eval"),
         ("EOT draws", "threat_eot_iter"), ("wall time [s]", "wall_s"), ("run id", "run_id"),
     ]  # fmt: skip
     width = max(len(label) for label, _ in fields)

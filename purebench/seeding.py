@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 _generators: ContextVar[list[torch.Generator] | None] = ContextVar("_generators", default=None)
+_attack_draws: ContextVar[tuple[int, tuple[int, ...], str] | None] = ContextVar("_attack_draws", default=None)
 
 
 def derive_seed(*parts: object) -> int:
@@ -47,6 +48,32 @@ def per_example(seed: int, indices: Sequence[int], stream: str = "defense") -> I
         yield
     finally:
         _generators.reset(token)
+
+
+class UnknownDraws(ValueError):
+    """A query whose examples the known draws of :func:`attack_draws` do not name."""
+
+
+@contextlib.contextmanager
+def attack_draws(seed: int, indices: Sequence[int], stream: str) -> Iterator[None]:
+    """Name the draws an attacker who knows the defense's randomness replays (:func:`replay_attack_draws`):
+    those of ``stream`` for ``indices``, the draws the evaluation will make."""
+    token = _attack_draws.set((seed, tuple(int(i) for i in indices), stream))
+    try:
+        yield
+    finally:
+        _attack_draws.reset(token)
+
+
+@contextlib.contextmanager
+def replay_attack_draws(batch_size: int) -> Iterator[None]:
+    """Per-example draws restarted from the seeds named by :func:`attack_draws`, on every call: the
+    defense becomes the fixed function the evaluation will apply."""
+    spec = _attack_draws.get()
+    if spec is None or len(spec[1]) != batch_size:
+        raise UnknownDraws(f"draws known for {0 if spec is None else len(spec[1])} examples, queried with {batch_size}")
+    with per_example(*spec):
+        yield
 
 
 def _draw(x: torch.Tensor, sampler: str) -> torch.Tensor:

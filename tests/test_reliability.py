@@ -51,7 +51,9 @@ def test_a_header_only_edit_is_refused_and_the_file_is_kept(make_cfg, data_root,
     board.write_text("".join(lines))
     edited = board.read_bytes()
     _no_compute(monkeypatch)
-    with pytest.raises(PurebenchError, match=r"line\(s\) 2, 3 do not have the 33 fields .* left as it is"):
+    with pytest.raises(
+        PurebenchError, match=rf"line\(s\) 2, 3 do not have the {len(COLUMNS) - 1} fields .* left as it is"
+    ):
         evaluate(make_cfg(*FAST))  # refused before any compute
     with pytest.raises(PurebenchError, match="left as it is"):
         append_row(board, _row("c"))
@@ -88,7 +90,9 @@ def test_leaderboard_command_skips_garbage_lines_with_a_warning(tmp_path, caplog
     append_row(board, _row("c", seed=3, threat_model="bpda"))  # appending still works
     with caplog.at_level(logging.WARNING):
         assert leaderboard_main([f"results_dir={tmp_path}"]) == 0
-    assert "line 3 (1 fields for 34 header columns)" in caplog.text and "line 4 ('sa' is 'n/a'" in caplog.text
+    assert (
+        f"line 3 (1 fields for {len(COLUMNS)} header columns)" in caplog.text and "line 4 ('sa' is 'n/a'" in caplog.text
+    )
     markdown = (tmp_path / "leaderboard.md").read_text()
     assert "| a |" in markdown and "| c |" in markdown and "| b |" not in markdown  # the run column
 

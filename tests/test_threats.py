@@ -152,3 +152,32 @@ def test_zeropur_adaptive_gradient_unrolls_inner_steps(resnet20_batch, zeropur):
     for k in (1, None):
         g = gradient(k)
         assert torch.isfinite(g).all() and not torch.allclose(g, straight_through)
+
+
+def test_known_draws_fix_the_defense_to_the_draws_the_evaluation_makes(resnet20_batch):
+    from purebench.seeding import attack_draws, per_example
+
+    classifier, x, _ = resnet20_batch
+    defense = DEFENSES.build("gaussian_noise", classifier=classifier)
+    threat = THREATS.build("known_draws")
+    attacked = threat.attacked_model(classifier, defense, randomized=True)
+    with attack_draws(0, [5, 6], "purify-adv"):
+        first, second = attacked(x[:2]), attacked(x[:2])
+        with pytest.raises(PurebenchError, match="query the whole batch"):
+            attacked(x[:1])  # an attack that queries a subset (AutoAttack) cannot be given the draws
+    with per_example(0, [5, 6], "purify-adv"), torch.no_grad():
+        evaluated = classifier(defense.purify(x[:2]))
+    assert torch.equal(first, second) and torch.allclose(first, evaluated, atol=1e-5)
+    assert threat.describe(randomized=True)["threat_n_eval"] == 1
+
+
+def test_known_draws_rung_and_majority_vote_in_the_row(make_cfg, data_root, tmp_path):
+    common = ["defense=gaussian_noise", "attack=pgd", "attack.steps=3", "attack.verbose=false", "n_examples=16"]
+    known = evaluate(make_cfg(*common, "threat=known_draws"))
+    assert (known["n_eval"], known["threat_eot_iter"]) == (1, 1) and "without EOT" not in known["warnings"]
+    assert known["ra_vote"] == known["ra"] == known["ra_worst"]  # one evaluation: every score agrees
+    fresh = evaluate(make_cfg(*common, "threat=adaptive", "threat.eot_iter=2", "threat.n_eval=5"))
+    record = json.loads((tmp_path / "results" / "runs" / f"{fresh['run_id']}.json").read_text())
+    for e in record["per_example"]:  # the vote's label has the most votes: more than half of 5 wins it
+        assert (e["ra_hits"] >= 3) <= bool(e["vote_correct"]) <= (e["ra_hits"] >= 1)
+    assert fresh["ra_worst"] <= fresh["ra_vote"] and 0 <= fresh["ra_vote"] <= 100

@@ -39,32 +39,54 @@ from purebench.seeding import randn_like
 SAMPLERS = ("ddpm", "ddim")
 
 
-def load_diffusion(model: str) -> tuple[nn.Module, torch.Tensor]:
-    """The score network and the cumulative noise schedule abar_t of a diffusers model: a local
-    folder (``config.json`` + weights, ``scheduler_config.json`` beside them or in ``scheduler/``)
-    or a hub id, fetched where there is a network."""
+def _load_part(cls: Any, source: str, subfolder: str, offline: bool) -> Any:
+    """``cls.from_pretrained`` from the root of ``source`` or, as a saved pipeline keeps it, its ``subfolder``."""
+    try:
+        return cls.from_pretrained(source, local_files_only=offline)
+    except (OSError, ValueError):
+        return cls.from_pretrained(source, subfolder=subfolder, local_files_only=offline)
+
+
+def _from_pretrained(source: str, offline: bool) -> tuple[nn.Module, torch.Tensor]:
     from diffusers import DDPMScheduler, UNet2DModel
 
-    path = Path(model).expanduser()
-    local = path.is_dir()
-    if not local and (path.suffix or path.is_absolute() or str(model).startswith((".", "~"))):
-        raise PurebenchError(
-            f"defense.model='{model}' is not a folder. Point it at a diffusers model folder (config.json and "
-            "diffusion_pytorch_model.safetensors), e.g. results/checkpoints/diffpure_small, or a hub id."
-        )
-    source = str(path) if local else model
-    try:
-        unet = UNet2DModel.from_pretrained(source)
-        sub = {} if (not local or (path / "scheduler_config.json").is_file()) else {"subfolder": "scheduler"}
-        scheduler = DDPMScheduler.from_pretrained(source, **sub)
-    except (OSError, ValueError) as exc:
-        where = f"the folder '{path}'" if local else f"the Hugging Face hub id '{model}' (no network here?)"
-        raise PurebenchError(
-            f"Cannot load the diffusion model from {where}: {str(exc).splitlines()[0]}. Where there is a network, "
-            f"download it once (huggingface-cli download {model} --local-dir DIR) and set defense.model=DIR; "
-            "offline, use the small model shipped in results/checkpoints/diffpure_small."
-        ) from exc
+    unet = _load_part(UNet2DModel, source, "unet", offline)
+    scheduler = _load_part(DDPMScheduler, source, "scheduler", offline)
     return unet.eval(), scheduler.alphas_cumprod.float()
+
+
+def load_diffusion(model: str) -> tuple[nn.Module, torch.Tensor]:
+    """The score network and the cumulative noise schedule abar_t of a diffusers model: a local
+    folder (``config.json`` + weights and ``scheduler_config.json``, at its root or in the ``unet/`` and
+    ``scheduler/`` folders of a saved pipeline)
+    or a hub id, taken from the Hugging Face cache or fetched where there is a network."""
+    path = Path(model).expanduser()
+    if path.is_dir():
+        try:
+            return _from_pretrained(str(path), offline=True)
+        except (OSError, ValueError) as exc:
+            raise PurebenchError(
+                f"defense.model='{model}' is a folder but not a diffusers model ({str(exc).splitlines()[0]}). It needs "
+                "config.json and diffusion_pytorch_model.safetensors of a UNet2DModel and a DDPM scheduler_config.json."
+            ) from exc
+    if path.suffix or path.is_absolute() or str(model).startswith((".", "~")) or str(model).count("/") != 1:
+        raise PurebenchError(
+            f"defense.model='{model}' is neither a folder nor a hub id (owner/name). Point it at a diffusers model "
+            "folder, e.g. results/checkpoints/diffpure_small, or a hub id such as google/ddpm-cifar10-32."
+        )
+    try:
+        return _from_pretrained(model, offline=True)  # already in the hub cache
+    except (OSError, ValueError):
+        pass
+    try:
+        return _from_pretrained(model, offline=False)
+    except (OSError, ValueError) as exc:
+        raise PurebenchError(
+            f"defense.model='{model}' is not a local folder, not in the Hugging Face cache, and could not be fetched "
+            f"from the hub (no network here?). Where there is a network, download it once (huggingface-cli download "
+            f"{model} --local-dir DIR) and set defense.model=DIR; offline, use the small model shipped in "
+            "results/checkpoints/diffpure_small."
+        ) from exc
 
 
 def reverse_timesteps(t_start: int, steps: int | None) -> list[int]:

@@ -23,7 +23,7 @@ from typing import Any
 
 from purebench.eval.atomic_files import write_json
 
-_EXAMPLE_KEYS = ("index", "label", "clean_correct", "adv_correct", "sa_correct", "ra_hits", "perturbed")
+_EXAMPLE_KEYS = ("index", "label", "clean_correct", "adv_correct", "sa_correct", "ra_hits", "vote_correct", "perturbed")
 
 
 def _digest(payload: dict[str, Any]) -> str:

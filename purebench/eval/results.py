@@ -33,7 +33,7 @@ log = logging.getLogger(__name__)
 # Leaderboard columns, in order; a row may leave later (threat-specific) columns empty.
 COLUMNS = [
     "run_id", "dataset", "classifier", "defense", "defense_params", "attack", "threat_model", "norm", "eps",
-    "n_examples", "seed", "shard", "sa", "ra", "ra_worst", "n_eval", "clean_acc_undefended", "adv_acc_undefended",
+    "n_examples", "seed", "shard", "sa", "ra", "ra_worst", "ra_vote", "n_eval", "clean_acc_undefended", "adv_acc_undefended",
     "unperturbed", "attack_steps", "attack_params", "attack_eot_iter", "threat_eot_iter", "threat_backprop_steps", "adv_cache", "defense_randomized",
     "randomness_detected", "wall_s", "config_hash", "commit", "version", "data_source", "warnings", "finished_at",
 ]  # fmt: skip
@@ -193,6 +193,7 @@ def summarise(examples: Sequence[dict[str, int]], n_eval: int) -> dict[str, Any]
         "sa": percent([e["sa_correct"] for e in examples]),
         "ra": percent([ra_hits(e) / n_eval for e in examples]),
         "ra_worst": percent([ra_hits(e) == n_eval for e in examples]),
+        "ra_vote": percent([e["vote_correct"] for e in examples]) if all("vote_correct" in e for e in examples) else "",
         "clean_acc_undefended": percent([e["clean_correct"] for e in examples]),
         "adv_acc_undefended": percent([e["adv_correct"] for e in examples]),
         "unperturbed": unperturbed(examples),

@@ -41,7 +41,7 @@ from purebench.eval.progress import BatchStore
 from purebench.eval.results import append_row, check_leaderboard, check_writable, summarise
 from purebench.eval.threats import THREATS, ThreatModel
 from purebench.provenance import code_version, config_hash, git_commit, weights_digest
-from purebench.seeding import derive_seed, per_example, seed_everything
+from purebench.seeding import attack_draws, derive_seed, per_example, seed_everything
 
 log = logging.getLogger(__name__)
 
@@ -187,18 +187,22 @@ def _evaluate_batch(
     )
     seed_everything(derive_seed(seed, "attack", batch[0]))
     warnings = []
-    if first and (blind := checks.zero_gradient_count(attacked, x, y)):
-        warnings.append(f"zero input gradient for {blind}/{min(len(batch), checks.N_CHECK)} checked images")
+    if first:
+        with attack_draws(seed, batch[: checks.N_CHECK], _adv_stream(0)):
+            if blind := checks.zero_gradient_count(attacked, x, y):
+                warnings.append(f"zero input gradient for {blind}/{min(len(batch), checks.N_CHECK)} checked images")
     x_adv = cache.get(batch, x, attack.norm, attack.eps) if cache is not None else None
     hit = x_adv is not None
     if not hit:
-        x_adv = attack(attacked, x, y)
+        with attack_draws(seed, batch, _adv_stream(0)):  # read only by threat=known_draws
+            x_adv = attack(attacked, x, y)
         if cache is not None:
             cache.put(batch, x_adv)
     warnings += [w for w in attack.describe().get("attack_warnings", "").split(" | ") if w and w not in warnings]
     adv_pred = _predict(classifier, x_adv)
     perturbed = (x_adv != x.to(x_adv.dtype)).flatten(1).any(1)  # an attack may hand back x itself where it gave up
     ra_hits = torch.zeros_like(y)
+    votes = torch.zeros(len(y), classifier.num_classes, dtype=torch.long, device=y.device)
     # independent draws of the defense's randomness per evaluation (stream k); a nested bar on a terminal
     evaluations = tqdm(
         range(n_eval), desc="purifications", unit="eval", leave=False, disable=None if n_eval > 1 else True
@@ -207,17 +211,22 @@ def _evaluate_batch(
         purified = _purify(defense, defense_name, x_adv, seed, batch, _adv_stream(k))
         ra_pred = _predict_purified(classifier, purified, x_adv, adv_pred)
         ra_hits += (ra_pred == y).long()
+        votes[torch.arange(len(y), device=y.device), ra_pred] += 1
         if k == 0 and first and figure is not None:
             path, n = figure[0], min(figure[1], len(batch))
             labels = [f"y={int(y[i])}: {int(clean_pred[i])}/{int(adv_pred[i])}/{int(ra_pred[i])}" for i in range(n)]
             purification_grid(x[:n], x_adv[:n], purified[:n], labels, path)
+    # majority vote over the evaluations (Lee & Kim 2023): correct only when the label has strictly the most votes
+    rivals = votes.scatter(1, y.view(-1, 1), -1).amax(1)
+    vote_correct = votes.gather(1, y.view(-1, 1)).squeeze(1) > rivals
     examples = []
     for k, index in enumerate(batch):
         label = int(y[k])
         examples.append({
             "index": int(index), "label": label,
             "clean_correct": int(clean_pred[k] == label), "adv_correct": int(adv_pred[k] == label),
-            "sa_correct": int(sa_pred[k] == label), "ra_hits": int(ra_hits[k]), "perturbed": int(perturbed[k]),
+            "sa_correct": int(sa_pred[k] == label), "ra_hits": int(ra_hits[k]), "vote_correct": int(vote_correct[k]),
+            "perturbed": int(perturbed[k]),
         })  # fmt: skip
     return {"examples": examples, "warnings": warnings, "cache_hit": hit}
 
@@ -257,7 +266,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     threat_info = threat.describe(randomized)
     n_eval = int(threat_info["threat_n_eval"])
     single_draw = threat_info["threat_eot_iter"] == 1 and int(attack.describe().get("attack_eot_iter", 1)) == 1
-    if randomized and threat.gradient != "classifier" and single_draw:
+    if randomized and threat.gradient != "classifier" and single_draw and not threat.known_draws:
         warnings.append(f"randomized defense attacked without EOT under threat={threat.name} (one draw per gradient)")
 
     config = OmegaConf.to_container(cfg, resolve=True)

@@ -21,7 +21,13 @@ bpda          bpda         no                      ZeroPur Table 4; AToP's pipel
 eot           exact (k=0)  yes                     EOT on random transforms (Athalye et al.)
 bpda_eot      bpda         yes                     BPDA+EOT (Athalye et al. 2018, Sec. 4.3)
 adaptive      exact (all)  yes                     full white box, inner steps unrolled
+known_draws   exact (all)  no: the draws are known deterministic white box (the evaluation's own draws)
 ============  ===========  ======================  ==========================================
+
+``known_draws`` gives the attacker the defense's random draws: every forward of the attack replays
+the per-example draws that the evaluation then makes (one evaluation), so the defense is a fixed
+function. What a randomized defense keeps here is not owed to its randomness; the gap to
+``adaptive`` is.
 """
 
 from __future__ import annotations
@@ -36,6 +42,7 @@ from purebench.classifiers import Classifier
 from purebench.defenses import Defense
 from purebench.errors import PurebenchError
 from purebench.registry import Registry
+from purebench.seeding import UnknownDraws, replay_attack_draws
 
 GRADIENTS = ("classifier", "bpda", "exact")
 
@@ -70,7 +77,14 @@ class ThreatModel:
     """One rung of the ladder; see the module docstring for the table of rungs."""
 
     def __init__(
-        self, name: str, gradient: str, eot: bool, eot_iter: int, n_eval: int, backprop_steps: int | None
+        self,
+        name: str,
+        gradient: str,
+        eot: bool,
+        eot_iter: int,
+        n_eval: int,
+        backprop_steps: int | None,
+        known_draws: bool = False,
     ) -> None:
         if gradient not in GRADIENTS:
             raise PurebenchError(f"threat.gradient must be one of {', '.join(GRADIENTS)}, got '{gradient}'.")
@@ -80,6 +94,7 @@ class ThreatModel:
             raise PurebenchError(f"threat.backprop_steps must be null (all) or >= 0, got {backprop_steps}.")
         self.name, self.gradient, self.eot = name, gradient, eot
         self.eot_iter, self.n_eval, self.backprop_steps = eot_iter, n_eval, backprop_steps
+        self.known_draws = known_draws
 
     def effective_eot_iter(self, randomized: bool) -> int:
         """EOT draws per forward: 1 when EOT is off or cannot help (a deterministic defense)."""
@@ -99,7 +114,27 @@ class ThreatModel:
             if self.gradient == "bpda"
             else lambda x: defense.adaptive_purify(x, backprop_steps=self.backprop_steps)
         )
+        if self.known_draws and randomized:
+            purify = self._with_known_draws(purify)
         return DefendedClassifier(classifier, purify, self.effective_eot_iter(randomized)).eval()
+
+    def _with_known_draws(
+        self, purify: Callable[[torch.Tensor], torch.Tensor]
+    ) -> Callable[[torch.Tensor], torch.Tensor]:
+        """``purify`` replaying, on every call, the per-example draws the evaluation will make."""
+
+        def replayed(x: torch.Tensor) -> torch.Tensor:
+            try:
+                with replay_attack_draws(x.shape[0]):
+                    return purify(x)
+            except UnknownDraws as exc:
+                raise PurebenchError(
+                    f"threat={self.name} replays each example's own draws, so the attack must query the whole batch "
+                    f"at once ({exc}). PGD-style attacks do; AutoAttack and others that attack only the examples "
+                    "still standing do not: use attack=pgd, fgsm, eotpgd, mifgsm or apgd."
+                ) from exc
+
+        return replayed
 
     def describe(self, randomized: bool) -> dict[str, Any]:
         """Threat-model parameters recorded in the result row."""
@@ -107,8 +142,10 @@ class ThreatModel:
             "threat_model": self.name,
             "threat_gradient": self.gradient,
             "threat_eot_iter": self.effective_eot_iter(randomized),
-            "threat_n_eval": self.n_eval if randomized else 1,
+            "threat_n_eval": self.n_eval if randomized and not self.known_draws else 1,
         }
+        if self.known_draws:
+            info["threat_draws"] = "known to the attacker (the evaluation's own)"
         if self.gradient == "exact":
             info["threat_backprop_steps"] = "all" if self.backprop_steps is None else self.backprop_steps
         return info
@@ -117,23 +154,31 @@ class ThreatModel:
 THREATS: Registry[ThreatModel] = Registry("threat model")
 
 
-def _register(name: str, gradient: str, eot: bool, backprop_steps: int | None, doc: str) -> None:
+def _register(name: str, gradient: str, eot: bool, backprop_steps: int | None, known_draws: bool, doc: str) -> None:
     @THREATS.register(name)
     def factory(
         name: str, eot_iter: int = 20, n_eval: int = 10, backprop_steps: int | None = backprop_steps
     ) -> ThreatModel:
-        return ThreatModel(name, gradient, eot, eot_iter, n_eval, backprop_steps)
+        return ThreatModel(name, gradient, eot, eot_iter, n_eval, backprop_steps, known_draws)
 
     factory.__doc__ = doc
 
 
-# The ladder, weakest attacker first: name -> (gradient path, EOT, default backprop_steps, doc).
+# The ladder, weakest attacker first: name -> (gradient path, EOT, default backprop_steps, known draws, doc).
 LADDER = {
-    "oblivious": ("classifier", False, 0, "Attack the classifier alone, then purify (the papers' protocol)."),
-    "bpda": ("bpda", False, 0, "BPDA: the purifier's backward pass replaced by its approximation (identity)."),
-    "eot": ("exact", True, 0, "EOT over the defense's randomness, gradients through its differentiable parts."),
-    "bpda_eot": ("bpda", True, 0, "BPDA with EOT over the defense's randomness."),
-    "adaptive": ("exact", True, None, "Full white box: inner optimisation unrolled, EOT when randomized."),
+    "oblivious": ("classifier", False, 0, False, "Attack the classifier alone, then purify (the papers' protocol)."),
+    "bpda": ("bpda", False, 0, False, "BPDA: the purifier's backward pass replaced by its approximation (identity)."),
+    "eot": ("exact", True, 0, False, "EOT over the defense's randomness, gradients through its differentiable parts."),
+    "bpda_eot": ("bpda", True, 0, False, "BPDA with EOT over the defense's randomness."),
+    "adaptive": ("exact", True, None, False, "Full white box: inner optimisation unrolled, EOT when randomized."),
+    "known_draws": (
+        "exact",
+        False,
+        None,
+        True,
+        "Deterministic white box: full gradients through the very draws the "
+        "evaluation makes; what the defense keeps here is not owed to its randomness.",
+    ),
 }
 for _name, _spec in LADDER.items():
     _register(_name, *_spec)

@@ -19,7 +19,7 @@ from purebench.leaderboard.merge import MERGED
 SHOWN = [
     ("classifier", "classifier"), ("defense", "defense"), ("defense params", "defense_params"),
     ("attack", "attack"), ("attack params", "attack_params"), ("norm", "norm"), ("eps", "eps"), ("n", "n_examples"), ("seed", "seed"),
-    ("SA %", "sa"), ("RA %", "ra"), ("RA worst %", "ra_worst"), ("evals", "n_eval"), ("EOT", "threat_eot_iter"),
+    ("SA %", "sa"), ("RA %", "ra"), ("RA worst %", "ra_worst"), ("RA vote %", "ra_vote"), ("evals", "n_eval"), ("EOT", "threat_eot_iter"),
     ("clean % (undef.)", "clean_acc_undefended"),
     ("adv % (undef.)", "adv_acc_undefended"), ("unperturbed", "unperturbed"), ("run", "run_id"), ("commit", "commit"),
 ]  # fmt: skip
@@ -62,7 +62,10 @@ PIVOT_KEY = ("dataset", "classifier", "defense", "defense_params", "attack", "at
 
 
 def _cell(row: dict[str, str]) -> str:
-    worst = f", worst {row['ra_worst']}" if row.get("n_eval", "1") not in ("", "1") else ""
+    repeated = row.get("n_eval", "1") not in ("", "1")
+    worst = (
+        f", worst {row['ra_worst']}" + (f", vote {row['ra_vote']}" if row.get("ra_vote") else "") if repeated else ""
+    )
     return f"{row['ra']}{worst} (n={row['n_examples']})"
 
 

@@ -3,7 +3,8 @@
 Keeps what evaluation and provenance need (the purifier's weights, ``purifier_config``, the
 resolved training config and its hash, command, commit, data and history) and drops the
 optimiser and discriminator states (about two thirds of the file). Writes DST atomically and
-records it in ``manifest.json`` beside it: file, bytes, sha256, command, commit, data, the checkpoint
+records it in ``manifest.json`` beside it (a DiffPure score network becomes a diffusers folder,
+which ``defense.model`` loads): file, bytes, sha256, command, commit, data, the checkpoint
 it continued (``init``), minutes of this stage's training, epochs and the last validation, so every
 committed purifier says how it was made.
 """
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 from pathlib import Path
 from typing import Any
@@ -34,22 +36,60 @@ def _data_from_config(config: dict[str, Any]) -> list[str]:
     return described + [f"{e['name']}:{e.get('split', 'train')} (extra images)" for e in train.get("extra_images", [])]
 
 
+def _within_limit(target: Path, size: int) -> int:
+    if size > MAX_BYTES:
+        raise PurebenchError(
+            f"'{target}' would be {size / 2**20:.1f} MB, over the 5 MB limit: train a smaller purifier."
+        )
+    return size
+
+
+def _export_diffusers_folder(state: dict[str, Any], target: Path) -> tuple[int, str]:
+    """A DiffPure score network as a diffusers folder (what ``defense.model`` loads): the UNet2DModel,
+    the DDPM scheduler config and ``purebench.json`` with the provenance. Returns the folder's bytes and
+    the SHA-256 of its weights file. Written beside ``target`` and swapped in only when complete."""
+    from diffusers import DDPMScheduler
+
+    from purebench.train.diffpure import build_unet
+
+    unet = build_unet(state["purifier_config"]["unet"])
+    unet.load_state_dict(state["purifier"])
+    staging = target.parent / f".{target.name}.staging"
+    shutil.rmtree(staging, ignore_errors=True)
+    unet.save_pretrained(staging)
+    DDPMScheduler().save_pretrained(staging)
+    provenance = {k: state[k] for k in KEPT if k in state and k != "purifier"}
+    (staging / "purebench.json").write_text(json.dumps(provenance, indent=1, default=str) + "\n")
+    try:
+        size = _within_limit(target, sum(f.stat().st_size for f in staging.iterdir()))
+    except PurebenchError:
+        shutil.rmtree(staging)
+        raise
+    retired = target.parent / f".{target.name}.old"
+    shutil.rmtree(retired, ignore_errors=True)
+    if target.exists():
+        target.rename(retired)
+    staging.rename(target)
+    shutil.rmtree(retired, ignore_errors=True)
+    return size, sha256_of(target / "diffusion_pytorch_model.safetensors")
+
+
 def export(source: Path, target: Path) -> dict[str, Any]:
     """Write the slim checkpoint and its manifest entry; returns the entry."""
     state = checkpoint.load(source)
     missing = [k for k in ("purifier", "purifier_config", "history") if k not in state]
     if missing:
         raise PurebenchError(f"'{source}' is not a purebench training checkpoint (no {', '.join(missing)}).")
-    with atomic_path(target) as tmp:  # an oversized export never replaces the file already shipped
-        torch.save({k: state[k] for k in KEPT if k in state}, tmp)
-        size = tmp.stat().st_size
-        if size > MAX_BYTES:
-            raise PurebenchError(
-                f"'{target}' would be {size / 2**20:.1f} MB, over the 5 MB limit: train a smaller purifier."
-            )
+    if state.get("config", {}).get("defense", {}).get("name") == "diffpure":
+        size, digest = _export_diffusers_folder(state, target)
+    else:
+        with atomic_path(target) as tmp:  # an oversized export never replaces the file already shipped
+            torch.save({k: state[k] for k in KEPT if k in state}, tmp)
+            size = _within_limit(target, tmp.stat().st_size)
+        digest = sha256_of(target)
     history = state["history"]
     entry = {
-        "file": target.name, "bytes": size, "sha256": sha256_of(target), "command": state.get("command", ""),
+        "file": target.name, "bytes": size, "sha256": digest, "command": state.get("command", ""),
         "commit": state.get("commit", ""), "data": state.get("data") or _data_from_config(state.get("config", {})),
         "init": state.get("config", {}).get("train", {}).get("init"),  # the stage this one continued (its own entry)
         "minutes": round(sum(h.get("seconds", 0.0) for h in history) / 60, 1), "epochs": len(history),
@@ -66,7 +106,9 @@ def export(source: Path, target: Path) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("source", type=Path, help="training checkpoint (train.out)")
-    parser.add_argument("target", type=Path, help="slim checkpoint to write, e.g. results/checkpoints/NAME.pt")
+    parser.add_argument(
+        "target", type=Path, help="slim checkpoint to write, e.g. results/checkpoints/NAME.pt (DiffPure: a folder)"
+    )
     args = parser.parse_args(argv)
     try:
         entry = export(args.source, args.target)

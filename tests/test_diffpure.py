@@ -1,0 +1,145 @@
+"""DiffPure: the reverse update against diffusers' schedulers, seeding, exact checkpointed gradients, loading."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from diffusers import DDIMScheduler, DDPMScheduler, UNet2DModel
+
+from purebench.defenses import DEFENSES
+from purebench.defenses.diffpure import DiffPure, reverse_timesteps
+from purebench.errors import PurebenchError
+from purebench.eval.runner import evaluate
+from purebench.seeding import per_example
+
+REPO = Path(__file__).resolve().parent.parent
+TINY_UNET = {"block_out_channels": [8, 16], "layers_per_block": 1, "down_block_types": ["DownBlock2D", "DownBlock2D"],
+             "up_block_types": ["UpBlock2D", "UpBlock2D"], "norm_num_groups": 4}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory) -> Path:
+    """A local diffusers folder: an untrained tiny UNet2DModel and DDPM's scheduler config."""
+    folder = tmp_path_factory.mktemp("tiny_diffusion")
+    torch.manual_seed(0)
+    UNet2DModel(sample_size=8, in_channels=3, out_channels=3, **{
+        k: tuple(v) if isinstance(v, list) else v for k, v in TINY_UNET.items()
+    }).save_pretrained(folder)  # fmt: skip
+    DDPMScheduler().save_pretrained(folder)
+    return folder
+
+
+def _defense(folder: Path, **overrides) -> DiffPure:
+    params = {"t_star": 0.1, "sampler": "ddpm", "steps": None, "eta": 0.0, "clip_denoised": True,
+              "grad_checkpoint": True, **overrides}  # fmt: skip
+    return DEFENSES.build("diffpure", classifier=None, model=str(folder), **params)
+
+
+def test_purification_is_in_range_random_and_seeded_per_example(tiny_model):
+    defense = _defense(tiny_model, steps=5)
+    assert defense.randomized and defense.timesteps == [99, 74, 50, 25, 0]
+    x = torch.rand(4, 3, 8, 8)
+    with per_example(0, [10, 11, 12, 13], "purify"):
+        batch = defense.purify(x)
+    with per_example(0, [12], "purify"):
+        alone = defense.purify(x[2:3])
+    assert batch.shape == x.shape and batch.min() >= 0 and batch.max() <= 1
+    assert torch.allclose(batch[2:3], alone, atol=1e-6)  # example 12's draws do not depend on its batch
+    assert not torch.equal(defense.purify(x), defense.purify(x))  # random outside a seeded context
+    assert reverse_timesteps(99, None) == list(range(99, -1, -1))
+
+
+@pytest.mark.parametrize("eta", [0.0, 0.5])
+def test_the_reverse_update_equals_diffusers_ddim_step(tiny_model, eta):
+    defense = _defense(tiny_model, sampler="ddim", eta=eta, steps=10)
+    scheduler = DDIMScheduler.from_pretrained(tiny_model)
+    scheduler.set_timesteps(1000 // 11)  # a spacing of 11 steps, as the respaced chain 99, 88, ..., 0
+    h, noise = torch.randn(2, 3, 8, 8), torch.randn(2, 3, 8, 8)
+    for t, t_prev in [(99, 88), (11, 0), (0, -1)]:
+        ours = defense.step(h, t, t_prev, noise)
+        eps = defense.unet(h, torch.full((2,), t)).sample
+        theirs = scheduler.step(eps, t, h, eta=eta, use_clipped_model_output=True, variance_noise=noise).prev_sample
+        assert torch.allclose(ours, theirs, atol=1e-5), (t, (ours - theirs).abs().max())
+
+
+def test_the_ddpm_update_equals_diffusers_ddpm_step(tiny_model):
+    defense = _defense(tiny_model)
+    scheduler = DDPMScheduler.from_pretrained(tiny_model)
+    scheduler.set_timesteps(timesteps=list(range(99, -1, -1)))
+    h = torch.randn(2, 3, 8, 8)
+    for t in (99, 50, 1, 0):
+        noise = torch.randn(2, 3, 8, 8, generator=torch.Generator().manual_seed(t))
+        ours = defense.step(h, t, t - 1, noise)
+        eps = defense.unet(h, torch.full((2,), t)).sample
+        theirs = scheduler.step(eps, t, h, generator=torch.Generator().manual_seed(t)).prev_sample
+        # the same posterior written two ways: float32 rounding, amplified by 1/sqrt(1 - abar_t) near t = 0
+        assert torch.allclose(ours, theirs, atol=3e-4), (t, (ours - theirs).abs().max())
+
+
+def _input_gradient(defense: DiffPure, x: torch.Tensor, backprop_steps: int | None) -> torch.Tensor:
+    x = x.clone().requires_grad_(True)
+    with per_example(0, range(len(x)), "attack"):
+        out = defense.adaptive_purify(x, backprop_steps)
+    (grad,) = torch.autograd.grad((out * torch.linspace(-1, 1, out.numel()).view_as(out)).sum(), x)
+    return grad
+
+
+@pytest.mark.parametrize("backprop_steps", [None, 3])
+def test_the_checkpointed_gradient_equals_the_fully_unrolled_one(tiny_model, backprop_steps):
+    x = torch.rand(2, 3, 8, 8)
+    naive = _input_gradient(_defense(tiny_model, steps=8, grad_checkpoint=False), x, backprop_steps)
+    checkpointed = _input_gradient(_defense(tiny_model, steps=8, grad_checkpoint=True), x, backprop_steps)
+    assert naive.abs().max() > 0 and torch.equal(naive, checkpointed)
+    if backprop_steps is not None:  # truncation changes the gradient (bridged steps are straight-through)
+        assert not torch.equal(naive, _input_gradient(_defense(tiny_model, steps=8, grad_checkpoint=False), x, None))
+
+
+def _saved_bytes(defense: DiffPure, x: torch.Tensor) -> int:
+    """Bytes the autograd graph of one adaptive purification keeps for the backward pass."""
+    total = 0
+
+    def pack(tensor: torch.Tensor) -> torch.Tensor:
+        nonlocal total
+        total += tensor.numel() * tensor.element_size()
+        return tensor
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+        defense.adaptive_purify(x.clone().requires_grad_(True))
+    return total
+
+
+def test_checkpointing_keeps_memory_flat_in_the_number_of_steps(tiny_model):
+    x = torch.rand(2, 3, 8, 8)
+    saved = {(steps, ckpt): _saved_bytes(_defense(tiny_model, steps=steps, grad_checkpoint=ckpt), x)
+             for steps in (5, 20) for ckpt in (False, True)}  # fmt: skip
+    assert saved[(20, False)] > 3.5 * saved[(5, False)]  # the naive graph grows with the steps
+    assert saved[(20, True)] < 0.1 * saved[(20, False)]
+    assert saved[(20, True)] < 5 * saved[(5, True)]  # only each step's inputs are kept
+
+
+def test_a_folder_that_is_not_a_model_and_a_path_like_name_fail_clearly(tmp_path):
+    with pytest.raises(PurebenchError, match="is a folder but not a diffusers model"):
+        _defense(tmp_path)
+    with pytest.raises(PurebenchError, match="neither a folder nor a hub id"):
+        _defense(tmp_path / "missing_model")
+
+
+def test_a_hub_id_without_network_fails_with_what_to_do(tmp_path):
+    code = "from purebench.defenses.diffpure import load_diffusion; load_diffusion('google/ddpm-cifar10-32')"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf")}  # an empty cache, no network
+    done = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True)
+    assert done.returncode != 0 and "could not be fetched from the hub" in done.stderr
+    assert "huggingface-cli download google/ddpm-cifar10-32" in done.stderr
+
+
+def test_diffpure_runs_end_to_end_under_the_adaptive_threat(make_cfg, data_root, tiny_model):
+    row = evaluate(make_cfg("defense=diffpure", f"defense.model={tiny_model}", "defense.steps=3", "attack=pgd",
+                            "attack.steps=2", "attack.verbose=false", "threat=adaptive", "threat.eot_iter=2",
+                            "threat.n_eval=2", "n_examples=4", "figures=0"))  # fmt: skip
+    assert row["defense_randomized"] and row["threat_eot_iter"] == 2 and row["n_eval"] == 2
+    assert 0 <= row["ra_worst"] <= row["ra"] <= 100
