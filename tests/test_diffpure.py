@@ -143,3 +143,25 @@ def test_diffpure_runs_end_to_end_under_the_adaptive_threat(make_cfg, data_root,
                             "threat.n_eval=2", "n_examples=4", "figures=0"))  # fmt: skip
     assert row["defense_randomized"] and row["threat_eot_iter"] == 2 and row["n_eval"] == 2
     assert 0 <= row["ra_worst"] <= row["ra"] <= 100
+
+
+def test_train_export_and_evaluate_the_exported_folder(make_cfg, data_root, tmp_path):
+    out, folder = tmp_path / "dp.pt", tmp_path / "checkpoints" / "diffpure_tiny"
+    unet = [f"defense.unet.{k}=[{','.join(map(str, v))}]" if isinstance(v, list) else f"defense.unet.{k}={v}"
+            for k, v in TINY_UNET.items()]  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, "-m", "purebench.train", "defense=diffpure", *unet, "defense.steps=2", "train.n_train=48",
+         "train.batch_size=16", "train.epochs=2", "train.val_every=2", f"train.out={out}", "threads=1",
+         f"hydra.run.dir={tmp_path / 'hydra'}"],
+        cwd=REPO, capture_output=True, text=True,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    history = torch.load(out, weights_only=True)["history"]
+    assert len(history) == 2 and history[-1]["mse"] < history[0]["mse"] and "val_sa" in history[-1]
+    from purebench.train.export import export
+
+    entry = export(out, folder)
+    assert entry["file"] == "diffpure_tiny" and (folder / "purebench.json").is_file() and entry["bytes"] < 5 * 2**20
+    row = evaluate(make_cfg("defense=diffpure", f"defense.model={folder}", "defense.steps=2", "attack=fgsm",
+                            "attack.verbose=false", "n_examples=4", "threat.n_eval=2", "figures=0"))  # fmt: skip
+    assert row["defense"] == "diffpure" and 0 <= row["ra"] <= 100

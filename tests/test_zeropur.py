@@ -104,3 +104,18 @@ def test_experiment_recipes_compose(make_cfg):
     assert (blur.defense.blur, blur.defense.blur_level) == ("median", 5)
     assert (table4.threat.name, table4.attack.name, table4.defense.name) == ("bpda", "pgd", "zeropur")
     assert table4.hydra.sweeper.params["attack.steps"] == "10,20,40"
+
+
+@pytest.mark.parametrize("backprop_steps", [None, 3])
+def test_checkpointed_unrolling_gives_the_naive_gradient(real, zeropur, backprop_steps):
+    model, x, _ = real
+
+    def gradient(grad_checkpoint: bool) -> torch.Tensor:
+        defense = zeropur(model, gs_steps=3, ap_steps=3, grad_checkpoint=grad_checkpoint)
+        inputs = x[:2].clone().requires_grad_(True)
+        with per_example(0, [0, 1]):
+            loss = F.cross_entropy(model(defense.adaptive_purify(inputs, backprop_steps)), torch.tensor([3, 8]))
+        return torch.autograd.grad(loss, inputs)[0]
+
+    naive = gradient(False)
+    assert naive.abs().max() > 0 and torch.allclose(gradient(True), naive, rtol=1e-5, atol=1e-8)

@@ -39,18 +39,18 @@ from purebench.seeding import randn_like
 SAMPLERS = ("ddpm", "ddim")
 
 
-def _load_part(cls: Any, source: str, subfolder: str, offline: bool) -> Any:
+def _load_part(cls: Any, source: str, subfolder: str, offline: bool, **options: Any) -> Any:
     """``cls.from_pretrained`` from the root of ``source`` or, as a saved pipeline keeps it, its ``subfolder``."""
     try:
-        return cls.from_pretrained(source, local_files_only=offline)
+        return cls.from_pretrained(source, local_files_only=offline, **options)
     except (OSError, ValueError):
-        return cls.from_pretrained(source, subfolder=subfolder, local_files_only=offline)
+        return cls.from_pretrained(source, subfolder=subfolder, local_files_only=offline, **options)
 
 
 def _from_pretrained(source: str, offline: bool) -> tuple[nn.Module, torch.Tensor]:
     from diffusers import DDPMScheduler, UNet2DModel
 
-    unet = _load_part(UNet2DModel, source, "unet", offline)
+    unet = _load_part(UNet2DModel, source, "unet", offline, low_cpu_mem_usage=False)  # no `accelerate` needed
     scheduler = _load_part(DDPMScheduler, source, "scheduler", offline)
     return unet.eval(), scheduler.alphas_cumprod.float()
 

@@ -11,9 +11,11 @@ eval mode, so purifying a batch equals purifying each image alone.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
+from torch.utils.checkpoint import checkpoint
 
 from purebench.classifiers import Classifier
 from purebench.defenses.base import DEFENSES, Defense
@@ -86,6 +88,7 @@ class ZeroPur(Defense):
         lambda2: float,
         perceptual: bool,
         perceptual_layers: Sequence[str],
+        grad_checkpoint: bool = True,
     ) -> None:
         super().__init__()
         if not 0 < eps <= 1:
@@ -101,6 +104,7 @@ class ZeroPur(Defense):
         self.lambda1, self.lambda2 = lambda1, lambda2
         self.perceptual, self.perceptual_layers = perceptual, list(perceptual_layers)
         self.randomized = gs_random_start  # the random start is the only source of randomness
+        self.grad_checkpoint = grad_checkpoint
 
     # ---- Guided Shift (Alg. 1) -------------------------------------------------------------
     @torch.enable_grad()
@@ -114,18 +118,34 @@ class ZeroPur(Defense):
         for _ in range(self.gs_steps):
             keep = graph.step()
             x = graph.enter(x, x_adv, keep)
-            blurred = self.blur(x)  # Alg. 1 line 3
-            if self.gs_detach_blur:
-                blurred = blurred.detach()
-            z, z_blur = self.classifier.embed(x), self.classifier.embed(blurred)  # line 4
-            similarity = F.cosine_similarity(z, z_blur, dim=1)  # Eq. 11, one value per image
-            (grad,) = torch.autograd.grad(similarity.sum(), x, create_graph=keep)
-            if self.gs_momentum is not None:  # authors' code: momentum on the L1-normalised gradient
-                l1 = grad.abs().flatten(1).sum(1).clamp_min(1e-12).view(-1, 1, 1, 1)
-                momentum = self.gs_momentum * momentum + grad / l1
-                grad = momentum
-            x = graph.leave(_clip(x + self.gs_step_size * grad.sign(), x_adv, self.eps), keep)  # lines 5-7
+            x, momentum = self._unrolled(keep, self._gs_step, x, x_adv, momentum)
+            x = graph.leave(x, keep)
         return x
+
+    def _gs_step(
+        self, x: torch.Tensor, x_adv: torch.Tensor, momentum: torch.Tensor, keep: bool
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Alg. 1 lines 3-7: one sign step on cos(f(x), f(blur(x))); ``keep``: the step is unrolled for an
+        attacker, so the graph of its gradient is kept (create_graph)."""
+        blurred = self.blur(x)  # Alg. 1 line 3
+        if self.gs_detach_blur:
+            blurred = blurred.detach()
+        z, z_blur = self.classifier.embed(x), self.classifier.embed(blurred)  # line 4
+        similarity = F.cosine_similarity(z, z_blur, dim=1)  # Eq. 11, one value per image
+        (grad,) = torch.autograd.grad(similarity.sum(), x, create_graph=keep)
+        if self.gs_momentum is not None:  # authors' code: momentum on the L1-normalised gradient
+            l1 = grad.abs().flatten(1).sum(1).clamp_min(1e-12).view(-1, 1, 1, 1)
+            momentum = self.gs_momentum * momentum + grad / l1
+            grad = momentum
+        return _clip(x + self.gs_step_size * grad.sign(), x_adv, self.eps), momentum  # lines 5-7
+
+    def _unrolled(self, keep: bool, step: Callable[..., Any], *args: Any) -> Any:
+        """``step(*args, keep)``; an unrolled step under ``grad_checkpoint`` is recomputed in the backward pass
+        (non-reentrant checkpointing, which supports the step's own create_graph gradient), so the
+        attacker's memory stays flat in the number of unrolled steps."""
+        if keep and self.grad_checkpoint:
+            return checkpoint(step, *args, keep, use_reentrant=False)
+        return step(*args, keep)
 
     # ---- Adaptive Projection (Alg. 2) ------------------------------------------------------
     def _phi_distance(self, feats: dict[str, torch.Tensor], ref: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -152,21 +172,32 @@ class ZeroPur(Defense):
             if self.ap_direction == "unit":  # authors' code: unit direction (ILA-style)
                 du_g = du_g / du_g.norm(dim=1, keepdim=True).clamp_min(1e-12)
             directions[layer] = du_g if graph.differentiable else du_g.detach()
-        step = self.eps / self.ap_steps  # line 2
         x_p = x_init
         for _ in range(self.ap_steps):
             keep = graph.step()
             x_p = graph.enter(x_p, x_init, keep)
-            feats_p = self.classifier.features(x_p, layers)[1]
-            projection = sum(  # lines 4-8 / Eq. 16: -(Delta u_g . Delta u_p), summed over S
-                -_per_example_dot(directions[layer], feats_p[layer] - feats_init[layer]) for layer in self.ap_layers
-            )
-            loss = self.lambda1 / len(self.ap_layers) * projection  # line 9
-            if self.perceptual:
-                loss = loss + self.lambda2 * self._phi_distance(feats_p, feats_init)
-            (grad,) = torch.autograd.grad(loss.sum(), x_p, create_graph=keep)
-            x_p = graph.leave(_clip(x_p - step * grad.sign(), x_init, self.eps), keep)  # lines 10-12
+            x_p = graph.leave(self._unrolled(keep, self._ap_step, x_p, x_init, feats_init, directions, layers), keep)
         return x_p
+
+    def _ap_step(
+        self,
+        x_p: torch.Tensor,
+        x_init: torch.Tensor,
+        feats_init: dict[str, torch.Tensor],
+        directions: dict[str, torch.Tensor],
+        layers: list[str],
+        keep: bool,
+    ) -> torch.Tensor:
+        """Alg. 2 lines 3-12: one sign step of size eps/T_p on L = lambda1 * projection + lambda2 * PR."""
+        feats_p = self.classifier.features(x_p, layers)[1]
+        projection = sum(  # lines 4-8 / Eq. 16: -(Delta u_g . Delta u_p), summed over S
+            -_per_example_dot(directions[layer], feats_p[layer] - feats_init[layer]) for layer in self.ap_layers
+        )
+        loss = self.lambda1 / len(self.ap_layers) * projection  # line 9
+        if self.perceptual:
+            loss = loss + self.lambda2 * self._phi_distance(feats_p, feats_init)
+        (grad,) = torch.autograd.grad(loss.sum(), x_p, create_graph=keep)
+        return _clip(x_p - self.eps / self.ap_steps * grad.sign(), x_init, self.eps)  # lines 2, 10-12
 
     def _run(self, x: torch.Tensor, graph: _Graph) -> torch.Tensor:
         out = self.guided_shift(x, graph)

@@ -73,7 +73,7 @@ class DiffPureTrainer(Trainer):
         loss.backward()
         torch.nn.utils.clip_grad_norm_(self.unet.parameters(), float(self.t.grad_clip))
         optimizer.step()
-        return {"mse": float(loss)}
+        return {"mse": loss.item()}
 
     def validation_defense(self) -> Defense:
         d = self.cfg.defense
