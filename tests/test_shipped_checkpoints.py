@@ -34,11 +34,16 @@ def _manifest() -> dict[str, dict]:
 
 def test_manifest_describes_every_shipped_checkpoint():
     manifest = _manifest()
-    assert sorted(manifest) == sorted(path.name for path in SHIPPED.glob("*.pt"))
-    assert {name for name, _, _ in PURIFIERS} <= set(manifest)
+    shipped = [path.name for path in SHIPPED.glob("*.pt")] + [path.name for path in SHIPPED.iterdir() if path.is_dir()]
+    assert sorted(manifest) == sorted(shipped)
+    assert {name for name, _, _ in PURIFIERS} <= set(manifest) and "diffpure_small" in manifest
     for name, entry in manifest.items():
         path = SHIPPED / name
-        assert path.stat().st_size <= MAX_BYTES and entry["bytes"] == path.stat().st_size
+        if path.is_dir():  # a diffusers folder: its size is the folder's, its digest the weights'
+            size, path = sum(f.stat().st_size for f in path.iterdir()), path / "diffusion_pytorch_model.safetensors"
+        else:
+            size = path.stat().st_size
+        assert size <= MAX_BYTES and entry["bytes"] == size
         assert entry["sha256"] == sha256_of(path)
         assert entry["command"].startswith("python -m purebench.train defense=") and entry["minutes"] > 0
         assert entry["commit"] and entry["data"]
@@ -69,3 +74,14 @@ def test_shipped_purifier_loads_from_its_path_alone_and_beats_its_floor(resnet20
     floor_defense = DEFENSES.build(floor_params.pop("name"), classifier=classifier, **floor_params)
     sa, floor_sa = _clean_accuracy(classifier, purifier, x, y), _clean_accuracy(classifier, floor_defense, x, y)
     assert sa >= floor_sa - 10, (sa, floor_sa)
+
+
+def test_the_shipped_diffusion_model_loads_offline_and_purifies(data_root):
+    from purebench.data import DATASETS
+
+    x, _ = DATASETS.build("cifar10", root=str(data_root)).load(range(4))
+    params = {**_shipped_defaults("diffpure"), "steps": 5, "model": str(SHIPPED / "diffpure_small")}
+    defense = DEFENSES.build(params.pop("name"), classifier=None, **params)
+    with per_example(0, range(4)), torch.no_grad():
+        purified = defense.purify(x)
+    assert purified.shape == x.shape and 0 < (purified - x).abs().mean() < 0.1  # close to the input, not equal
