@@ -278,3 +278,10 @@ def test_runs_killed_at_each_point_and_rerun_give_the_exact_records_and_one_row(
     assert run_file.stem == rows[1]["run_id"]
     assert json.loads(run_file.read_text())["per_example"] == _per_example(tmp_path / "reference", reference)
     assert not list((results / "partial").rglob("*.json")) and not list(results.glob(".leaderboard.csv.*"))
+
+
+def test_cuda_job_gives_each_sweep_job_its_own_gpu(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 4)
+    assert [resolve_device("cuda:job", n).index for n in range(6)] == [0, 1, 2, 3, 0, 1]
+    assert resolve_device("cuda:job", None) == torch.device("cuda:0")  # a single run

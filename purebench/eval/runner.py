@@ -52,10 +52,24 @@ def available_devices() -> str:
     return "cpu" + (f", cuda (= cuda:0) to cuda:{n - 1}" if n > 1 else ", cuda" if n else " only (no CUDA GPU)")
 
 
-def resolve_device(name: str) -> torch.device:
-    """``auto`` means CUDA when available, else CPU; anything else must exist on this machine."""
+def sweep_job_number() -> int | None:
+    """This job's number in a Hydra multirun (None outside Hydra or in a single run)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    return OmegaConf.select(HydraConfig.get(), "job.num", default=None) if HydraConfig.initialized() else None
+
+
+def resolve_device(name: str, job_num: int | None = None) -> torch.device:
+    """``auto`` means CUDA when available, else CPU; ``cuda:job`` gives the ``job_num``-th job of a sweep
+    GPU ``job_num mod count`` (a sweep over one machine's GPUs); anything else must exist on this machine."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda:job":
+        if not torch.cuda.is_available():
+            raise PurebenchError(
+                f"device=cuda:job spreads a sweep over GPUs, but this machine has {available_devices()}."
+            )
+        name = f"cuda:{(job_num or 0) % torch.cuda.device_count()}"
     try:
         device = torch.device(name)
     except RuntimeError:
@@ -63,7 +77,8 @@ def resolve_device(name: str) -> torch.device:
     if device is None or device.type not in ("cpu", "cuda"):
         raise PurebenchError(
             f"device='{name}' is not a device purebench can run on. Use device=auto (CUDA when available, else CPU), "
-            f"device=cpu, or device=cuda / cuda:N; this machine has {available_devices()}."
+            f"device=cpu, device=cuda / cuda:N, or cuda:job (a sweep's jobs over the GPUs); this machine has "
+            f"{available_devices()}."
         )
     if device.type == "cuda" and (not torch.cuda.is_available() or (device.index or 0) >= torch.cuda.device_count()):
         raise PurebenchError(
@@ -243,7 +258,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         raise PurebenchError(f"batch_size must be a positive integer, got {cfg.batch_size}.")
     if int(cfg.threads) > 0:
         torch.set_num_threads(int(cfg.threads))
-    device = resolve_device(str(cfg.device))
+    device = resolve_device(str(cfg.device), sweep_job_number())
     results_dir = Path(str(cfg.results_dir))
     outputs = ["runs", "partial", "cache/adversarial"] + (["figures"] if int(cfg.figures) > 0 else [])
     check_writable([results_dir, *(results_dir / sub for sub in outputs)], "results_dir")

@@ -35,7 +35,7 @@ from purebench.defenses import Defense
 from purebench.defenses.checkpoint_config import settle
 from purebench.errors import PurebenchError
 from purebench.eval.results import check_writable
-from purebench.eval.runner import group_params, resolve_device
+from purebench.eval.runner import group_params, resolve_device, sweep_job_number
 from purebench.provenance import config_hash, git_commit
 from purebench.seeding import derive_seed, per_example, seed_everything
 from purebench.train import checkpoint
@@ -69,7 +69,7 @@ class Trainer(ABC):
             if self.t.stage == "pretrain":
                 raise PurebenchError("train.init is the starting point of fine-tuning; pretraining starts fresh.")
             settle(cfg.defense, str(self.t.init))
-        self.device = resolve_device(str(cfg.device))
+        self.device = resolve_device(str(cfg.device), sweep_job_number())
         self.seed = int(cfg.seed)
         seed_everything(self.seed)
         self.dataset = DATASETS.build(cfg.dataset.name, **group_params(cfg.dataset, "sample"))
