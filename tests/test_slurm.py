@@ -59,9 +59,10 @@ def test_a_sweep_runs_every_job_on_slurm(slurm, data_root, tmp_path):
     assert sorted(r["defense"] for r in _rows(results)) == ["median_blur", "none"]
 
 
-def test_a_killed_job_resumes_from_its_finished_batches(slurm, data_root, tmp_path, make_cfg):
+def test_a_killed_job_resumes_from_its_finished_batches(slurm, data_root, tmp_path, make_cfg, request):
     results, sweep_dir = tmp_path / "results", tmp_path / "sweep"
     first = _sweep(slurm, results, sweep_dir, *ZEROPUR)
+    request.addfinalizer(lambda: first.poll() is None and first.kill())  # never leave the launcher waiting
     deadline = time.time() + 300
     while not list((results / "partial").rglob("batch-*.json")) and time.time() < deadline:
         time.sleep(0.2)
@@ -82,7 +83,11 @@ def test_a_killed_job_resumes_from_its_finished_batches(slurm, data_root, tmp_pa
         time.sleep(0.5)
     # Without accounting (sacct) submitit cannot tell that the job died and keeps waiting; the user stops it.
     first.send_signal(signal.SIGINT)
-    first.communicate(timeout=120)
+    try:
+        first.communicate(timeout=30)
+    except subprocess.TimeoutExpired:  # submitit may keep polling after Ctrl-C: stop it as a second Ctrl-C would
+        first.kill()
+        first.communicate()
     assert not (results / "leaderboard.csv").exists()  # killed before its row
     again = _sweep(slurm, results, sweep_dir, *ZEROPUR)
     _, err = again.communicate(timeout=600)
