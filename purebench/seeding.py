@@ -35,19 +35,47 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-@contextlib.contextmanager
-def per_example(seed: int, indices: Sequence[int], stream: str = "defense") -> Iterator[None]:
-    """Within this context, :func:`rand_like`/:func:`randn_like` draw row ``k`` from example ``indices[k]``'s generator."""
+def generators(seed: int, indices: Sequence[int], stream: str = "defense") -> list[torch.Generator]:
+    """One CPU generator per example, seeded by (seed, dataset index, stream)."""
     gens = []
     for index in indices:
         g = torch.Generator(device="cpu")
         g.manual_seed(derive_seed(seed, int(index), stream))
         gens.append(g)
-    token = _generators.set(gens)
+    return gens
+
+
+@contextlib.contextmanager
+def row_generators(gens: Sequence[torch.Generator]) -> Iterator[None]:
+    """Within this context, :func:`rand_like`/:func:`randn_like` draw row ``k`` of a batch from ``gens[k]``.
+
+    A batch that stacks several draws of the same examples (EOT draws, repeated evaluations) passes
+    the concatenation of each draw's generators: every row then gets exactly the numbers it would get
+    if that draw ran alone, so stacking never changes a draw.
+    """
+    token = _generators.set(list(gens))
     try:
         yield
     finally:
         _generators.reset(token)
+
+
+@contextlib.contextmanager
+def per_example(seed: int, indices: Sequence[int], stream: str = "defense") -> Iterator[None]:
+    """Within this context, :func:`rand_like`/:func:`randn_like` draw row ``k`` from example ``indices[k]``'s generator."""
+    with row_generators(generators(seed, indices, stream)):
+        yield
+
+
+def draw_generators(n_draws: int, batch_size: int) -> list[list[torch.Generator]]:
+    """Per-row generators of ``n_draws`` fresh draws for a batch of ``batch_size`` rows.
+
+    Each draw's seed comes from torch's global generator (seeded per batch by the runner before an
+    attack), each row's generator from that seed and the row, so draw ``j`` of row ``k`` is the same
+    whether the draws run one at a time or stacked into one batch.
+    """
+    seeds = torch.randint(0, 2**62, (n_draws,)).tolist()
+    return [generators(seed, range(batch_size), "draw") for seed in seeds]
 
 
 class UnknownDraws(ValueError):

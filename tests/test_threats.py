@@ -181,3 +181,76 @@ def test_known_draws_rung_and_majority_vote_in_the_row(make_cfg, data_root, tmp_
     for e in record["per_example"]:  # the vote's label has the most votes: more than half of 5 wins it
         assert (e["ra_hits"] >= 3) <= bool(e["vote_correct"]) <= (e["ra_hits"] >= 1)
     assert fresh["ra_worst"] <= fresh["ra_vote"] and 0 <= fresh["ra_vote"] <= 100
+
+
+def _eot_logits_and_gradients(
+    model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    torch.manual_seed(11)  # the attack's global state: each forward's draw seeds come from it
+    z = x.clone().requires_grad_(True)
+    logits = model(z)
+    torch.nn.functional.cross_entropy(logits, y, reduction="sum").backward()
+    return logits.detach(), z.grad
+
+
+@pytest.mark.parametrize("threat_name", ["eot", "bpda_eot"])
+def test_batched_eot_draws_equal_the_loop(resnet20_batch, threat_name):
+    model, x, y = resnet20_batch
+    noise = DEFENSES.build("gaussian_noise", classifier=model, sigma=0.05)
+    x, y = x[:6], y[:6]
+    results = {
+        eot_batch: _eot_logits_and_gradients(
+            THREATS.build(threat_name, eot_iter=5, eot_batch=eot_batch).attacked_model(model, noise, randomized=True),
+            x,
+            y,
+        )
+        for eot_batch in (1, 2, None)  # the loop, uneven chunks, all five draws in one batch
+    }
+    loop_logits, loop_grad = results[1]
+    for logits, grad in (results[2], results[None]):
+        torch.testing.assert_close(logits, loop_logits, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(grad, loop_grad, rtol=1e-4, atol=1e-6)
+    one_draw = THREATS.build(threat_name, eot_iter=1).attacked_model(model, noise, randomized=True)
+    torch.manual_seed(11)
+    assert not torch.allclose(one_draw(x), loop_logits, atol=1e-3)  # five different draws were averaged
+
+
+def test_stacked_draws_give_each_row_its_own_draw():
+    from purebench.seeding import draw_generators, randn_like, row_generators
+
+    x = torch.zeros(3, 2, 4, 4)
+    torch.manual_seed(5)
+    draws = draw_generators(4, batch_size=3)
+    torch.manual_seed(5)
+    alone = [None] * 4
+    for j, gens in enumerate(draw_generators(4, batch_size=3)):
+        with row_generators(gens):
+            alone[j] = randn_like(x)
+    with row_generators([g for draw in draws for g in draw]):
+        stacked = randn_like(x.repeat(4, 1, 1, 1))
+    assert torch.equal(stacked, torch.cat(alone))
+    assert len({float(d[0, 0, 0, 0]) for d in alone}) == 4  # the draws differ from each other
+
+
+def test_stacked_repeated_evaluations_equal_one_at_a_time(make_cfg, data_root, tmp_path):
+    common = ["defense=gaussian_noise", *PGD, "attack.steps=2", "n_examples=16", "threat.n_eval=5"]
+    rows = {b: evaluate(make_cfg(*common, f"threat.eot_batch={b}")) for b in ("1", "2", "null")}
+    records = {
+        b: json.loads((tmp_path / "results" / "runs" / f"{row['run_id']}.json").read_text())["per_example"]
+        for b, row in rows.items()
+    }
+    assert records["1"] == records["2"] == records["null"]
+    assert 0 < rows["1"]["ra_worst"] < rows["1"]["ra"]  # the draws differ: some examples survive some of them
+
+
+def test_draws_per_call_fills_the_pixel_budget_and_obeys_eot_batch():
+    from purebench.eval.threats import draws_per_call
+
+    cifar = torch.zeros(128, 3, 32, 32)
+    assert draws_per_call(None, 20, cifar) == 2  # 256 CIFAR images per call on CPU
+    assert draws_per_call(None, 20, cifar[:8]) == 20  # all draws of a small batch at once
+    assert draws_per_call(None, 20, torch.zeros(512, 3, 64, 64)) == 1  # never less than one draw
+    assert draws_per_call(None, 20, torch.zeros(128, 3, 32, 32, device="meta")) == 20  # accelerators: 16x
+    assert draws_per_call(3, 20, cifar) == 3 and draws_per_call(50, 20, cifar) == 20
+    with pytest.raises(PurebenchError, match="eot_batch"):
+        THREATS.build("eot", eot_batch=0)

@@ -16,7 +16,7 @@ import datetime as dt
 import logging
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -39,9 +39,9 @@ from purebench.eval.figures import purification_grid
 from purebench.eval.loggers import log_run
 from purebench.eval.progress import BatchStore
 from purebench.eval.results import append_row, check_leaderboard, check_writable, summarise
-from purebench.eval.threats import THREATS, ThreatModel
+from purebench.eval.threats import THREATS, ThreatModel, draws_per_call
 from purebench.provenance import code_version, config_hash, git_commit, weights_digest
-from purebench.seeding import attack_draws, derive_seed, per_example, seed_everything
+from purebench.seeding import attack_draws, derive_seed, generators, per_example, row_generators, seed_everything
 
 log = logging.getLogger(__name__)
 
@@ -164,6 +164,24 @@ def _purify(
         return checks.checked_purify(defense, x, name)
 
 
+def _purify_repeated(
+    defense: Defense, name: str, x: torch.Tensor, seed: int, indices: Sequence[int], streams: Sequence[str],
+    chunk: int | None,
+) -> Iterator[torch.Tensor]:  # fmt: skip
+    """The purifications of ``x`` under each of ``streams``, ``chunk`` of them stacked into one batch
+    (None: :func:`draws_per_call`) and yielded stacked; every row draws from its own (example, stream)
+    generator, so stacking changes no draw. A single purification is yielded as the purifier returned it."""
+    chunk = draws_per_call(chunk, len(streams), x)
+    for start in range(0, len(streams), chunk):
+        part = streams[start : start + chunk]
+        if len(part) == 1:
+            yield _purify(defense, name, x, seed, indices, part[0])
+            continue
+        gens = [g for stream in part for g in generators(seed, indices, stream)]
+        with row_generators(gens), torch.no_grad():
+            yield checks.checked_purify(defense, x.repeat(len(part), 1, 1, 1), name)
+
+
 def parse_shard(shard: str | None) -> tuple[int, int] | None:
     """``"I/N"`` -> (I, N): this run evaluates batches I, I+N, I+2N, ... of the full run."""
     if shard is None:
@@ -187,6 +205,7 @@ def _evaluate_batch(
     batch: list[int],
     seed: int,
     n_eval: int,
+    eot_batch: int | None,
     device: torch.device,
     first: bool,
     cache: ObliviousCache | None,
@@ -218,19 +237,23 @@ def _evaluate_batch(
     perturbed = (x_adv != x.to(x_adv.dtype)).flatten(1).any(1)  # an attack may hand back x itself where it gave up
     ra_hits = torch.zeros_like(y)
     votes = torch.zeros(len(y), classifier.num_classes, dtype=torch.long, device=y.device)
-    # independent draws of the defense's randomness per evaluation (stream k); a nested bar on a terminal
-    evaluations = tqdm(
-        range(n_eval), desc="purifications", unit="eval", leave=False, disable=None if n_eval > 1 else True
-    )
-    for k in evaluations:
-        purified = _purify(defense, defense_name, x_adv, seed, batch, _adv_stream(k))
-        ra_pred = _predict_purified(classifier, purified, x_adv, adv_pred)
-        ra_hits += (ra_pred == y).long()
-        votes[torch.arange(len(y), device=y.device), ra_pred] += 1
-        if k == 0 and first and figure is not None:
-            path, n = figure[0], min(figure[1], len(batch))
-            labels = [f"y={int(y[i])}: {int(clean_pred[i])}/{int(adv_pred[i])}/{int(ra_pred[i])}" for i in range(n)]
-            purification_grid(x[:n], x_adv[:n], purified[:n], labels, path)
+    # independent draws of the defense's randomness per evaluation (stream k), eot_batch of them per batch
+    streams = [_adv_stream(k) for k in range(n_eval)]
+    chunks = _purify_repeated(defense, defense_name, x_adv, seed, batch, streams, eot_batch)
+    with tqdm(
+        total=n_eval, desc="purifications", unit="eval", leave=False, disable=None if n_eval > 1 else True
+    ) as bar:
+        for chunk, purified in enumerate(chunks):
+            predictions = _predict_purified(classifier, purified, x_adv, adv_pred).split(len(batch))
+            for ra_pred in predictions:
+                ra_hits += (ra_pred == y).long()
+                votes[torch.arange(len(y), device=y.device), ra_pred] += 1
+            if chunk == 0 and first and figure is not None:
+                path, n = figure[0], min(figure[1], len(batch))
+                ra_pred = predictions[0]
+                labels = [f"y={int(y[i])}: {int(clean_pred[i])}/{int(adv_pred[i])}/{int(ra_pred[i])}" for i in range(n)]
+                purification_grid(x[:n], x_adv[:n], purified[:n], labels, path)
+            bar.update(len(predictions))
     # majority vote over the evaluations (Lee & Kim 2023): correct only when the label has strictly the most votes
     rivals = votes.scatter(1, y.view(-1, 1), -1).amax(1)
     vote_correct = votes.gather(1, y.view(-1, 1)).squeeze(1) > rivals
@@ -315,7 +338,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         record = store.load(batch)
         if record is None:
             record = _evaluate_batch(
-                dataset, classifier, defense, str(cfg.defense.name), attack, attacked, batch, seed, n_eval, device,
+                dataset, classifier, defense, str(cfg.defense.name), attack, attacked, batch, seed, n_eval, threat.eot_batch, device,
                 batch == all_first, cache, figure,
             )  # fmt: skip
             store.save(batch, record)

@@ -42,23 +42,56 @@ from purebench.classifiers import Classifier
 from purebench.defenses import Defense
 from purebench.errors import PurebenchError
 from purebench.registry import Registry
-from purebench.seeding import UnknownDraws, replay_attack_draws
+from purebench.seeding import UnknownDraws, draw_generators, replay_attack_draws, row_generators
 
 GRADIENTS = ("classifier", "bpda", "exact")
 
+# Pixels (batch x H x W) per stacked call when threat.eot_batch is null. CPU: 256 CIFAR images, the
+# fastest resnet20 batch on the 2-core development machine (1280 ran 1.7x slower per image than 256,
+# benchmarks/README); CUDA: 16x that, for devices that need large batches to fill up.
+AUTO_PIXELS_PER_CALL = {"cpu": 256 * 32 * 32, "cuda": 4096 * 32 * 32}
+
+
+def draws_per_call(eot_batch: int | None, n_draws: int, x: torch.Tensor) -> int:
+    """How many draws of ``x`` one stacked call takes: ``eot_batch``, or with None as many as fit in the
+    device's pixel budget (at least one)."""
+    if eot_batch is None:
+        pixels = x.shape[0] * x.shape[-2] * x.shape[-1]
+        eot_batch = AUTO_PIXELS_PER_CALL.get(x.device.type, AUTO_PIXELS_PER_CALL["cuda"]) // pixels
+    return max(1, min(eot_batch, n_draws))
+
 
 class DefendedClassifier(nn.Module):
-    """classifier(purify(x)) as one module; with ``eot_iter > 1`` the logits of that many draws are averaged."""
+    """classifier(purify(x)) as one module; with ``eot_iter > 1`` the logits of that many draws are averaged.
 
-    def __init__(self, classifier: Classifier, purify: Callable[[torch.Tensor], torch.Tensor], eot_iter: int) -> None:
+    The draws are stacked into batches of ``eot_batch`` draws (None: :func:`draws_per_call`), so the purifier and
+    the classifier see one large batch instead of a Python loop of small ones. Each draw of each row
+    has its own seeded generator (:func:`purebench.seeding.draw_generators`), which makes the logits
+    the same for every ``eot_batch``: ``eot_batch=1`` is the loop.
+    """
+
+    def __init__(
+        self,
+        classifier: Classifier,
+        purify: Callable[[torch.Tensor], torch.Tensor],
+        eot_iter: int,
+        eot_batch: int | None = None,
+    ) -> None:
         super().__init__()
-        self.classifier, self.purify, self.eot_iter = classifier, purify, eot_iter
+        self.classifier, self.purify, self.eot_iter, self.eot_batch = classifier, purify, eot_iter, eot_batch
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        logits = self.classifier(self.purify(x))
-        for _ in range(self.eot_iter - 1):
-            logits = logits + self.classifier(self.purify(x))
-        return logits / self.eot_iter
+        if self.eot_iter == 1:
+            return self.classifier(self.purify(x))
+        draws, per_call = draw_generators(self.eot_iter, x.shape[0]), draws_per_call(self.eot_batch, self.eot_iter, x)
+        total = None
+        for start in range(0, self.eot_iter, per_call):
+            chunk = draws[start : start + per_call]
+            with row_generators([g for draw in chunk for g in draw]):
+                logits = self.classifier(self.purify(x.repeat(len(chunk), *([1] * (x.dim() - 1)))))
+            for part in logits.split(x.shape[0]):  # summed draw by draw, in the loop's order
+                total = part if total is None else total + part
+        return total / self.eot_iter
 
 
 def bpda(defense: Defense) -> Callable[[torch.Tensor], torch.Tensor]:
@@ -85,6 +118,7 @@ class ThreatModel:
         n_eval: int,
         backprop_steps: int | None,
         known_draws: bool = False,
+        eot_batch: int | None = None,
     ) -> None:
         if gradient not in GRADIENTS:
             raise PurebenchError(f"threat.gradient must be one of {', '.join(GRADIENTS)}, got '{gradient}'.")
@@ -92,9 +126,13 @@ class ThreatModel:
             raise PurebenchError(f"threat.eot_iter and threat.n_eval must be >= 1, got {eot_iter} and {n_eval}.")
         if backprop_steps is not None and backprop_steps < 0:
             raise PurebenchError(f"threat.backprop_steps must be null (all) or >= 0, got {backprop_steps}.")
+        if eot_batch is not None and eot_batch < 1:
+            raise PurebenchError(
+                f"threat.eot_batch must be null (all draws in one batch) or >= 1 (draws per batch), got {eot_batch}."
+            )
         self.name, self.gradient, self.eot = name, gradient, eot
         self.eot_iter, self.n_eval, self.backprop_steps = eot_iter, n_eval, backprop_steps
-        self.known_draws = known_draws
+        self.known_draws, self.eot_batch = known_draws, eot_batch
 
     def effective_eot_iter(self, randomized: bool) -> int:
         """EOT draws per forward: 1 when EOT is off or cannot help (a deterministic defense)."""
@@ -116,7 +154,7 @@ class ThreatModel:
         )
         if self.known_draws and randomized:
             purify = self._with_known_draws(purify)
-        return DefendedClassifier(classifier, purify, self.effective_eot_iter(randomized)).eval()
+        return DefendedClassifier(classifier, purify, self.effective_eot_iter(randomized), self.eot_batch).eval()
 
     def _with_known_draws(
         self, purify: Callable[[torch.Tensor], torch.Tensor]
@@ -157,9 +195,13 @@ THREATS: Registry[ThreatModel] = Registry("threat model")
 def _register(name: str, gradient: str, eot: bool, backprop_steps: int | None, known_draws: bool, doc: str) -> None:
     @THREATS.register(name)
     def factory(
-        name: str, eot_iter: int = 20, n_eval: int = 10, backprop_steps: int | None = backprop_steps
+        name: str,
+        eot_iter: int = 20,
+        n_eval: int = 10,
+        backprop_steps: int | None = backprop_steps,
+        eot_batch: int | None = None,
     ) -> ThreatModel:
-        return ThreatModel(name, gradient, eot, eot_iter, n_eval, backprop_steps, known_draws)
+        return ThreatModel(name, gradient, eot, eot_iter, n_eval, backprop_steps, known_draws, eot_batch)
 
     factory.__doc__ = doc
 
