@@ -119,3 +119,37 @@ def test_checkpointed_unrolling_gives_the_naive_gradient(real, zeropur, backprop
 
     naive = gradient(False)
     assert naive.abs().max() > 0 and torch.allclose(gradient(True), naive, rtol=1e-5, atol=1e-8)
+
+
+def test_channel_normalisation_equals_torch_bit_for_bit(real):
+    """The fast CPU path of the perceptual distance must not change ZeroPur's outputs: values, gradients
+    and the second derivatives an adaptive attacker takes, on real activations with an all-zero pixel."""
+    from purebench.defenses.channel_norm import normalize_channels
+
+    model, x, _ = real
+    _, feats = model.features(x[:16], model.stages)
+    for layer, activation in feats.items():
+        a = activation.detach().clone()
+        a[0, :, 0, 0] = 0
+        if layer != model.stages[0]:
+            a = a + 0.01  # the second derivative is finite only away from zero-norm pixels
+        ours, theirs = a.clone().requires_grad_(True), a.clone().requires_grad_(True)
+        weights = torch.randn_like(a)
+        grads = []
+        for z, fn in ((ours, normalize_channels), (theirs, lambda t, eps: F.normalize(t, dim=1, eps=eps))):
+            y = fn(z, 1e-10)
+            (g,) = torch.autograd.grad((y * weights).sum(), z, create_graph=True)
+            grads.append((y, g))
+        assert torch.equal(grads[0][0], grads[1][0]) and torch.equal(grads[0][1], grads[1][1]), layer
+        if layer != model.stages[0]:
+            (h_ours,) = torch.autograd.grad(grads[0][1].pow(2).sum(), ours)
+            (h_theirs,) = torch.autograd.grad(grads[1][1].pow(2).sum(), theirs)
+            assert torch.equal(h_ours, h_theirs), layer
+
+
+def test_keep_freed_memory_takes_effect_on_glibc():
+    import platform
+
+    from purebench.allocator import keep_freed_memory
+
+    assert keep_freed_memory() == (platform.libc_ver()[0] == "glibc")

@@ -20,6 +20,7 @@ from torch.utils.checkpoint import checkpoint
 from purebench.classifiers import Classifier
 from purebench.defenses.base import DEFENSES, Defense
 from purebench.defenses.blur_ops import make_blur
+from purebench.defenses.channel_norm import normalize_channels
 from purebench.errors import PurebenchError
 from purebench.seeding import rand_like
 
@@ -29,8 +30,13 @@ def _clip(x: torch.Tensor, center: torch.Tensor, eps: float) -> torch.Tensor:
     return torch.min(torch.max(x, center - eps), center + eps).clamp(0, 1)
 
 
+def _per_image_sum(x: torch.Tensor) -> torch.Tensor:
+    """Sum over all but the batch dimension (summing the unflattened tensor spares its backward a copy)."""
+    return x.sum(dim=tuple(range(1, x.dim())))
+
+
 def _per_example_dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    return (a.flatten(1) * b.flatten(1)).sum(1)
+    return _per_image_sum(a * b)
 
 
 class _Graph:
@@ -148,13 +154,18 @@ class ZeroPur(Defense):
         return step(*args, keep)
 
     # ---- Adaptive Projection (Alg. 2) ------------------------------------------------------
-    def _phi_distance(self, feats: dict[str, torch.Tensor], ref: dict[str, torch.Tensor]) -> torch.Tensor:
-        """||phi(x_p) - phi(x_init)||_2 per image: channel-normalised activations / sqrt(w_l h_l) (Sec. 3.3)."""
+    def _phi(self, feats: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """phi: the perceptual layers' activations normalised over channels (Sec. 3.3)."""
+        return {layer: normalize_channels(feats[layer], eps=1e-10) for layer in self.perceptual_layers}
+
+    def _phi_distance(self, feats: dict[str, torch.Tensor], phi_ref: dict[str, torch.Tensor]) -> torch.Tensor:
+        """||phi(x_p) - phi(x_init)||_2 per image: channel-normalised activations / sqrt(w_l h_l) (Sec. 3.3);
+        ``phi_ref`` = phi(x_init), computed once per purification."""
         total = 0.0
-        for layer in self.perceptual_layers:
-            a, b = F.normalize(feats[layer], dim=1, eps=1e-10), F.normalize(ref[layer], dim=1, eps=1e-10)
+        for layer, a in self._phi(feats).items():
+            b = phi_ref[layer]
             h, w = a.shape[-2:]
-            total = total + ((a - b) ** 2).flatten(1).sum(1) / (h * w)
+            total = total + _per_image_sum((a - b) ** 2) / (h * w)
         return torch.sqrt(total + 1e-12)
 
     @torch.enable_grad()
@@ -168,15 +179,18 @@ class ZeroPur(Defense):
         feats_g = self.classifier.features(x_g, self.ap_layers)[1]
         directions = {}
         for layer in self.ap_layers:  # line 5 / Eq. 17: Delta u_g
-            du_g = (feats_g[layer] - feats_init[layer]).flatten(1)
+            du_g = feats_g[layer] - feats_init[layer]
             if self.ap_direction == "unit":  # authors' code: unit direction (ILA-style)
-                du_g = du_g / du_g.norm(dim=1, keepdim=True).clamp_min(1e-12)
+                norm = du_g.flatten(1).norm(dim=1).clamp_min(1e-12)
+                du_g = du_g / norm.view(-1, *[1] * (du_g.dim() - 1))
             directions[layer] = du_g if graph.differentiable else du_g.detach()
+        phi_init = self._phi(feats_init) if self.perceptual else {}
         x_p = x_init
         for _ in range(self.ap_steps):
             keep = graph.step()
             x_p = graph.enter(x_p, x_init, keep)
-            x_p = graph.leave(self._unrolled(keep, self._ap_step, x_p, x_init, feats_init, directions, layers), keep)
+            step = self._unrolled(keep, self._ap_step, x_p, x_init, feats_init, phi_init, directions, layers)
+            x_p = graph.leave(step, keep)
         return x_p
 
     def _ap_step(
@@ -184,6 +198,7 @@ class ZeroPur(Defense):
         x_p: torch.Tensor,
         x_init: torch.Tensor,
         feats_init: dict[str, torch.Tensor],
+        phi_init: dict[str, torch.Tensor],
         directions: dict[str, torch.Tensor],
         layers: list[str],
         keep: bool,
@@ -195,7 +210,7 @@ class ZeroPur(Defense):
         )
         loss = self.lambda1 / len(self.ap_layers) * projection  # line 9
         if self.perceptual:
-            loss = loss + self.lambda2 * self._phi_distance(feats_p, feats_init)
+            loss = loss + self.lambda2 * self._phi_distance(feats_p, phi_init)
         (grad,) = torch.autograd.grad(loss.sum(), x_p, create_graph=keep)
         return _clip(x_p - self.eps / self.ap_steps * grad.sign(), x_init, self.eps)  # lines 2, 10-12
 

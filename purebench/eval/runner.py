@@ -26,6 +26,7 @@ from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
 import purebench
+from purebench.allocator import keep_freed_memory
 from purebench.attacks import ATTACKS, Attack
 from purebench.classifiers import CLASSIFIERS, Classifier
 from purebench.data import DATASETS, EvalDataset
@@ -281,6 +282,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         raise PurebenchError(f"batch_size must be a positive integer, got {cfg.batch_size}.")
     if int(cfg.threads) > 0:
         torch.set_num_threads(int(cfg.threads))
+    keep_freed_memory()
     device = resolve_device(str(cfg.device), sweep_job_number())
     results_dir = Path(str(cfg.results_dir))
     outputs = ["runs", "partial", "cache/adversarial"] + (["figures"] if int(cfg.figures) > 0 else [])

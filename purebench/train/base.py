@@ -28,6 +28,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 from tqdm import tqdm
 
+from purebench.allocator import keep_freed_memory
 from purebench.attacks import Attack
 from purebench.classifiers import CLASSIFIERS, Classifier
 from purebench.data import DATASETS, EvalDataset
@@ -69,6 +70,7 @@ class Trainer(ABC):
             if self.t.stage == "pretrain":
                 raise PurebenchError("train.init is the starting point of fine-tuning; pretraining starts fresh.")
             settle(cfg.defense, str(self.t.init))
+        keep_freed_memory()
         self.device = resolve_device(str(cfg.device), sweep_job_number())
         self.seed = int(cfg.seed)
         seed_everything(self.seed)
