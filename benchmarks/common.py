@@ -13,9 +13,10 @@ from omegaconf import DictConfig
 from purebench.cli import CONF_DIR
 
 
-def config(*overrides: str) -> DictConfig:
+def config(*overrides: str, name: str = "config") -> DictConfig:
+    """The composed config tree (``name="train"``: the training entry point's)."""
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        return compose("config", overrides=list(overrides))
+        return compose(name, overrides=list(overrides))
 
 
 def interleaved_median_seconds(fns: Sequence[Callable[[], object]], repeats: int = 5) -> list[float]:

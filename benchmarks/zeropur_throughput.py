@@ -4,7 +4,8 @@ One purification = T_g Guided-Shift steps (embed(x) and embed(blur(x)) forward, 
 embed(x)) + T_p Adaptive-Projection steps (feature forward + backward) + the features of x_init and
 x_g. The bound times those passes alone on the same batch; the ratio says how much the algorithm's
 bookkeeping (blur, projections, perceptual distance, clipping) costs on top (target: at most 1.2x).
-Run: python -m benchmarks.zeropur_throughput [cpu|cuda] [classifier] [batch]
+Run: python -m benchmarks.zeropur_throughput [cpu|cuda] [classifier] [batch] [config override ...]
+(timings do not depend on the weights: ``classifier.pretrained=false`` runs where they are absent)
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ def main() -> None:
     if device == "cpu":
         torch.set_num_threads(2)
     keep_freed_memory()  # as evaluate() does
-    cfg = config(f"classifier={name}")
+    cfg = config(f"classifier={name}", *sys.argv[4:])
     x, _ = DATASETS.build("cifar10", root=str(cfg.dataset.root)).load(range(batch))
     x = x.to(device)
     model = CLASSIFIERS.build(name, **group_params(cfg.classifier)).to(device)
