@@ -8,7 +8,8 @@ DATA=${PUREBENCH_DATA:-../shared/data}
 grep -qx '/.gpu/' .git/info/exclude 2>/dev/null || echo '/.gpu/' >> .git/info/exclude
 rm -rf .gpu && mkdir -p .gpu/whl .gpu/data/cifar10-subsets .gpu/data/cifar-10-batches-py
 # Pure-Python packages purebench needs beyond the device image (torch, numpy, tqdm, matplotlib are there).
-PURE="hydra-core==1.3.2 omegaconf==2.3.0 pyautoattack==0.2.0 torchattacks==3.5.1 kornia==0.9.0 diffusers==0.42.1"
+# (the project's pins, pyproject.toml; the image has huggingface-hub, safetensors, regex, filelock, pillow, scipy)
+PURE="hydra-core==1.3.8 omegaconf==2.3.1 pyautoattack==0.2.0 torchattacks==3.5.1 kornia==0.9.0 diffusers==0.42.1 importlib_metadata==10.2.0"
 python3 -m pip download -q --no-deps -d .gpu/whl $PURE
 python3 -m pip wheel -q --no-deps -w .gpu/whl antlr4-python3-runtime==4.9.3   # published as an sdist only
 python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
