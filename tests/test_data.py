@@ -76,3 +76,10 @@ def test_image_folder_datasets_resize_and_crop(tmp_path):
     assert x.min() >= 0 and x.max() <= 1
     with pytest.raises(PurebenchError, match="No image folder for imagenet"):
         DATASETS.build("imagenet", root=str(tmp_path))
+
+
+def test_class_names_come_from_the_dataset_metadata(data_root):
+    cifar10 = DATASETS.build("cifar10", root=str(data_root))
+    assert cifar10.class_names[:3] == ["airplane", "automobile", "bird"] and len(cifar10.class_names) == 10
+    assert DATASETS.build("cifar100", root=str(data_root)).class_names[:2] == ["apple", "aquarium_fish"]
+    assert DATASETS.build("synthetic", size=4).class_names == [str(k) for k in range(10)]  # no metadata: labels

@@ -50,3 +50,56 @@ def test_per_example_worst_case_counts_an_example_broken_by_any_threat_model(tmp
     header, line = [c.strip() for c in table[2].split("|")], [c.strip() for c in table[4].split("|")]
     cell = dict(zip(header, line, strict=True))
     assert cell["worst-case RA % (threat)"].startswith("50.0") and cell["per-example worst RA %"] == "0.00"
+
+
+def _full_row(**over: str) -> dict[str, str]:
+    from purebench.eval.intervals import row_bounds
+
+    row = {**_row("", 128, 40.55, "pgd", "2026-01-01"), "ra_vote": "", "n_eval": "1", "adv_acc_undefended": "0.0",
+           "clean_acc_undefended": "90.0", "threat_eot_iter": "1", **over}  # fmt: skip
+    return {**row, **{k: str(v) for k, v in row_bounds(row).items()}}
+
+
+def test_tables_show_changed_parameters_and_intervals(data_root):
+    from purebench.leaderboard.params import changed, defaults
+    from purebench.leaderboard.table import defaults_legend, grouped_markdown
+
+    base = defaults("zeropur")
+    recorded = ",".join(f"{k}={'1.8' if k == 'blur_level' else v}" for k, v in base.items())
+    assert changed("zeropur", recorded) == "blur_level=1.8"
+    assert changed("zeropur", ",".join(f"{k}={v}" for k, v in base.items())) == "defaults"
+    assert changed("impure", "model={'dim': 64, 'depth': 4}") == "model.dim=64"  # only a block's changed keys
+    assert changed("my_plugin_defense", "a=1,b=[1, 2]") == "a=1,b=[1, 2]"  # no config: everything shown
+    table = grouped_markdown([_full_row(defense_params=recorded)])
+    assert "| blur_level=1.8 |" in table and "40.55 [32.4, 49.2]" in table and "ap_steps=50" not in table
+    assert "`zeropur` defaults: ap_direction=raw" in defaults_legend([_full_row(defense_params=recorded)])
+
+
+def test_old_rows_get_their_bounds_from_their_own_figures(tmp_path):
+    from purebench.eval.results import COLUMNS, read_rows
+
+    old_columns = COLUMNS[: COLUMNS.index("finished_at") + 1]  # a leaderboard written before the bounds
+    row = _full_row()
+    path = tmp_path / "leaderboard.csv"
+    path.write_text(",".join(old_columns) + "\n" + ",".join(str(row.get(c, "")) for c in old_columns) + "\n")
+    (read,) = read_rows(path)
+    assert float(read["ra_lo"]) == 32.44 and float(read["ra_hi"]) == 49.21 and read["ra_vote_lo"] == ""
+    assert path.read_text().splitlines()[0] == ",".join(old_columns)  # reading never rewrites the file
+
+
+def test_ladder_series_orders_rungs_and_keeps_the_latest_run(tmp_path, data_root):
+    from purebench.leaderboard.plots import ladder_plots, ladder_series, rung_order, sa_ra_scatter
+
+    rows = [
+        _full_row(threat_model="adaptive", ra="5.0", finished_at="2026-01-02"),
+        _full_row(threat_model="oblivious", ra="60.0", finished_at="2026-01-01"),
+        _full_row(threat_model="oblivious", ra="55.0", finished_at="2026-01-03"),  # re-run: the latest counts
+        _full_row(defense="gaussian_blur", defense_params="sigma=1.0", threat_model="bpda", ra="20.0"),
+    ]
+    (panel,) = ladder_series(rows)["cifar10"].values()
+    assert panel["zeropur"]["oblivious"]["ra"] == "55.0" and set(panel["zeropur"]) == {"adaptive", "oblivious"}
+    assert panel["gaussian_blur"]["bpda"]["ra"] == "20.0"
+    assert rung_order({"adaptive", "oblivious", "bpda", "custom"}) == ["oblivious", "bpda", "adaptive", "custom"]
+    (figure,) = ladder_plots(rows, tmp_path)
+    assert figure.name == "ladder_cifar10.png" and figure.stat().st_size > 10_000
+    assert sa_ra_scatter(rows, tmp_path / "sa_ra.png").stat().st_size > 10_000

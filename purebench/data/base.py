@@ -24,5 +24,10 @@ class EvalDataset(ABC):
     def load(self, indices: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
         """Float images (N, C, H, W) in [0, 1] and int64 labels for ``indices``."""
 
+    @property
+    def class_names(self) -> list[str]:
+        """Class names by label, for figures (the dataset's metadata; label numbers where it has none)."""
+        return [str(k) for k in range(self.num_classes)]
+
 
 DATASETS: Registry[EvalDataset] = Registry("dataset")

@@ -33,6 +33,7 @@ class _Layout:
     subset_label_key: str
     num_classes: int
     torchvision_cls: str
+    meta: tuple[str, bytes]  # metadata file in the batch folder, key of its class names
 
 
 _LAYOUTS = {
@@ -47,6 +48,7 @@ _LAYOUTS = {
         "labels",
         10,
         "CIFAR10",
+        ("batches.meta", b"label_names"),
     ),
     "cifar100": _Layout(
         "cifar-100-python",
@@ -56,6 +58,7 @@ _LAYOUTS = {
         "fine_labels",
         100,
         "CIFAR100",
+        ("meta", b"fine_label_names"),
     ),
 }
 
@@ -75,6 +78,7 @@ class Cifar(EvalDataset):
         self.num_classes = layout.num_classes
         root_path = Path(root).expanduser()
         batch_dir = root_path / layout.folder
+        self._meta = (batch_dir / layout.meta[0], layout.meta[1])
         files = [batch_dir / f for f in layout.files[split]]
         subset = layout.subsets.get(split)
         if all(f.is_file() for f in files):
@@ -118,6 +122,16 @@ class Cifar(EvalDataset):
 
     def __len__(self) -> int:
         return len(self._labels)
+
+    @property
+    def class_names(self) -> list[str]:
+        """From the official metadata file beside the batches (batches.meta / meta), when it is there."""
+        path, key = self._meta
+        if not path.is_file():
+            return super().class_names
+        with open(path, "rb") as f:
+            names = pickle.load(f, encoding="bytes")[key]  # the official CIFAR metadata format, a pickle
+        return [n.decode() if isinstance(n, bytes) else str(n) for n in names]
 
     def load(self, indices: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
         idx = np.asarray(indices, dtype=np.int64)

@@ -31,6 +31,11 @@ class ImageFolderData(EvalDataset):
     def __len__(self) -> int:
         return len(self._folder)
 
+    @property
+    def class_names(self) -> list[str]:
+        """The class folders' names (for ImageNet-style folders, the WordNet ids)."""
+        return list(self._folder.classes)
+
     def load(self, indices: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
         items = [self._folder[int(i)] for i in indices]
         return torch.stack([x for x, _ in items]), torch.tensor([y for _, y in items], dtype=torch.int64)

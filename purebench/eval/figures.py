@@ -22,7 +22,8 @@ def _normalised(diff: torch.Tensor) -> torch.Tensor:
 def purification_grid(
     x: torch.Tensor, x_adv: torch.Tensor, purified: torch.Tensor, labels: list[str], path: Path
 ) -> None:
-    """One row per image; the row label gives true class and predictions (clean / adversarial / purified)."""
+    """One row per image; the row label gives the true class and the predictions on the clean, adversarial
+    and purified image (class names, as the dataset's metadata has them)."""
     n = x.shape[0]
     fig, axes = plt.subplots(n, len(COLUMNS), figsize=(1.6 * len(COLUMNS), 1.7 * n), squeeze=False)
     for i in range(n):

@@ -27,6 +27,7 @@ import numpy as np
 
 from purebench.errors import PurebenchError
 from purebench.eval.atomic_files import atomic_write_text, locked, stale_temporaries
+from purebench.eval.intervals import BOUNDED, row_bounds
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +37,7 @@ COLUMNS = [
     "n_examples", "seed", "shard", "sa", "ra", "ra_worst", "ra_vote", "n_eval", "clean_acc_undefended", "adv_acc_undefended",
     "unperturbed", "attack_steps", "attack_params", "attack_eot_iter", "threat_eot_iter", "threat_backprop_steps", "adv_cache", "defense_randomized",
     "randomness_detected", "wall_s", "config_hash", "commit", "version", "data_source", "warnings", "finished_at",
+    *(column for _, low, high in BOUNDED for column in (low, high)),  # 95% Wilson bounds, appended (issue 16)
 ]  # fmt: skip
 # What a row needs to be shown in a table: these columns non-empty, these parse as numbers.
 _REQUIRED = ("run_id", "dataset", "classifier", "defense", "attack", "threat_model", "finished_at")
@@ -175,7 +177,10 @@ def read_rows(csv_path: Path) -> list[dict[str, str]]:
         if problem:
             skipped.append(f"line {number} ({problem})")
             continue
-        rows.append({**dict.fromkeys(COLUMNS, ""), **dict(zip(header, fields, strict=True))})
+        row = {**dict.fromkeys(COLUMNS, ""), **dict(zip(header, fields, strict=True))}
+        if row["sa_lo"] == "":  # written before the bounds existed: derived from its own n and figures
+            row.update({k: str(v) for k, v in row_bounds(row).items()})
+        rows.append(row)
     if skipped:
         log.warning(
             "%s: skipped %d malformed line(s): %s. Fix or delete them; the tables are built from the other %d rows.",
@@ -185,10 +190,10 @@ def read_rows(csv_path: Path) -> list[dict[str, str]]:
 
 
 def summarise(examples: Sequence[dict[str, int]], n_eval: int) -> dict[str, Any]:
-    """The row's accuracies (percent, 2 decimals) recomputed from per-example records: one code path
-    for the runner and the shard merge, so a merged row equals the unsharded run's."""
+    """The row's accuracies (percent, 2 decimals) and their 95% bounds, recomputed from per-example records:
+    one code path for the runner and the shard merge, so a merged row equals the unsharded run's."""
     percent = lambda values: round(100.0 * float(np.mean(values)), 2)  # noqa: E731
-    return {
+    figures = {
         "n_examples": len(examples),
         "sa": percent([e["sa_correct"] for e in examples]),
         "ra": percent([ra_hits(e) / n_eval for e in examples]),
@@ -198,6 +203,7 @@ def summarise(examples: Sequence[dict[str, int]], n_eval: int) -> dict[str, Any]
         "adv_acc_undefended": percent([e["adv_correct"] for e in examples]),
         "unperturbed": unperturbed(examples),
     }
+    return {**figures, **row_bounds(figures)}
 
 
 def ra_hits(example: dict[str, int]) -> int:

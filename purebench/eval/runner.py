@@ -252,7 +252,12 @@ def _evaluate_batch(
             if chunk == 0 and first and figure is not None:
                 path, n = figure[0], min(figure[1], len(batch))
                 ra_pred = predictions[0]
-                labels = [f"y={int(y[i])}: {int(clean_pred[i])}/{int(adv_pred[i])}/{int(ra_pred[i])}" for i in range(n)]
+                names = dataset.class_names
+                labels = [
+                    f"true: {names[int(y[i])]}\n{names[int(clean_pred[i])]} / {names[int(adv_pred[i])]} / "
+                    f"{names[int(ra_pred[i])]}"
+                    for i in range(n)
+                ]
                 purification_grid(x[:n], x_adv[:n], purified[:n], labels, path)
             bar.update(len(predictions))
     # majority vote over the evaluations (Lee & Kim 2023): correct only when the label has strictly the most votes

@@ -1,7 +1,9 @@
 """``python -m purebench.leaderboard [merge] results_dir=DIR``.
 
 Without ``merge``: print and write ``DIR/leaderboard.md`` (per-threat-model tables and the pivot of
-each defense across threat models), ``DIR/leaderboard.tex`` (booktabs), ``DIR/sa_ra.png`` and
+each defense across threat models), ``DIR/leaderboard.tex`` (booktabs), ``DIR/sa_ra.png`` (one panel per
+threat model), ``DIR/ladder_<dataset>.png`` (RA up the threat ladder), ``DIR/leaderboard.html`` (all of
+it in one self-contained page) and
 RobustBench-style records in ``DIR/robustbench/``. With ``merge``: first join complete sets of shards into one
 row each (see :mod:`purebench.leaderboard.merge`).
 """
@@ -15,11 +17,12 @@ from purebench.errors import PurebenchError
 from purebench.eval.atomic_files import atomic_write_text
 from purebench.eval.results import read_rows
 from purebench.eval.threats import LADDER
+from purebench.leaderboard.html import html_leaderboard
 from purebench.leaderboard.latex import latex_tables
 from purebench.leaderboard.merge import merge_shards
-from purebench.leaderboard.plots import sa_ra_scatter
+from purebench.leaderboard.plots import ladder_plots, sa_ra_scatter
 from purebench.leaderboard.robustbench import robustbench_records
-from purebench.leaderboard.table import complete, grouped_markdown, threat_pivot
+from purebench.leaderboard.table import complete, defaults_legend, grouped_markdown, threat_pivot
 
 USAGE = "usage: python -m purebench.leaderboard [merge] results_dir=DIR"
 
@@ -47,11 +50,15 @@ def main(argv: list[str]) -> int:
             file=sys.stderr,
         )
         return 2
-    text = grouped_markdown(rows) + "\n" + threat_pivot(rows, list(LADDER), results_dir / "runs")
+    text = "\n".join(
+        [grouped_markdown(rows), threat_pivot(rows, list(LADDER), results_dir / "runs"), defaults_legend(rows)]
+    )
     atomic_write_text(results_dir / "leaderboard.md", text + "\n")
     done = complete(rows)  # unsharded runs and merged shards
     atomic_write_text(results_dir / "leaderboard.tex", latex_tables(done))
     sa_ra_scatter(done, results_dir / "sa_ra.png")
+    ladder_plots(done, results_dir)
+    atomic_write_text(results_dir / "leaderboard.html", html_leaderboard(rows, results_dir))
     robustbench_records(rows, results_dir / "robustbench")
     print(text)
     return 0

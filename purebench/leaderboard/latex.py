@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from purebench.eval.intervals import BOUNDED
 from purebench.leaderboard.table import by_dataset_threat
 
 # (header, column) pairs of the paper table; the CSV keeps everything else.
@@ -27,15 +28,28 @@ def escape(text: object) -> str:
     return "".join(_ESCAPES.get(c, c) for c in str(text))
 
 
+_FIGURES = {figure: (low, high) for figure, low, high in BOUNDED}
+
+
+def cell(row: dict[str, str], column: str) -> str:
+    """A table cell; figures carry their 95% interval in small type."""
+    value = escape(row.get(column, ""))
+    low, high = (row.get(c, "") for c in _FIGURES.get(column, ("", "")))
+    if column in _FIGURES and value and low != "":
+        return f"{value} {{\\scriptsize [{float(low):.1f}, {float(high):.1f}]}}"
+    return value
+
+
 def latex_tables(rows: Sequence[dict[str, str]]) -> str:
     out = ["% purebench leaderboard; needs \\usepackage{booktabs}"]
     for (dataset, threat), members in by_dataset_threat(rows):
         out += [
             "\\begin{table}[t]", "\\centering",
-            f"\\caption{{{escape(dataset)}, threat model: {escape(threat)}.}}",
+            f"\\caption{{{escape(dataset)}, threat model: {escape(threat)}. Accuracies in \\%, 95\\% Wilson "
+            "intervals over the $n$ images in brackets.}",
             "\\begin{tabular}{" + "l" * 3 + "r" * (len(LATEX_COLUMNS) - 3) + "}", "\\toprule",
             " & ".join(h for h, _ in LATEX_COLUMNS) + " \\\\", "\\midrule",
         ]  # fmt: skip
-        out += [" & ".join(escape(r.get(c, "")) for _, c in LATEX_COLUMNS) + " \\\\" for r in members]
+        out += [" & ".join(cell(r, c) for _, c in LATEX_COLUMNS) + " \\\\" for r in members]
         out += ["\\bottomrule", "\\end{tabular}", "\\end{table}", ""]
     return "\n".join(out)

@@ -12,17 +12,49 @@ from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
 
+from purebench.eval.intervals import BOUNDED
 from purebench.eval.results import ra_hits
 from purebench.leaderboard.merge import MERGED
+from purebench.leaderboard.params import changed, legend
 
-# (header, column) pairs shown in the Markdown tables; the CSV keeps every column.
+# (header, column) pairs shown in the Markdown tables; the CSV keeps every column. Figures carry their
+# 95% Wilson interval (purebench.eval.intervals), defense parameters only the keys changed from the defaults.
 SHOWN = [
-    ("classifier", "classifier"), ("defense", "defense"), ("defense params", "defense_params"),
-    ("attack", "attack"), ("attack params", "attack_params"), ("norm", "norm"), ("eps", "eps"), ("n", "n_examples"), ("seed", "seed"),
-    ("SA %", "sa"), ("RA %", "ra"), ("RA worst %", "ra_worst"), ("RA vote %", "ra_vote"), ("evals", "n_eval"), ("EOT", "threat_eot_iter"),
-    ("clean % (undef.)", "clean_acc_undefended"),
-    ("adv % (undef.)", "adv_acc_undefended"), ("unperturbed", "unperturbed"), ("run", "run_id"), ("commit", "commit"),
+    ("classifier", "classifier"), ("defense", "defense"), ("changed params", "defense_params"),
+    ("attack", "attack"), ("attack params", "attack_params"), ("budget", "eps"), ("n", "n_examples"),
+    ("SA % (95% CI)", "sa"), ("RA % (95% CI)", "ra"), ("RA worst %", "ra_worst"), ("RA vote %", "ra_vote"),
+    ("evals", "n_eval"), ("EOT", "threat_eot_iter"), ("clean / adv % (undef.)", "clean_acc_undefended"),
+    ("run", "run_id"), ("commit", "commit"),
 ]  # fmt: skip
+_BOUNDS = {figure: (low, high) for figure, low, high in BOUNDED}
+INTERVAL_NOTE = (
+    "Figures in % with their 95% Wilson interval over the n images in brackets; for a randomized defense "
+    "(evals > 1) RA is the mean over the evaluations, and its interval covers the sampling of the images, "
+    "not of the draws. `changed params` lists the keys that differ from the defaults below."
+)
+
+
+def shown(row: dict[str, str], column: str) -> str:
+    """A table cell: the figure with its interval, the budget, the changed parameters, or the raw value."""
+    if column in _BOUNDS:
+        return with_interval(row, column)
+    if column == "eps":
+        return f"{row['norm']} {float(row['eps']):.5g}" if row.get("eps") else ""
+    if column == "defense_params":
+        return changed(row["defense"], row.get("defense_params", ""))
+    if column == "clean_acc_undefended":
+        return f"{row['clean_acc_undefended']} / {row['adv_acc_undefended']}"
+    if column == "commit":
+        return row.get("commit", "")[:7]
+    return str(row.get(column, ""))
+
+
+def with_interval(row: dict[str, str], figure: str) -> str:
+    """``"40.55 [32.4, 49.3]"``; the figure alone when its bounds are empty."""
+    low, high = (row.get(c, "") for c in _BOUNDS[figure])
+    if row.get(figure, "") in ("", None) or low in ("", None):
+        return str(row.get(figure, ""))
+    return f"{row[figure]} [{float(low):.1f}, {float(high):.1f}]"
 
 
 def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
@@ -51,11 +83,16 @@ def by_dataset_threat(rows: Sequence[dict[str, str]]) -> list[tuple[tuple[str, s
 
 def grouped_markdown(rows: Sequence[dict[str, str]]) -> str:
     """One section per (dataset, threat model), rows sorted by RA (descending), then SA."""
-    sections = ["# purebench leaderboard", ""]
+    sections = ["# purebench leaderboard", "", INTERVAL_NOTE, ""]
     for (dataset, threat), members in by_dataset_threat(complete(rows)):
         sections += [f"## {dataset} — threat model: {threat}", ""]
-        sections += [markdown_table([h for h, _ in SHOWN], [[r.get(c, "") for _, c in SHOWN] for r in members]), ""]
+        sections += [markdown_table([h for h, _ in SHOWN], [[shown(r, c) for _, c in SHOWN] for r in members]), ""]
     return "\n".join(sections)
+
+
+def defaults_legend(rows: Sequence[dict[str, str]]) -> str:
+    """The closing section: each defense's defaults, which the tables' ``changed params`` leave out."""
+    return "\n".join(["## Defaults of the defenses above", "", *legend(complete(rows)), ""])
 
 
 PIVOT_KEY = ("dataset", "classifier", "defense", "defense_params", "attack", "attack_params", "norm", "eps")
@@ -66,7 +103,7 @@ def _cell(row: dict[str, str]) -> str:
     worst = (
         f", worst {row['ra_worst']}" + (f", vote {row['ra_vote']}" if row.get("ra_vote") else "") if repeated else ""
     )
-    return f"{row['ra']}{worst} (n={row['n_examples']})"
+    return f"{with_interval(row, 'ra')}{worst} (n={row['n_examples']})"
 
 
 def threat_pivot(rows: Sequence[dict[str, str]], threat_order: Sequence[str], runs_dir: Path | None = None) -> str:
@@ -82,13 +119,13 @@ def threat_pivot(rows: Sequence[dict[str, str]], threat_order: Sequence[str], ru
         latest[tuple(row[k] for k in PIVOT_KEY)][row["threat_model"]] = row
     seen = {t for cells in latest.values() for t in cells}
     threats = [t for t in threat_order if t in seen] + sorted(seen - set(threat_order))
-    headers = [*PIVOT_KEY[:6], "budget", *[f"RA % {t}" for t in threats], "worst-case RA % (threat)",
+    headers = [*PIVOT_KEY[:3], "changed params", *PIVOT_KEY[4:6], "budget", *[f"RA % {t}" for t in threats], "worst-case RA % (threat)",
                "per-example worst RA %"]  # fmt: skip
     lines = []
     for key, cells in sorted(latest.items()):
         worst_threat = min(cells, key=lambda t: float(cells[t]["ra"]))
         lines.append([
-            *key[:6], f"{key[6]} {key[7]}", *[_cell(cells[t]) if t in cells else "" for t in threats],
+            *key[:3], changed(key[2], key[3]), *key[4:6], f"{key[6]} {key[7]}", *[_cell(cells[t]) if t in cells else "" for t in threats],
             f"{cells[worst_threat]['ra']} ({worst_threat})", _per_example_worst(list(cells.values()), runs_dir),
         ])  # fmt: skip
     return "\n".join(["## Across threat models", "", markdown_table(headers, lines), ""])

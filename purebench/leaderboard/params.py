@@ -1,0 +1,86 @@
+"""Compact parameter cells: a defense's keys that differ from its config defaults.
+
+Rows record every defense key (``defense_params``: ``key=value`` pairs, 17 of them for ZeroPur), which
+made a table several screens wide. Tables show only the keys a run changed; a legend line per
+defense lists the defaults once. The CSV and the run files keep the full list.
+"""
+
+from __future__ import annotations
+
+import ast
+import functools
+import re
+from collections.abc import Sequence
+
+from purebench.errors import PurebenchError
+
+_PAIR_START = re.compile(r",(?=[A-Za-z_][A-Za-z0-9_]*=)")  # a comma that starts the next key=value pair
+
+
+def split_params(text: str) -> dict[str, str]:
+    """``"a=1,b=[1, 2],c={'x': 3}"`` -> {"a": "1", "b": "[1, 2]", "c": "{'x': 3}"} (values as recorded)."""
+    pairs = [p for p in _PAIR_START.split(text) if p]
+    return dict(pair.split("=", 1) for pair in pairs if "=" in pair)
+
+
+def format_params(params: dict[str, object]) -> str:
+    """The recorded form of a parameter dict (the runner's ``defense_params``)."""
+    return ",".join(f"{k}={v}" for k, v in sorted(params.items()))
+
+
+@functools.cache
+def defaults(defense: str) -> dict[str, str] | None:
+    """The recorded form of conf/defense/<defense>.yaml's values, or None for a defense without a config file."""
+    from hydra import compose, initialize_config_dir
+
+    from purebench.cli import CONF_DIR
+    from purebench.eval.runner import group_params
+
+    try:
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+            cfg = compose("config", overrides=[f"defense={defense}"])
+    except Exception:
+        return None
+    try:
+        return split_params(format_params(group_params(cfg.defense)))
+    except PurebenchError:
+        return None
+
+
+def changed(defense: str, recorded: str) -> str:
+    """The ``key=value`` pairs of ``recorded`` that differ from the defense's defaults ("defaults" if none;
+    everything when the defaults are unknown)."""
+    base = defaults(defense)
+    if base is None:
+        return recorded
+    pairs = []
+    for key, value in split_params(recorded).items():
+        if base.get(key) == value:
+            continue
+        inner, inner_base = _as_dict(value), _as_dict(base.get(key, ""))
+        if inner is not None and inner_base is not None:  # a block (model={...}): only its changed keys
+            pairs += [f"{key}.{k}={v}" for k, v in inner.items() if inner_base.get(k) != v]
+        else:
+            pairs.append(f"{key}={value}")
+    return ", ".join(pairs) if pairs else "defaults"
+
+
+def _as_dict(value: str) -> dict | None:
+    """A recorded block value (``{'dim': 64, ...}``) as a dict; None for anything else."""
+    if not value.startswith("{"):
+        return None
+    try:
+        parsed = ast.literal_eval(value)
+    except (ValueError, SyntaxError):
+        return None
+    return parsed if isinstance(parsed, dict) else None
+
+
+def legend(rows: Sequence[dict[str, str]]) -> list[str]:
+    """One line per defense of ``rows``: its defaults, which the tables leave out."""
+    lines = []
+    for defense in sorted({r["defense"] for r in rows}):
+        base = defaults(defense)
+        if base:
+            lines.append(f"- `{defense}` defaults: " + ", ".join(f"{k}={v}" for k, v in base.items()))
+    return lines
