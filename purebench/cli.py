@@ -21,9 +21,10 @@ CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 
 
 def print_summary(row: dict) -> None:
-    """A readable end-of-run table (the full row is in the leaderboard and the run file)."""
+    """A readable end-of-run table: figures with their 95% intervals, the parameters changed from the
+    defaults (the full row is in the leaderboard and the run file)."""
     fields = [
-        ("dataset", "dataset"), ("classifier", "classifier"), ("defense", "defense"), ("params", "defense_params"),
+        ("dataset", "dataset"), ("classifier", "classifier"), ("defense", "defense"), ("changed params", "defense_params"),
         ("attack", "attack"), ("threat model", "threat_model"), ("budget", None), ("examples", "n_examples"),
         ("clean acc (undefended)", "clean_acc_undefended"), ("adv acc (undefended)", "adv_acc_undefended"),
         ("left unperturbed", "unperturbed"),
@@ -33,8 +34,15 @@ def print_summary(row: dict) -> None:
     ]  # fmt: skip
     width = max(len(label) for label, _ in fields)
     lines = ["", "purebench result", "-" * (width + 40)]
+    from purebench.leaderboard.params import changed
+    from purebench.leaderboard.table import with_interval
+
     for label, key in fields:
         value = f"{row['norm']} eps={row['eps']:.5g}" if key is None else row[key]
+        if key in ("sa", "ra", "ra_worst", "ra_vote"):
+            value = with_interval(row, key)  # 95% Wilson interval over the n images
+        elif key == "defense_params":
+            value = f"{changed(str(row['defense']), str(row[key]))} (full list in the run file)"
         lines.append(f"{label:<{width}}  {value}")
     if row.get("warnings"):
         lines.append(f"{'warnings':<{width}}  {row['warnings']}")
