@@ -43,14 +43,16 @@ def _png(path: Path) -> str:
 
 
 def _purification_figures(rows: Sequence[dict[str, str]], results_dir: Path) -> list[dict[str, str]]:
-    """The latest purification figure of each (defense setting, classifier, attack, threat model)."""
+    """The latest purification figure of each (defense setting, classifier): one per purifier, so the page stays
+    a few MB (every run's figure is in ``figures/``)."""
     latest: dict[tuple[str, ...], dict[str, str]] = {}
     for row in sorted(rows, key=lambda r: r["finished_at"]):
         if (results_dir / "figures" / f"{row['config_hash']}.png").is_file():
-            latest[(defense_label(row), row["classifier"], row["attack"], row["threat_model"])] = row
+            latest[(defense_label(row), row["classifier"])] = row
     return [
         {
-            "caption": f"{key[0]}, {key[1]}, {key[2]}, threat model {key[3]}: RA {with_interval(row, 'ra')} "
+            "caption": f"{key[0]}, {key[1]}, {row['attack']}, threat model {row['threat_model']}: "
+            f"RA {with_interval(row, 'ra')} "
             f"(n={row['n_examples']}); each row: true class, then the predictions on the clean, adversarial and "
             "purified image",
             "data": _png(results_dir / "figures" / f"{row['config_hash']}.png"),
