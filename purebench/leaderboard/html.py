@@ -19,7 +19,15 @@ import jinja2
 
 from purebench.leaderboard.params import legend
 from purebench.leaderboard.plots import defense_label
-from purebench.leaderboard.table import INTERVAL_NOTE, SHOWN, by_dataset_threat, complete, shown, with_interval
+from purebench.leaderboard.table import (
+    INTERVAL_NOTE,
+    SHOWN,
+    by_dataset_threat,
+    complete,
+    interval,
+    shown,
+    with_interval,
+)
 
 _TEMPLATES = jinja2.Environment(
     loader=jinja2.PackageLoader("purebench.leaderboard", "templates"),
@@ -29,10 +37,11 @@ _NUMERIC = {"n_examples", "sa", "ra", "ra_worst", "ra_vote", "n_eval", "threat_e
 
 
 def _cell(row: dict[str, str], column: str) -> dict[str, Any]:
-    text = shown(row, column)
+    bounded = column in ("sa", "ra", "ra_worst", "ra_vote")
+    text = row.get(column, "") if bounded else shown(row, column)
     cell: dict[str, Any] = {"text": text, "value": row.get(column, text), "numeric": column in _NUMERIC}
-    if " [" in text and column in ("sa", "ra", "ra_worst", "ra_vote"):
-        cell["text"], cell["interval"] = row[column], text[len(row[column]) + 1 :]
+    if bounded:
+        cell["interval"] = interval(row, column)
     if column == "run_id":
         cell["href"] = f"runs/{row['run_id']}.json"
     return cell

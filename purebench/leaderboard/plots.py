@@ -22,7 +22,7 @@ from purebench.eval.threats import LADDER
 from purebench.leaderboard.params import changed
 
 PANEL = (3.3, 2.6)  # inches: one paper column
-plt.rcParams.update({"font.size": 7, "axes.titlesize": 7, "legend.fontsize": 6})
+STYLE = {"font.size": 7, "axes.titlesize": 7, "legend.fontsize": 6}  # paper-column text, set per figure only
 
 Series = dict[str, dict[str, dict[str, str]]]  # defense label -> threat -> latest row
 
@@ -55,6 +55,7 @@ def _interval(row: dict[str, str], figure: str) -> tuple[float, float]:
     return value - low, high - value
 
 
+@plt.rc_context(STYLE)
 def ladder_plots(rows: Sequence[dict[str, str]], folder: Path) -> list[Path]:
     """One figure per dataset (``ladder_<dataset>.png``), one column-wide panel per (classifier, attack,
     budget) where some defense setting was run under two rungs or more; only such settings get a line
@@ -95,6 +96,7 @@ def _ladder_panel(ax: plt.Axes, key: tuple[str, str, str], lines: Series) -> Non
     ax.grid(alpha=0.3)
 
 
+@plt.rc_context(STYLE)
 def sa_ra_scatter(rows: Sequence[dict[str, str]], path: Path) -> Path:
     """One panel per threat model: each defense's (SA, RA) with both intervals, named in a legend."""
     threats = rung_order({r["threat_model"] for r in rows})

@@ -49,12 +49,17 @@ def shown(row: dict[str, str], column: str) -> str:
     return str(row.get(column, ""))
 
 
-def with_interval(row: dict[str, str], figure: str) -> str:
-    """``"40.55 [32.4, 49.3]"``; the figure alone when its bounds are empty."""
+def interval(row: dict[str, str], figure: str) -> str:
+    """``"[32.4, 49.2]"``, the 95% bounds of ``figure``; empty when the figure or its bounds are."""
     low, high = (row.get(c, "") for c in _BOUNDS[figure])
     if row.get(figure, "") in ("", None) or low in ("", None):
-        return str(row.get(figure, ""))
-    return f"{row[figure]} [{float(low):.1f}, {float(high):.1f}]"
+        return ""
+    return f"[{float(low):.1f}, {float(high):.1f}]"
+
+
+def with_interval(row: dict[str, str], figure: str) -> str:
+    """``"40.55 [32.4, 49.2]"``; the figure alone when its bounds are empty."""
+    return " ".join(part for part in (str(row.get(figure, "")), interval(row, figure)) if part)
 
 
 def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
