@@ -78,6 +78,17 @@ def draw_generators(n_draws: int, batch_size: int) -> list[list[torch.Generator]
     return [generators(seed, range(batch_size), "draw") for seed in seeds]
 
 
+def stacked_draws(x: torch.Tensor, draws: Sequence[Sequence[torch.Generator]], per_call: int) -> Iterator[torch.Tensor]:
+    """``x`` repeated once per draw, ``per_call`` draws at a time; each yielded batch is consumed inside
+    :func:`row_generators` of its draws' generators, so row ``k`` of draw ``j`` gets draw ``j``'s numbers
+    whatever ``per_call`` is. A single draw yields ``x`` itself (a purifier returning its input stays
+    recognisable)."""
+    for start in range(0, len(draws), per_call):
+        chunk = draws[start : start + per_call]
+        with row_generators([g for draw in chunk for g in draw]):
+            yield x if len(chunk) == 1 else x.repeat(len(chunk), *([1] * (x.dim() - 1)))
+
+
 class UnknownDraws(ValueError):
     """A query whose examples the known draws of :func:`attack_draws` do not name."""
 

@@ -42,7 +42,7 @@ from purebench.eval.progress import BatchStore
 from purebench.eval.results import append_row, check_leaderboard, check_writable, summarise
 from purebench.eval.threats import THREATS, ThreatModel, draws_per_call
 from purebench.provenance import code_version, config_hash, git_commit, weights_digest
-from purebench.seeding import attack_draws, derive_seed, generators, per_example, row_generators, seed_everything
+from purebench.seeding import attack_draws, derive_seed, generators, per_example, seed_everything, stacked_draws
 
 log = logging.getLogger(__name__)
 
@@ -171,16 +171,12 @@ def _purify_repeated(
 ) -> Iterator[torch.Tensor]:  # fmt: skip
     """The purifications of ``x`` under each of ``streams``, ``chunk`` of them stacked into one batch
     (None: :func:`draws_per_call`) and yielded stacked; every row draws from its own (example, stream)
-    generator, so stacking changes no draw. A single purification is yielded as the purifier returned it."""
-    chunk = draws_per_call(chunk, len(streams), x)
-    for start in range(0, len(streams), chunk):
-        part = streams[start : start + chunk]
-        if len(part) == 1:
-            yield _purify(defense, name, x, seed, indices, part[0])
-            continue
-        gens = [g for stream in part for g in generators(seed, indices, stream)]
-        with row_generators(gens), torch.no_grad():
-            yield checks.checked_purify(defense, x.repeat(len(part), 1, 1, 1), name)
+    generator, so stacking changes no draw. No autograd graph is kept for evaluation."""
+    draws = [generators(seed, indices, stream) for stream in streams]
+    for stacked in stacked_draws(x, draws, draws_per_call(chunk, len(streams), x)):
+        with torch.no_grad():
+            purified = checks.checked_purify(defense, stacked, name)
+        yield purified
 
 
 def parse_shard(shard: str | None) -> tuple[int, int] | None:

@@ -42,13 +42,13 @@ from purebench.classifiers import Classifier
 from purebench.defenses import Defense
 from purebench.errors import PurebenchError
 from purebench.registry import Registry
-from purebench.seeding import UnknownDraws, draw_generators, replay_attack_draws, row_generators
+from purebench.seeding import UnknownDraws, draw_generators, replay_attack_draws, stacked_draws
 
 GRADIENTS = ("classifier", "bpda", "exact")
 
-# Pixels (batch x H x W) per stacked call when threat.eot_batch is null. CPU: 256 CIFAR images, the
-# fastest resnet20 batch on the 2-core development machine (1280 ran 1.7x slower per image than 256,
-# benchmarks/README); CUDA: 16x that, for devices that need large batches to fill up.
+# Pixels (batch x H x W) per stacked call when threat.eot_batch is null. CPU: 256 CIFAR images (larger
+# batches gain nothing per image on the 2-core development machine and cost memory, benchmarks/README);
+# CUDA: 16x that, for devices that need large batches to fill up.
 AUTO_PIXELS_PER_CALL = {"cpu": 256 * 32 * 32, "cuda": 4096 * 32 * 32}
 
 
@@ -83,12 +83,10 @@ class DefendedClassifier(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.eot_iter == 1:
             return self.classifier(self.purify(x))
-        draws, per_call = draw_generators(self.eot_iter, x.shape[0]), draws_per_call(self.eot_batch, self.eot_iter, x)
+        per_call = draws_per_call(self.eot_batch, self.eot_iter, x)
         total = None
-        for start in range(0, self.eot_iter, per_call):
-            chunk = draws[start : start + per_call]
-            with row_generators([g for draw in chunk for g in draw]):
-                logits = self.classifier(self.purify(x.repeat(len(chunk), *([1] * (x.dim() - 1)))))
+        for stacked in stacked_draws(x, draw_generators(self.eot_iter, x.shape[0]), per_call):
+            logits = self.classifier(self.purify(stacked))
             for part in logits.split(x.shape[0]):  # summed draw by draw, in the loop's order
                 total = part if total is None else total + part
         return total / self.eot_iter
@@ -128,7 +126,7 @@ class ThreatModel:
             raise PurebenchError(f"threat.backprop_steps must be null (all) or >= 0, got {backprop_steps}.")
         if eot_batch is not None and eot_batch < 1:
             raise PurebenchError(
-                f"threat.eot_batch must be null (all draws in one batch) or >= 1 (draws per batch), got {eot_batch}."
+                f"threat.eot_batch must be null (a per-device pixel budget) or >= 1 (draws per batch), got {eot_batch}."
             )
         self.name, self.gradient, self.eot = name, gradient, eot
         self.eot_iter, self.n_eval, self.backprop_steps = eot_iter, n_eval, backprop_steps
