@@ -14,7 +14,7 @@ from purebench.defenses.impure.riae import RIAE, noise_level
 from purebench.eval.runner import evaluate, group_params
 from purebench.seeding import derive_seed, per_example
 from purebench.train import checkpoint
-from purebench.train.impure import ImpureTrainer, random_combination
+from purebench.train.impure import ImpureTrainer, decay_groups, random_combination
 
 TINY_MODEL = [
     "defense.model.dim=32", "defense.model.depth=1", "defense.model.heads=2",
@@ -73,7 +73,9 @@ def test_image_noise_is_added_in_normalised_units():
     assert torch.allclose(riae.normalise(x) * riae.std + riae.mean, x, atol=1e-6)
     t = torch.full((2,), 400)
     seen = []
-    riae.encode = lambda x_norm, subsets: seen.append(x_norm) or RIAE.encode(riae, x_norm, subsets)
+    riae.encode = lambda x_norm, subsets, positions: (
+        seen.append(x_norm) or RIAE.encode(riae, x_norm, subsets, positions)
+    )
     with per_example(0, [0, 1]), torch.no_grad():
         riae(x, riae.division(x, "uniform"), "image_noise", t, t)
     with per_example(0, [0, 1]):
@@ -83,18 +85,71 @@ def test_image_noise_is_added_in_normalised_units():
     assert torch.allclose(seen[1], expected, atol=1e-5)
 
 
-@pytest.mark.parametrize("mode", ["paper", "code"])
+@pytest.mark.parametrize("mode", ["paper", "code", "per_image"])
 def test_random_combination_takes_x_hat_where_u_is_one_and_x_adv_where_zero(mode):
     x_hat, x_adv = torch.rand(2, 3, 32, 32), torch.rand(2, 3, 32, 32)
     with per_example(0, [0, 1]):
+        torch.manual_seed(0)  # code: k and the chunk come from the global stream, once per batch
         u = random_combination(torch.ones_like(x_hat), torch.zeros_like(x_adv), 4, mode)  # = u itself
     with per_example(0, [0, 1]):
+        torch.manual_seed(0)
         combined = random_combination(x_hat, x_adv, 4, mode)
     assert torch.equal(u[:, :, ::4, ::4].repeat_interleave(4, 2).repeat_interleave(4, 3), u)  # one value per patch
     assert u.min() >= 0 and u.max() <= 1 and u.std() > 0.1
     assert torch.allclose(combined, x_hat * u + x_adv * (1 - u))
-    if mode == "code":  # binary: 1/k of the patches (k in 2..4) from x_adv
+    if mode != "paper":  # binary: about 1/k of the patches (k in 2..4) from x_adv
         assert set(u.unique().tolist()) == {0.0, 1.0} and 0.15 < (1 - u).mean() < 0.6
+    if mode == "code":  # exactly one chunk of round(linspace(0, 63, k + 1)) in every image: 21, 16 or 31-32 patches
+        from_adv = (1 - u[:, 0, ::4, ::4]).sum(dim=(1, 2))
+        assert from_adv[0] == from_adv[1] and int(from_adv[0]) in (15, 16, 21, 31, 32)
+        assert not torch.equal(u[0], u[1])  # each image its own patch order
+
+
+def test_code_rcm_draws_every_chunk_count_and_position():
+    seen = set()
+    for seed in range(60):
+        torch.manual_seed(seed)
+        u = random_combination(torch.ones(1, 3, 32, 32), torch.zeros(1, 3, 32, 32), 4, "code")
+        seen.add(int((1 - u[0, 0, ::4, ::4]).sum()))
+    assert seen == {15, 16, 21, 31, 32}  # edges round(linspace(0, 63, k + 1)): k=2: 32/31, k=3: 21, k=4: 16/16/15/16
+
+
+def test_positions_are_the_centred_window_at_test_and_jittered_in_training():
+    """Code get_index_pos: a g x g window of the (2g x 2g) table, offset (g + 1) // 2 at test, 0..g in training."""
+    riae = _riae()
+    g = riae.grid
+    centred = riae.positions(2, torch.device("cpu"))
+    first = (g + 1) // 2 * (2 * g + 1)
+    assert centred[0, 0] == first and centred[0, 1] == first + 1 and centred[0, g] == first + 2 * g
+    assert torch.equal(centred[0], centred[1])
+    riae.train()
+    jittered = riae.positions(200, torch.device("cpu"))
+    rows, cols = jittered[:, 0] // (2 * g), jittered[:, 0] % (2 * g)
+    assert set(rows.tolist()) == set(range(g + 1)) and set(cols.tolist()) == set(range(g + 1))
+    assert riae.pos_table.shape == (4 * g * g, 32)
+
+
+def test_the_residual_base_starts_at_the_floor_and_keeps_subsets_apart():
+    """base=interpolation (CPU scale, not in the paper): the untrained RIAE is exactly impure_floor's rebuild."""
+    torch.manual_seed(0)
+    riae = RIAE(32, 4, 4, 32, 2, 2, 32, 1, 2, out_indices=[0], base="interpolation").eval()
+    x = torch.rand(2, 3, 32, 32)
+    floor = DEFENSES.build("impure_floor", classifier=None, patch_size=4, subsets=4, fill_sigma=0.75)
+    with torch.no_grad():
+        assert torch.allclose(riae(x, riae.division(x, "uniform"), "occlusion"), floor.purify(x), atol=1e-5)
+        subsets = riae.division(x, "random")
+        own = _pixels_of(subsets, 2)
+        base = riae.fill_from_others(x, subsets)
+        assert torch.allclose(base * own, riae.fill_from_others(x + own * torch.rand_like(x), subsets) * own)
+
+
+def test_weight_decay_spares_biases_and_norms():
+    """timm's param_groups_weight_decay (the code's optimiser): 1-D parameters and biases without decay."""
+    riae = _riae()
+    exempt, decayed = ({id(p) for p in group["params"]} for group in decay_groups(riae, 0.05))
+    for name, param in riae.named_parameters():
+        spared = name.endswith("bias") or "norm" in name or name == "final_conv.bias"
+        assert (id(param) in exempt) == spared and (id(param) in decayed) != spared, name
 
 
 @pytest.fixture

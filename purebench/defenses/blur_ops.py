@@ -51,6 +51,18 @@ def normalized_fill(x: torch.Tensor, keep: torch.Tensor, sigma: float) -> torch.
         scale *= 2
 
 
+def fill_each_from_others(x: torch.Tensor, region: torch.Tensor, regions: int, sigma: float) -> torch.Tensor:
+    """Every pixel rebuilt from the pixels of the *other* regions only: region ``i`` (``region == i``,
+    a (B or 1, 1, H, W) map of region ids in 0..regions-1) filled by :func:`normalized_fill` with the
+    pixels of regions != i. IMPure's regional intersection without an autoencoder (the impure_floor
+    defense and the CPU-scale base of the RIAE)."""
+    out = torch.zeros_like(x)
+    for i in range(regions):
+        hidden = (region == i).to(x.dtype).expand(x.shape[0], 1, *x.shape[-2:])
+        out = out + hidden * normalized_fill(x, 1 - hidden, sigma)
+    return out
+
+
 def tv_minimise(x: torch.Tensor, weight: float = 0.03, steps: int = 30, lr: float = 0.01) -> torch.Tensor:
     """Total-variation minimisation (Guo et al. 2018; ZeroPur Fig. 5d).
 

@@ -18,7 +18,7 @@ import torch
 
 from purebench.defenses.atop.transforms import RandomTransform, resize
 from purebench.defenses.base import DEFENSES, Defense
-from purebench.defenses.blur_ops import gaussian_blur, normalized_fill
+from purebench.defenses.blur_ops import fill_each_from_others, gaussian_blur, normalized_fill
 from purebench.errors import PurebenchError
 
 
@@ -58,12 +58,8 @@ class LatticeInterpolationFloor(Defense):
             )
         rows = torch.arange(h, device=x.device) // self.patch_size % self.k
         cols = torch.arange(w, device=x.device) // self.patch_size % self.k
-        subset = (rows[:, None] * self.k + cols[None, :]).to(x.dtype)  # subset of every pixel (H, W)
-        out = torch.zeros_like(x)
-        for i in range(self.k * self.k):
-            hidden = (subset == i).to(x.dtype).expand(x.shape[0], 1, h, w)
-            out = out + hidden * normalized_fill(x, 1 - hidden, self.fill_sigma)
-        return out.clamp(0, 1)
+        subset = rows[:, None] * self.k + cols[None, :]  # subset of every pixel (H, W)
+        return fill_each_from_others(x, subset, self.k * self.k, self.fill_sigma).clamp(0, 1)
 
 
 @DEFENSES.register("atop_floor")

@@ -9,8 +9,10 @@ from torch import nn
 from purebench.errors import PurebenchError
 
 
-def sincos_position_embedding(grid: int, dim: int) -> torch.Tensor:
-    """Fixed 2-D sine-cosine embedding (grid*grid, dim): half the channels encode rows, half columns."""
+def sincos_position_embedding(grid: int, dim: int, columns_first: bool = False) -> torch.Tensor:
+    """Fixed 2-D sine-cosine embedding (grid*grid, dim), positions row-major: half the channels encode
+    rows, half columns (rows first; ``columns_first``: the column coordinate in the first half, as MAE's
+    ``get_2d_sincos_pos_embed``, whose meshgrid puts w first)."""
     if dim % 4:
         raise ValueError(f"embedding width {dim} must be divisible by 4")
     omega = 1.0 / 10000 ** (torch.arange(dim // 4, dtype=torch.float64) / (dim // 4))
@@ -18,16 +20,17 @@ def sincos_position_embedding(grid: int, dim: int) -> torch.Tensor:
         torch.arange(grid, dtype=torch.float64), torch.arange(grid, dtype=torch.float64), indexing="ij"
     )
     parts = []
-    for coord in (rows.flatten(), cols.flatten()):
+    for coord in (cols.flatten(), rows.flatten()) if columns_first else (rows.flatten(), cols.flatten()):
         angles = coord[:, None] * omega[None]
         parts += [angles.sin(), angles.cos()]
     return torch.cat(parts, dim=1).float()
 
 
-def transformer(dim: int, depth: int, heads: int) -> nn.TransformerEncoder:
-    """Pre-norm transformer blocks (GELU MLP of 4x width, no dropout), batch first."""
+def transformer(dim: int, depth: int, heads: int, eps: float = 1e-5) -> nn.TransformerEncoder:
+    """Pre-norm transformer blocks (GELU MLP of 4x width, no dropout), batch first; ``eps`` of their
+    LayerNorms (timm's ViT blocks as MAE builds them: 1e-6)."""
     layer = nn.TransformerEncoderLayer(
-        dim, heads, 4 * dim, dropout=0.0, activation="gelu", batch_first=True, norm_first=True
+        dim, heads, 4 * dim, dropout=0.0, activation="gelu", layer_norm_eps=eps, batch_first=True, norm_first=True
     )
     return nn.TransformerEncoder(layer, depth, enable_nested_tensor=False)
 
@@ -55,7 +58,7 @@ class PatchAutoencoder(nn.Module):
 
     def __init__(
         self, image_size: int, patch_size: int, dim: int, depth: int, heads: int,
-        decoder_dim: int, decoder_depth: int, decoder_heads: int,
+        decoder_dim: int, decoder_depth: int, decoder_heads: int, norm_eps: float = 1e-5,
     ) -> None:  # fmt: skip
         super().__init__()
         if image_size % patch_size:
@@ -65,10 +68,10 @@ class PatchAutoencoder(nn.Module):
         self.embed = nn.Linear(patch_dim, dim)
         self.register_buffer("pos", sincos_position_embedding(self.grid, dim), persistent=False)
         self.register_buffer("decoder_pos", sincos_position_embedding(self.grid, decoder_dim), persistent=False)
-        self.encoder, self.encoder_norm = transformer(dim, depth, heads), nn.LayerNorm(dim)
+        self.encoder, self.encoder_norm = transformer(dim, depth, heads, norm_eps), nn.LayerNorm(dim, norm_eps)
         self.to_decoder = nn.Linear(dim, decoder_dim)
         self.mask_token = nn.Parameter(torch.zeros(1, 1, decoder_dim))
         nn.init.normal_(self.mask_token, std=0.02)
-        self.decoder = transformer(decoder_dim, decoder_depth, decoder_heads)
-        self.decoder_norm = nn.LayerNorm(decoder_dim)
+        self.decoder = transformer(decoder_dim, decoder_depth, decoder_heads, norm_eps)
+        self.decoder_norm = nn.LayerNorm(decoder_dim, norm_eps)
         self.head = nn.Linear(decoder_dim, patch_dim)

@@ -20,7 +20,9 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
@@ -36,24 +38,49 @@ from purebench.train.base import Trainer
 
 LOGITS, EMBEDDING = "logits", "embedding"  # feature names of the pre-softmax output and the penultimate features
 STAGES = ("pretrain", "finetune")
-RCM_MODES = ("code", "paper")
+RCM_MODES = ("code", "per_image", "paper")
+RCM_CHUNKS = (2, 4)  # code: k = torch.randint(2, mask_chunks + 1) with mask_chunks 4
 
 
 def random_combination(x_hat: torch.Tensor, x_adv: torch.Tensor, patch_size: int, mode: str) -> torch.Tensor:
     """RCM: x' = x_hat * u + x_adv * (1 - u) with u constant on each patch.
 
-    ``paper`` (Eq. 10): u ~ U[0, 1] per patch. ``code``: u binary, each patch kept from x_adv with
-    probability 1/k, k drawn from {2, 3, 4} per image (the authors' composite imgs*(1-mask)+pred*mask).
+    ``code`` (the authors' gen_random_masks, composite imgs*(1-mask)+pred*mask): one k in {2, 3, 4}
+    and one chunk j < k per batch; each image's patches in a random order, the positions
+    [e_j, e_{j+1}) with e = round(linspace(0, L - 1, k + 1)) taken from x_adv (an exact count).
+    ``per_image`` (purebench before): each patch from x_adv with probability 1/k, k per image.
+    ``paper`` (Eq. 10): u ~ U[0, 1] per patch.
     """
     b, _, h, w = x_hat.shape
-    u = rand_like(torch.empty(b, 1, h // patch_size, w // patch_size, device=x_hat.device))
+    grid = (h // patch_size, w // patch_size)
+    u = rand_like(torch.empty(b, 1, *grid, device=x_hat.device))
     if mode == "code":
+        n = grid[0] * grid[1]
+        k = int(torch.randint(RCM_CHUNKS[0], RCM_CHUNKS[1] + 1, ()))  # per batch: the trainer's seeded global stream
+        j = int(torch.randint(k, ()))
+        edges = np.linspace(0, n - 1, k + 1).round().astype(int)
+        chosen = u.view(b, n).argsort(dim=1)[:, edges[j] : edges[j + 1]]  # per-image random patch order
+        u = torch.ones(b, n, device=x_hat.device, dtype=x_hat.dtype).scatter(1, chosen, 0.0).view(b, 1, *grid)
+    elif mode == "per_image":
         k = 2 + (rand_like(torch.empty(b, 1, 1, 1, device=x_hat.device)) * 3).floor()
         u = (u >= 1 / k).to(x_hat.dtype)
     elif mode != "paper":
         raise PurebenchError(f"train.rcm must be one of {', '.join(RCM_MODES)}, got '{mode}'.")
     u = u.repeat_interleave(patch_size, 2).repeat_interleave(patch_size, 3)
     return x_hat * u + x_adv * (1 - u)
+
+
+def decay_groups(module: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    """AdamW groups as timm's param_groups_weight_decay (the code's optimiser): biases and other 1-D
+    parameters (norms) without weight decay. The fusion weights are 1-D here but 4-D (k+1, 1, 1, 1) in
+    the code, so they keep theirs."""
+    decay, exempt = [], []
+    for name, param in module.named_parameters():
+        if param.requires_grad:
+            (exempt if (param.ndim <= 1 and name != "fusion_weights") or name.endswith(".bias") else decay).append(
+                param
+            )
+    return [{"params": exempt, "weight_decay": 0.0}, {"params": decay, "weight_decay": weight_decay}]
 
 
 class ImpureTrainer(Trainer):
@@ -70,7 +97,7 @@ class ImpureTrainer(Trainer):
         self.riae = build_riae(d.image_size, OmegaConf.to_container(d.model)).to(self.device)
         self.networks["purifier"] = self.riae
         self.optimizers["purifier"] = torch.optim.AdamW(
-            self.riae.parameters(), lr=self.t.lr, betas=tuple(self.t.betas), weight_decay=self.t.weight_decay
+            decay_groups(self.riae, float(self.t.weight_decay)), lr=self.t.lr, betas=tuple(self.t.betas)
         )
         self.defense = IMPure(self.riae, d.division, d.masking, d.t_image, d.t_feature, d.eval_pad)
         self.finetune = self.t.stage == "finetune"
@@ -137,15 +164,15 @@ class ImpureTrainer(Trainer):
     def step(self, batch: tuple[torch.Tensor, ...], epoch: int) -> dict[str, float]:
         x_in, x = (batch[0], batch[1]) if self.finetune else (batch[0], batch[0])
         self.riae.train()
-        b = x.shape[0]
-        noise = rand_like(torch.empty(b, 2))  # random noise intensity per image (training)
-        t_image = (self.t.t_image_range[0] + noise[:, 0] * (self.t.t_image_range[1] - self.t.t_image_range[0])).long()
-        t_feature = (
-            self.t.t_feature_range[0] + noise[:, 1] * (self.t.t_feature_range[1] - self.t.t_feature_range[0])
-        ).long()
-        x_hat = self.riae(x_in, self.riae.division(x_in, self.t.division), self.defense.masking, t_image, t_feature)
-        pixel = ((x_hat - x) / self.riae.std).abs().mean()  # Eq. 12 in normalised units (code's L1Loss)
+        b, (i_lo, i_hi), (f_lo, f_hi) = x.shape[0], self.t.t_image_range, self.t.t_feature_range
+        noise = rand_like(torch.empty(b, 1 + self.riae.subsets))  # random noise steps (training; code)
+        t_image = (i_lo + noise[:, 0] * (i_hi - i_lo)).long()  # one per image
+        t_feature = (f_lo + noise[:, 1:] * (f_hi - f_lo)).long()  # one per image and subset (code: drawn per chunk)
+        division = self.riae.division(x_in, self.t.division)
+        predicted = self.riae.predict(x_in, division, self.defense.masking, t_image, t_feature)
+        pixel = (predicted - self.riae.normalise(x)).abs().mean()  # Eq. 12, normalised units, unclamped (code)
         losses = {"pix": pixel}
+        x_hat = predicted * self.riae.std + self.riae.mean  # the code's unnormalize(pred), unclamped
         if self.finetune:  # Eq. 10, 13-14
             combined = random_combination(x_hat, x_in, self.riae.patch_size, str(self.t.rcm))
             losses["per"] = self.perceptual(combined, x)
