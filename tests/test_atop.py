@@ -335,12 +335,67 @@ def test_training_curves_from_checkpoint_histories(tmp_path, capsys):
 
 
 def test_the_classification_term_joins_at_the_codes_epoch(data_root, tmp_path):
-    """Code: `if epoch > 2: g_loss += cls_loss * cls_n`; defaults cls_start_epoch=3, lambda 0.05, clean target."""
+    """Code: `if epoch > 2: g_loss += cls_loss * cls_n` with epochs from 1, i.e. the third epoch (2 counted from 0)."""
     from purebench.train.atop import AToPTrainer
 
     trainer = AToPTrainer(
         _train_cfg(*TINY_UNET, "train.stage=finetune", "train.init=x", f"train.out={tmp_path / 'c.pt'}")
     )
-    assert (trainer.t.cls_start_epoch, trainer.t.lambda_cls, trainer.t.reconstruction_target) == (3, 0.05, "clean")
+    assert (trainer.t.cls_start_epoch, trainer.t.lambda_cls, trainer.t.objective) == (2, 0.05, "logged")
     x, y = trainer.dataset.load(range(4))
-    assert "ce" not in trainer.step((x, y), epoch=2) and "ce" in trainer.step((x, y), epoch=3)
+    assert "ce" not in trainer.step((x, y), epoch=1) and "ce" in trainer.step((x, y), epoch=2)
+
+
+@pytest.mark.parametrize("objective", ["logged", "eq9", "restore"])
+def test_objectives_reconstruct_what_each_source_reconstructs(data_root, tmp_path, objective):
+    """logged: L1 on a clean pass g(t(x)) vs x, CE on a second pass g(t(x')) with the same mask and noise;
+    eq9: g(t(x')) vs x'; restore: g(t(x')) vs x (one pass for both terms)."""
+    from purebench.train.atop import AToPTrainer
+
+    trainer = AToPTrainer(
+        _train_cfg(
+            *TINY_UNET, "train.stage=finetune", "train.init=x", f"train.out={tmp_path / 'o.pt'}",
+            f"train.objective={objective}", "train.l1_weight=1", "train.cls_start_epoch=0",
+        )
+    )  # fmt: skip
+    x, y = trainer.dataset.load(range(4))
+    x_adv = x.clone()
+    x_adv[0] = 1 - x[0]  # only image 0 differs: the other images of both passes must coincide (shared draws)
+    trainer.adversary = lambda classifier, images, labels: x_adv
+    calls: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
+    trainer.purifier.register_forward_hook(lambda module, args, out: calls.append((*args, out.detach())))
+    losses = trainer.step((x, y), epoch=0)
+    (x_t, m, out) = calls[0]
+    t = trainer.transform
+    first_pass_image, target = {"logged": (x, x), "eq9": (x_adv, x_adv), "restore": (x_adv, x)}[objective]
+    assert len(calls) == (2 if objective == "logged" else 1)
+    [(fresh, fresh_m)] = t.apply(first_pass_image, t.draw(x))  # another draw: other patches and noise
+    both = (m * fresh_m)[0].bool().expand_as(x_t[0])
+    assert (x_t[0] - fresh[0])[both].abs().mean() < 0.1  # the L1 pass saw the expected image (x and 1 - x: ~0.5)
+    rec = trainer.purifier.reconstruction_loss(out, t.target(target), m)
+    assert losses["rec"] == pytest.approx(rec.item(), rel=1e-5)
+    if objective == "logged":
+        (x_t2, m2, _) = calls[1]
+        assert torch.equal(m, m2) and torch.equal(x_t[1:], x_t2[1:]) and not torch.equal(x_t[0], x_t2[0])
+
+
+def test_loads_the_authors_fine_tuned_checkpoint_format(tmp_path):
+    """Their notebooks save misc.save_states(..., model, ...) with model = Model_g: G holds `generator.*` (DeepFill)
+    beside `res.*` (their ResNet-18), next to D, the optimisers and n_iter; evaluate.ipynb keeps `generator.*`."""
+    from purebench.defenses.atop import load_purifier
+    from purebench.defenses.atop.unet import UNetPurifier
+
+    source = DeepFillGenerator(cnum=8)
+    g = {f"generator.{k}": v for k, v in source.state_dict().items()}
+    g |= {"res.conv1.weight": torch.zeros(64, 3, 3, 3), "res.bn1.num_batches_tracked": torch.tensor(3)}
+    optim = {"state": {}, "param_groups": [{"lr": 1e-4, "betas": (0.5, 0.999), "params": [0, 1]}]}
+    d = PatchDiscriminator(8).state_dict()
+    path = tmp_path / "states_10_9.pth"
+    torch.save({"G": g, "D": d, "G_optim": optim, "D_optim": optim, "n_iter": 9}, path)
+    loaded = DeepFillGenerator(cnum=8)
+    load_purifier(loaded, str(path))
+    assert all(torch.equal(v, loaded.state_dict()[k]) for k, v in source.state_dict().items())
+    with pytest.raises(PurebenchError, match=r"authors' fine-tuned AToP model.*defense\.purifier=deepfill"):
+        load_purifier(UNetPurifier([8, 16], 4), str(path))
+    with pytest.raises(PurebenchError, match="shape mismatches"):
+        load_purifier(DeepFillGenerator(cnum=16), str(path))

@@ -83,9 +83,14 @@ def load_weights(
     path: str | Path,
     expected_sha256: str | None = None,
     hint: str = "Choose the classifier that the checkpoint was trained as.",
+    prefix: str = "",
 ) -> None:
-    """Load ``path`` into ``model`` strictly; a mismatch says which keys differ."""
+    """Load ``path`` into ``model`` strictly; a mismatch says which keys differ. When some keys start with
+    ``prefix``, only those are loaded, prefix removed: files that keep the model beside other networks
+    (e.g. ``generator.*`` beside ``res.*``) are read without re-saving."""
     state = read_state_dict(path, expected_sha256)
+    if prefix and any(k.startswith(prefix) for k in state):
+        state = {k.removeprefix(prefix): v for k, v in state.items() if k.startswith(prefix)}
     own = model.state_dict()
     missing = [k for k in own if k not in state and not k.endswith("num_batches_tracked")]
     unexpected = [k for k in state if k not in own]

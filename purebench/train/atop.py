@@ -6,10 +6,13 @@
 - ``finetune`` (Algorithm 1): the classifier is frozen; each step crafts x' against the
   classifier (line 3; FGSM 8/255 by default, as the authors' code) and updates the purifier on
   L_org + lambda * CE(y, F(g(t(x')))) (line 4, Eq. 5 and 9) from ``train.cls_start_epoch`` on.
-  ``finetune_on=clean`` uses the clean images instead (Fig. 4a); ``reconstruction_target`` says
-  whether L_org restores the clean image (code default) or x' (Eq. 9 as printed).
-- DeepFill's SN-PatchGAN discriminator is trained on hinge loss as in the code; its generator
-  term reaches G only with ``train.gan_weight`` > 0 (the code detaches it; Eq. 9's text has it).
+  ``train.objective`` says what L_org reconstructs: ``logged`` (default) x from a clean pass g(t(x))
+  with the same mask and noise as the CE pass, as the logged notebook "0..1 cifar-miss-gau-adv";
+  ``eq9`` x' from g(t(x')) (Eq. 9, cifar-miss-gau-adv.ipynb); ``restore`` x from g(t(x')).
+  ``finetune_on=clean`` uses the clean images as x' (Fig. 4a).
+- DeepFill's SN-PatchGAN discriminator is trained on hinge loss as in the code (real: the L1 target,
+  fake: the L1 pass); its generator term reaches G only with ``train.gan_weight`` > 0 (the code
+  detaches it; Eq. 9's text has it).
 """
 
 from __future__ import annotations
@@ -32,7 +35,8 @@ from purebench.train.base import Trainer
 
 STAGES = ("pretrain", "finetune")
 FINETUNE_ON = ("adversarial", "clean")
-TARGETS = ("clean", "adversarial")
+# train.objective -> (input of the L1 pass, L1 target): x or x' (conf/train/atop.yaml)
+OBJECTIVES = {"logged": ("x", "x"), "eq9": ("x_adv", "x_adv"), "restore": ("x_adv", "x")}
 
 
 class AToPTrainer(Trainer):
@@ -44,7 +48,7 @@ class AToPTrainer(Trainer):
     def __init__(self, cfg: DictConfig) -> None:
         if cfg.train.stage not in STAGES:
             raise PurebenchError(f"train.stage must be one of {', '.join(STAGES)}, got '{cfg.train.stage}'.")
-        for key, allowed in (("finetune_on", FINETUNE_ON), ("reconstruction_target", TARGETS)):
+        for key, allowed in (("finetune_on", FINETUNE_ON), ("objective", tuple(OBJECTIVES))):
             if cfg.train[key] not in allowed:
                 raise PurebenchError(f"train.{key} must be one of {', '.join(allowed)}, got '{cfg.train[key]}'.")
         if cfg.train.stage == "finetune" and not cfg.train.init:
@@ -119,14 +123,17 @@ class AToPTrainer(Trainer):
     def step(self, batch: tuple[torch.Tensor, ...], epoch: int) -> dict[str, float]:
         x, y = batch
         finetune = self.t.stage == "finetune"
-        x_in = x
-        if finetune and self.t.finetune_on == "adversarial":
-            x_in = self.adversary(self.classifier, x, y)  # Algorithm 1 line 3: x' against the classifier
-        target = self.transform.target(x_in if self.t.reconstruction_target == "adversarial" else x)
+        with_ce = finetune and epoch >= self.t.cls_start_epoch
+        pass_in, pass_target = OBJECTIVES[str(self.t.objective)]
+        images = {"x": x, "x_adv": x}
+        if finetune and self.t.finetune_on == "adversarial" and (with_ce or "x_adv" in (pass_in, pass_target)):
+            images["x_adv"] = self.adversary(self.classifier, x, y)  # Algorithm 1 line 3: x' against the classifier
+        target = self.transform.target(images[pass_target])
         self.purifier.train()
         if self.discriminator is not None:
             self.discriminator.train()
-        views = self.transform.views(x_in)
+        draws = self.transform.draw(x)  # one mask and noise for both passes, as the notebooks
+        views = self.transform.apply(images[pass_in], draws)
         outputs = self._generate(views)
         losses: dict[str, float] = {}
         if self.discriminator is not None:
@@ -140,7 +147,10 @@ class AToPTrainer(Trainer):
             )
             loss = loss + self.t.gan_weight * gan
             losses["gan"] = gan.item()
-        if finetune and epoch >= self.t.cls_start_epoch:  # Eq. 5 / 9: lambda * CE(y, F(g(t(x'))))
+        if with_ce:  # Eq. 5 / 9: lambda * CE(y, F(g(t(x')))); logged notebook: `outputs_cls = self.res(adv_x2)`
+            if images[pass_in] is not images["x_adv"]:  # the logged objective's second pass, on x'
+                views = self.transform.apply(images["x_adv"], draws)
+                outputs = [(self.purifier(x_t, m),) for x_t, m in views]
             x_hat = resize(self.transform.combine(views, [o[-1] for o in outputs]), x.shape[-1]).clamp(0, 1)
             ce = F.cross_entropy(self.classifier(x_hat), y)
             loss = loss + self.t.lambda_cls * ce

@@ -54,11 +54,18 @@ class AToP(Defense):
 
 
 def load_purifier(purifier: nn.Module, checkpoint: str) -> None:
-    """Load trained weights: a purebench training checkpoint or a public DeepFill v2 file (its ``G``)."""
+    """Load trained weights: a purebench training checkpoint, a public DeepFill v2 file (its ``G``), or a
+    fine-tuned file of the authors' notebooks, whose ``G`` holds their whole model (`misc.save_states` of
+    `Model_g`): the DeepFill generator under ``generator.`` and their ResNet-18 under ``res.``, which is
+    not loaded (the classifier is purebench's ``classifier``), as their evaluate.ipynb does."""
     load_weights(
         purifier,
         checkpoint,
-        hint="Set defense.purifier and its width (deepfill.cnum, mae.*, unet.*) to those the purifier was trained with.",
+        hint="Set defense.purifier and its width (deepfill.cnum, mae.*, unet.*) to those the purifier was trained "
+        "with. A file with 'generator.*' and 'res.*' keys is the authors' fine-tuned AToP model (DeepFill v2 "
+        "generator and their ResNet-18): it needs defense.purifier=deepfill and the cnum it was trained with "
+        "(48 in their notebooks).",
+        prefix="generator." if isinstance(purifier, DeepFillGenerator) else "",
     )
 
 

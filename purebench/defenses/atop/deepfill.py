@@ -180,14 +180,19 @@ class DeepFillGenerator(nn.Module):
             raise ValueError(f"deepfill cnum must be a multiple of 4, got {cnum}")
         self.stage1, self.stage2 = CoarseGenerator(5, cnum), FineGenerator(cnum)
 
+    @staticmethod
+    def generator_input(x_t: torch.Tensor, m: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The 5-channel input [masked image in [-1, 1], ones, hole] and the hole mask, as the authors' notebooks
+        build it (`torch.cat([batch_incomplete, ones_x, ones_x*mask], axis=1)`); separate so it can be compared."""
+        hole = 1 - m[:, :1]
+        ones = torch.ones_like(hole)
+        return torch.cat([(x_t * 2 - 1) * (1 - hole), ones, ones * hole], dim=1), hole
+
     def stages(self, x_t: torch.Tensor, m: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Coarse and refined images in [0, 1] (uncomposited: AToP uses g's whole output, Eq. 2-4)."""
         if x_t.shape[-1] % 8 or x_t.shape[-2] % 8:
             raise ValueError(f"DeepFill needs image sides divisible by 8, got {tuple(x_t.shape[-2:])}")
-        hole = 1 - m[:, :1]
-        image = x_t * 2 - 1
-        ones = torch.ones_like(hole)
-        x_in = torch.cat([image * (1 - hole), ones, ones * hole], dim=1)
+        x_in, hole = self.generator_input(x_t, m)
         coarse = self.stage1(x_in)
         refined = self.stage2(coarse * hole + x_in[:, :3] * (1 - hole), hole)
         return (coarse + 1) / 2, (refined + 1) / 2

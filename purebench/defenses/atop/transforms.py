@@ -17,6 +17,8 @@ transform is reproducible per example and fresh on every call outside a seeded c
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 import torch.nn.functional as F
 
@@ -24,6 +26,14 @@ from purebench.errors import PurebenchError
 from purebench.seeding import rand_like, randn_like
 
 TRANSFORMS = ("rt1", "rt2", "rt3")
+
+
+class TransformDraws(NamedTuple):
+    """One draw of a transform: ``group_of_patch[b, k]`` = the mask that hides patch k of image b (-1: none),
+    ``noise`` = standard normal at the work size (None for RT1)."""
+
+    group_of_patch: torch.Tensor
+    noise: torch.Tensor | None
 
 
 def resize(x: torch.Tensor, size: int) -> torch.Tensor:
@@ -73,27 +83,35 @@ class RandomTransform:
         self.kind, self.sigma, self.grid, self.missing_rate, self.n_masks = kind, sigma, grid, missing_rate, n_masks
         self.work_size, self.purifier_size = work_size, purifier_size
 
-    def views(self, x: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        """The purifier inputs (x_t, m) at ``purifier_size``: one view for RT1/RT2, N views for RT3 (Eq. 4)."""
+    def draw(self, x: torch.Tensor) -> TransformDraws:
+        """The random part of the transform for a batch shaped like ``x``: which patches each mask hides and
+        the Gaussian noise at the work size (per example inside a seeded context)."""
         if x.shape[-1] != x.shape[-2]:
             raise PurebenchError(f"AToP's transforms need square images, got {tuple(x.shape[-2:])}.")
-        work = resize(x, self.work_size)
-        order = _patch_order(x, self.grid)
-        n_missing = round(self.missing_rate * self.grid**2)
-        # group_of_patch[b, k] = which mask hides patch k of image b (-1: none of them)
-        rank = order.argsort(dim=1)
+        rank = _patch_order(x, self.grid).argsort(dim=1)  # rank[b, k]: position of patch k in a random order
         if self.kind == "rt3":
             group_of_patch = rank * self.n_masks // self.grid**2  # N disjoint equal groups covering every patch
-            groups = range(self.n_masks)
         else:
-            group_of_patch = torch.where(rank < n_missing, 0, -1)
-            groups = range(1)
+            group_of_patch = torch.where(rank < round(self.missing_rate * self.grid**2), 0, -1)
+        shape = (x.shape[0], x.shape[1], self.work_size, self.work_size)
+        noise = None if self.kind == "rt1" else randn_like(torch.empty(shape, device=x.device, dtype=x.dtype))
+        return TransformDraws(group_of_patch, noise)
+
+    def apply(self, x: torch.Tensor, draws: TransformDraws) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """The purifier inputs (x_t, m) at ``purifier_size`` for given draws: one view for RT1/RT2, N views for
+        RT3 (Eq. 4). The same draws applied to x and x' give the two passes of the logged notebook."""
+        work = resize(x, self.work_size)
         # eta ~ N(0, sigma^2) per work-size pixel, one draw shared by the RT3 views (Eq. 3-4), clipped to
-        # the image range as the authors' code does
-        noisy = work if self.kind == "rt1" else (work + self.sigma * randn_like(work)).clamp(0, 1)
+        # the image range as the authors' code does (`torch.clip(batch_real + gau_noise, 0, 1)`)
+        noisy = work if draws.noise is None else (work + self.sigma * draws.noise).clamp(0, 1)
         noisy = resize(noisy, self.purifier_size)
-        masks = [_masks_from_groups(noisy, self.grid, group_of_patch, g) for g in groups]
+        groups = range(self.n_masks) if self.kind == "rt3" else range(1)
+        masks = [_masks_from_groups(noisy, self.grid, draws.group_of_patch, g) for g in groups]
         return [(m * noisy, m) for m in masks]
+
+    def views(self, x: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Fresh draws applied to ``x``: what purification does."""
+        return self.apply(x, self.draw(x))
 
     def target(self, x: torch.Tensor) -> torch.Tensor:
         """The clean image at the purifier's size: what reconstruction is measured against."""
