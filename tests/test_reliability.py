@@ -32,7 +32,7 @@ def _row(run_id: str, seed: int = 0, **values: object) -> dict[str, object]:
     return {**dict.fromkeys(COLUMNS, ""), "run_id": run_id, "dataset": "cifar10", "classifier": "resnet20",
             "defense": "gaussian_blur", "defense_params": "sigma=1.0", "attack": "pgd", "threat_model": "oblivious",
             "norm": "Linf", "eps": 0.03137, "n_examples": 8, "seed": seed, "sa": 75.0, "ra": 12.5,
-            "config_hash": "1.69", "finished_at": f"2026-11-28T00:00:0{seed}+00:00", **values}  # fmt: skip
+            "acc_purified_adv": 12.5, "config_hash": "1.69", "finished_at": f"2026-11-28T00:00:0{seed}+00:00", **values}  # fmt: skip
 
 
 def _no_compute(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -134,7 +134,7 @@ def test_shards_merge_into_the_unsharded_numbers(make_cfg, data_root, tmp_path):
     with open(results / "leaderboard.csv") as f:
         merged = [r for r in csv.DictReader(f) if r["shard"] == "merged 3"]
     assert len(merged) == 1
-    for key in ("sa", "ra", "ra_worst", "adv_acc_undefended", "n_examples"):
+    for key in ("sa", "ra", "ra_worst", "acc_purified_adv", "adv_acc_undefended", "n_examples"):
         assert float(merged[0][key]) == float(whole[key]), key
 
 

@@ -71,8 +71,11 @@ def test_randomized_defense_is_evaluated_repeatedly_and_worst_case_is_below_mean
     assert row["ra_worst"] <= row["ra"] <= 100
     record = json.loads((tmp_path / "results" / "runs" / f"{row['run_id']}.json").read_text())
     hits = [e["ra_hits"] for e in record["per_example"]]
+    robust = [e["ra_hits"] * e["sa_correct"] for e in record["per_example"]]  # clean-correct examples only (issue 21)
     assert all(0 <= h <= 6 for h in hits)
-    assert row["ra_worst"] == pytest.approx(100 * sum(h == 6 for h in hits) / 32, abs=0.01)
+    assert row["ra_worst"] == pytest.approx(100 * sum(h == 6 for h in robust) / 32, abs=0.01)
+    assert row["ra"] == pytest.approx(100 * sum(robust) / 6 / 32, abs=0.01) and row["ra"] <= row["sa"]
+    assert row["acc_purified_adv"] == pytest.approx(100 * sum(hits) / 6 / 32, abs=0.01)  # every example
 
 
 class _SneakyNoise(Defense):

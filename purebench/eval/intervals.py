@@ -5,9 +5,10 @@ binomial proportion: purebench gives the Wilson score interval (Wilson 1927; New
 method 3, no continuity correction), which keeps its coverage near 95% for the small n and the
 proportions near 0 or 100% that robustness tables are full of, where the normal (Wald) interval
 collapses to zero width. It covers the sampling of the n test images only: for a randomized
-defense's mean RA each image contributes its mean over the ``n_eval`` purifications, and the
-interval is computed from that mean as if it were a proportion of n images (the draws average
-out within an image; they do not add images). The worst-case and vote RAs are plain proportions.
+defense's mean RA each image contributes its mean over the ``n_eval`` purifications (0 when its
+clean evaluation is wrong), and the interval is computed from that mean as if it were a proportion
+of n images (the draws average out within an image; they do not add images). The worst-case and
+vote RAs are plain proportions.
 """
 
 from __future__ import annotations

@@ -10,6 +10,10 @@ and then re-run does not add it twice.
 The file is never rewritten when its lines cannot be matched to its header (a hand edit): the
 header migration would shift values into the wrong columns, so it refuses and names the line.
 Readers skip malformed lines with a warning and build their tables from the rest.
+
+Robust accuracy counts an example only when its clean evaluation is correct too (issue 21): RA <= SA,
+as AutoAttack and RobustBench count it. The accuracy on purified adversarial inputs alone, which
+``ra`` held before, is the column ``acc_purified_adv``.
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ COLUMNS = [
     "unperturbed", "attack_steps", "attack_params", "attack_eot_iter", "threat_eot_iter", "threat_backprop_steps", "adv_cache", "defense_randomized",
     "randomness_detected", "wall_s", "config_hash", "commit", "version", "data_source", "warnings", "finished_at",
     *(column for _, low, high in BOUNDED for column in (low, high)),  # 95% Wilson bounds, appended (issue 16)
+    "acc_purified_adv",  # accuracy on purify(x_adv) alone, what ra was before it was bounded (issue 21)
 ]  # fmt: skip
 # What a row needs to be shown in a table: these columns non-empty, these parse as numbers.
 _REQUIRED = ("run_id", "dataset", "classifier", "defense", "attack", "threat_model", "finished_at")
@@ -193,17 +198,27 @@ def summarise(examples: Sequence[dict[str, int]], n_eval: int) -> dict[str, Any]
     """The row's accuracies (percent, 2 decimals) and their 95% bounds, recomputed from per-example records:
     one code path for the runner and the shard merge, so a merged row equals the unsharded run's."""
     percent = lambda values: round(100.0 * float(np.mean(values)), 2)  # noqa: E731
+    clean = [e["sa_correct"] for e in examples]  # the SA evaluation: classifier(purify(x)) correct
+    voted = all("vote_correct" in e for e in examples)
     figures = {
         "n_examples": len(examples),
-        "sa": percent([e["sa_correct"] for e in examples]),
-        "ra": percent([ra_hits(e) / n_eval for e in examples]),
-        "ra_worst": percent([ra_hits(e) == n_eval for e in examples]),
-        "ra_vote": percent([e["vote_correct"] for e in examples]) if all("vote_correct" in e for e in examples) else "",
+        "sa": percent(clean),
+        "ra": percent(robust_rates(examples, n_eval)),
+        "ra_worst": percent([c and ra_hits(e) == n_eval for c, e in zip(clean, examples, strict=True)]),
+        "ra_vote": percent([c and e["vote_correct"] for c, e in zip(clean, examples, strict=True)]) if voted else "",
+        "acc_purified_adv": percent([ra_hits(e) / n_eval for e in examples]),
         "clean_acc_undefended": percent([e["clean_correct"] for e in examples]),
         "adv_acc_undefended": percent([e["adv_correct"] for e in examples]),
         "unperturbed": unperturbed(examples),
     }
     return {**figures, **row_bounds(figures)}
+
+
+def robust_rates(examples: Sequence[dict[str, int]], n_eval: int) -> list[float]:
+    """Each example's robust accuracy: the fraction of its ``n_eval`` purified adversarial evaluations that
+    are correct, times whether its clean evaluation is (AutoAttack's and RobustBench's robust accuracy, where
+    an example the defended model gets wrong clean is never robust, whatever the attack did to it)."""
+    return [e["sa_correct"] * ra_hits(e) / n_eval for e in examples]
 
 
 def ra_hits(example: dict[str, int]) -> int:

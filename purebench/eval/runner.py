@@ -2,7 +2,10 @@
 
 For each batch of the deterministic evaluation subset it measures, on the same images:
 undefended clean accuracy, SA = acc(classifier(purify(x))), the attack under the configured
-threat model, undefended adversarial accuracy and RA = acc(classifier(purify(x_adv))).
+threat model, undefended adversarial accuracy and the predictions on purify(x_adv). RA counts an
+example only when classifier(purify(x)) and classifier(purify(x_adv)) are both correct, as
+AutoAttack and RobustBench do (RA <= SA); ``acc_purified_adv`` is the accuracy on purify(x_adv)
+alone (:func:`purebench.eval.results.summarise`).
 
 A randomized defense (declared, or detected by purifying twice) is attacked with the threat's
 EOT, and each adversarial example is purified ``threat.n_eval`` times with independent draws:

@@ -4,7 +4,8 @@ Shards are grouped by config hash and code version (shards of different versions
 mixed); a re-run shard replaces its older row, and a group is merged once it covers shards
 0..N-1. SA/RA are recomputed from the per-example records
 of the shards' run files (never averaged from their percentages), so the merged row equals the
-row of an unsharded run. Shard rows stay in the leaderboard, marked by their ``shard`` column.
+row of an unsharded run, RA bounded by clean correctness as the runner's is (``summarise``).
+Shard rows stay in the leaderboard, marked by their ``shard`` column.
 """
 
 from __future__ import annotations
