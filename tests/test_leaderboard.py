@@ -12,7 +12,7 @@ def _row(params: str, n: int, ra: float, attack: str, finished: str) -> dict[str
         "dataset": "cifar10", "classifier": "resnet20", "defense": "zeropur", "defense_params": params,
         "threat_model": "oblivious", "norm": "Linf", "eps": "0.0314", "sa": "90.0", "ra": str(ra), "ra_worst": str(ra),
         "attack": attack, "attack_params": "", "n_examples": str(n), "run_id": f"run-{finished}", "commit": "c",
-        "config_hash": "h", "shard": "", "finished_at": finished,
+        "config_hash": "h", "shard": "", "finished_at": finished, "acc_purified_adv": str(ra),
     }  # fmt: skip
 
 
@@ -43,7 +43,7 @@ def test_per_example_worst_case_counts_an_example_broken_by_any_threat_model(tmp
     for threat, hits in (("oblivious", [1, 0]), ("bpda", [0, 1])):  # each rung breaks a different example
         row = {**_row("sigma=1.2", 2, 50.0, "pgd", f"2026-01-0{len(rows) + 1}"), "threat_model": threat, "n_eval": "1"}
         field = "ra_hits" if threat == "bpda" else "ra_correct"  # runs before repeated evaluation wrote ra_correct
-        per_example = [{"index": i, field: h} for i, h in enumerate(hits)]
+        per_example = [{"index": i, "sa_correct": 1, field: h} for i, h in enumerate(hits)]
         (tmp_path / f"{row['run_id']}.json").write_text(json.dumps({"per_example": per_example}))
         rows.append(row)
     table = threat_pivot(rows, ["oblivious", "bpda"], tmp_path).splitlines()
@@ -83,7 +83,9 @@ def test_old_rows_get_their_bounds_from_their_own_figures(tmp_path):
     path = tmp_path / "leaderboard.csv"
     path.write_text(",".join(old_columns) + "\n" + ",".join(str(row.get(c, "")) for c in old_columns) + "\n")
     (read,) = read_rows(path)
-    assert float(read["ra_lo"]) == 32.44 and float(read["ra_hi"]) == 49.21 and read["ra_vote_lo"] == ""
+    assert float(read["sa_lo"]) == 83.58 and float(read["sa_hi"]) == 94.09 and read["ra_vote_lo"] == ""
+    # no run file to bound its RA by clean correctness: no RA, no RA bounds, the old figure kept apart
+    assert read["ra"] == read["ra_lo"] == "" and read["acc_purified_adv"] == "40.55"
     assert path.read_text().splitlines()[0] == ",".join(old_columns)  # reading never rewrites the file
 
 

@@ -13,13 +13,17 @@ Readers skip malformed lines with a warning and build their tables from the rest
 
 Robust accuracy counts an example only when its clean evaluation is correct too (issue 21): RA <= SA,
 as AutoAttack and RobustBench count it. The accuracy on purified adversarial inputs alone, which
-``ra`` held before, is the column ``acc_purified_adv``.
+``ra`` held before, is the column ``acc_purified_adv``. Rows written before that column existed
+still hold the old figure under ``ra``; the reader re-derives their bounded figures from the
+per-example records of their run files and never rewrites their lines. A row whose records cannot
+be found keeps its old figure only as ``acc_purified_adv``: its RA reads as empty, with a warning.
 """
 
 from __future__ import annotations
 
 import csv
 import io
+import json
 import logging
 import os
 import tempfile
@@ -44,6 +48,8 @@ COLUMNS = [
     *(column for _, low, high in BOUNDED for column in (low, high)),  # 95% Wilson bounds, appended (issue 16)
     "acc_purified_adv",  # accuracy on purify(x_adv) alone, what ra was before it was bounded (issue 21)
 ]  # fmt: skip
+# The figures that count an example only when its clean evaluation is correct (issue 21).
+ROBUST = ("ra", "ra_worst", "ra_vote")
 # What a row needs to be shown in a table: these columns non-empty, these parse as numbers.
 _REQUIRED = ("run_id", "dataset", "classifier", "defense", "attack", "threat_model", "finished_at")
 _NUMERIC = ("sa", "ra", "eps", "n_examples")
@@ -176,13 +182,17 @@ def read_rows(csv_path: Path) -> list[dict[str, str]]:
         return []
     with locked(csv_path):
         header, lines = _parse(csv_path.read_text())
-    rows, skipped = [], []
+    rows, skipped, underived = [], [], []
     for number, fields in lines:
         problem = _problem(header, fields)
         if problem:
             skipped.append(f"line {number} ({problem})")
             continue
         row = {**dict.fromkeys(COLUMNS, ""), **dict(zip(header, fields, strict=True))}
+        if row["acc_purified_adv"] == "":  # written before RA was bounded: re-derived from its run file
+            problem = _bound_old_row(row, csv_path.parent / "runs")
+            if problem:
+                underived.append(f"{row['run_id']} ({problem})")
         if row["sa_lo"] == "":  # written before the bounds existed: derived from its own n and figures
             row.update({k: str(v) for k, v in row_bounds(row).items()})
         rows.append(row)
@@ -191,7 +201,49 @@ def read_rows(csv_path: Path) -> list[dict[str, str]]:
             "%s: skipped %d malformed line(s): %s. Fix or delete them; the tables are built from the other %d rows.",
             csv_path, len(skipped), "; ".join(skipped[:10]) + (" ..." if len(skipped) > 10 else ""), len(rows),
         )  # fmt: skip
+    if underived:
+        log.warning(
+            "%s: %d row(s) written before RA was bounded by clean correctness cannot be bounded from the per-example "
+            "records of their run files, so their RA, RA worst and RA vote are left empty (their old figure is "
+            "acc_purified_adv): %s. Restore their run files under %s or re-run them.",
+            csv_path, len(underived), "; ".join(underived[:10]) + (" ..." if len(underived) > 10 else ""),
+            csv_path.parent / "runs",
+        )  # fmt: skip
     return rows
+
+
+def _bound_old_row(row: dict[str, str], runs_dir: Path) -> str | None:
+    """Replace an old row's unbounded RA figures (and their bounds) by the bounded ones recomputed from
+    its run file, its old ``ra`` moving to ``acc_purified_adv``; returns why that failed, or None. A row
+    whose run file is missing, lacks records, or whose records do not reproduce its SA and old RA gets
+    empty robust figures instead: an unbounded figure must never be shown as RA."""
+    old_ra = row["ra"]
+    row.update({"acc_purified_adv": old_ra, **dict.fromkeys(ROBUST, "")})
+    try:
+        figures = summarise(_run_records(runs_dir / f"{row['run_id']}.json"), int(row["n_eval"] or 1))
+    except (OSError, ValueError, KeyError) as exc:
+        problem = "run file missing" if isinstance(exc, FileNotFoundError) else f"{type(exc).__name__}: {exc}"
+    else:
+        if abs(figures["sa"] - float(row["sa"])) < 0.01 and abs(figures["acc_purified_adv"] - float(old_ra)) < 0.01:
+            row.update({k: str(figures[k]) for k in ROBUST})
+            problem = None
+        else:
+            problem = f"its records give SA {figures['sa']} and old RA {figures['acc_purified_adv']}"
+    row.update({k: str(v) for k, v in row_bounds(row).items()})
+    return problem
+
+
+def has_ra(row: dict[str, str]) -> bool:
+    """Whether a row read by :func:`read_rows` has an RA: not an old row its run file could not bound."""
+    return row.get("ra", "") != ""
+
+
+def _run_records(path: Path) -> list[dict[str, int]]:
+    """The per-example records of a run file; a file without any is a ValueError."""
+    examples = json.loads(path.read_text()).get("per_example")
+    if not examples:
+        raise ValueError("run file without per-example records")
+    return examples
 
 
 def summarise(examples: Sequence[dict[str, int]], n_eval: int) -> dict[str, Any]:

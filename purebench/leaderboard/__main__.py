@@ -15,7 +15,7 @@ from pathlib import Path
 
 from purebench.errors import PurebenchError
 from purebench.eval.atomic_files import atomic_write_text
-from purebench.eval.results import read_rows
+from purebench.eval.results import has_ra, read_rows
 from purebench.eval.threats import LADDER
 from purebench.leaderboard.html import html_leaderboard
 from purebench.leaderboard.latex import latex_tables
@@ -56,7 +56,8 @@ def main(argv: list[str]) -> int:
     atomic_write_text(results_dir / "leaderboard.md", text + "\n")
     done = complete(rows)  # unsharded runs and merged shards
     atomic_write_text(results_dir / "leaderboard.tex", latex_tables(done))
-    sa_ra_scatter(done, results_dir / "sa_ra.png")
+    if any(map(has_ra, done)):  # nothing to draw when no row has a (bounded) RA
+        sa_ra_scatter(done, results_dir / "sa_ra.png")
     ladder_plots(done, results_dir)
     atomic_write_text(results_dir / "leaderboard.html", html_leaderboard(rows, results_dir))
     robustbench_records(rows, results_dir / "robustbench")

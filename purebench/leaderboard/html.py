@@ -37,8 +37,8 @@ _NUMERIC = {"n_examples", "sa", "ra", "ra_worst", "ra_vote", "n_eval", "threat_e
 
 
 def _cell(row: dict[str, str], column: str) -> dict[str, Any]:
-    bounded = column in ("sa", "ra", "ra_worst", "ra_vote")
-    text = row.get(column, "") if bounded else shown(row, column)
+    bounded = column in ("sa", "ra", "ra_worst", "ra_vote") and row.get(column, "") != ""  # interval apart
+    text = row[column] if bounded else shown(row, column)  # an RA that could not be bounded is marked
     cell: dict[str, Any] = {"text": text, "value": row.get(column, text), "numeric": column in _NUMERIC}
     if bounded:
         cell["interval"] = interval(row, column)

@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from purebench.eval.intervals import BOUNDED
-from purebench.leaderboard.table import by_dataset_threat
+from purebench.eval.results import has_ra
+from purebench.leaderboard.table import UNDERIVED, by_dataset_threat
 
 # (header, column) pairs of the paper table; the CSV keeps everything else.
 LATEX_COLUMNS = [
@@ -32,7 +33,9 @@ _FIGURES = {figure: (low, high) for figure, low, high in BOUNDED}
 
 
 def cell(row: dict[str, str], column: str) -> str:
-    """A table cell; figures carry their 95% interval in small type."""
+    """A table cell; figures carry their 95% interval in small type, an RA that could not be bounded a marker."""
+    if column == "ra" and not has_ra(row):
+        return escape(UNDERIVED)
     value = escape(row.get(column, ""))
     low, high = (row.get(c, "") for c in _FIGURES.get(column, ("", "")))
     if column in _FIGURES and value and low != "":
@@ -46,7 +49,8 @@ def latex_tables(rows: Sequence[dict[str, str]]) -> str:
         out += [
             "\\begin{table}[t]", "\\centering",
             f"\\caption{{{escape(dataset)}, threat model: {escape(threat)}. Accuracies in \\%, 95\\% Wilson "
-            "intervals over the $n$ images in brackets.}",
+            "intervals over the $n$ images in brackets. RA counts an example only when it is also classified "
+            "correctly clean (RA $\\le$ SA).}",
             "\\begin{tabular}{" + "l" * 3 + "r" * (len(LATEX_COLUMNS) - 3) + "}", "\\toprule",
             " & ".join(h for h, _ in LATEX_COLUMNS) + " \\\\", "\\midrule",
         ]  # fmt: skip

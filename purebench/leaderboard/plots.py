@@ -18,6 +18,7 @@ import matplotlib
 matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt
 
+from purebench.eval.results import has_ra
 from purebench.eval.threats import LADDER
 from purebench.leaderboard.params import changed
 
@@ -37,9 +38,10 @@ def defense_label(row: dict[str, str]) -> str:
 
 
 def ladder_series(rows: Sequence[dict[str, str]]) -> dict[str, dict[tuple[str, str, str], Series]]:
-    """dataset -> (classifier, attack, budget) -> defense label -> threat -> the latest row of that cell."""
+    """dataset -> (classifier, attack, budget) -> defense label -> threat -> the latest row of that cell (rows
+    without an RA, old ones whose run file could not bound it, are not drawn)."""
     series: dict[str, dict[tuple[str, str, str], Series]] = defaultdict(lambda: defaultdict(lambda: defaultdict(dict)))
-    for row in sorted(rows, key=lambda r: r["finished_at"]):
+    for row in sorted(filter(has_ra, rows), key=lambda r: r["finished_at"]):
         panel = (row["classifier"], row["attack"], f"{row['norm']} {float(row['eps']):.4g}")
         series[row["dataset"]][panel][defense_label(row)][row["threat_model"]] = row
     return series
@@ -76,7 +78,7 @@ def ladder_plots(rows: Sequence[dict[str, str]], folder: Path) -> list[Path]:
             _ladder_panel(panel, key, drawn[key])
             legend_area.axis("off")
             legend_area.legend(*panel.get_legend_handles_labels(), loc="lower center", frameon=False, ncol=1)
-        fig.suptitle(f"{dataset}: robust accuracy up the threat ladder", fontsize=8)
+        fig.suptitle(f"{dataset}: robust accuracy (correct clean and attacked) up the threat ladder", fontsize=8)
         written.append(_save(fig, folder / f"ladder_{dataset}.png"))
     return written
 
@@ -98,7 +100,9 @@ def _ladder_panel(ax: plt.Axes, key: tuple[str, str, str], lines: Series) -> Non
 
 @plt.rc_context(STYLE)
 def sa_ra_scatter(rows: Sequence[dict[str, str]], path: Path) -> Path:
-    """One panel per threat model: each defense's (SA, RA) with both intervals, named in a legend."""
+    """One panel per threat model: each defense's (SA, RA) with both intervals, named in a legend (rows
+    without an RA are not drawn)."""
+    rows = list(filter(has_ra, rows))
     threats = rung_order({r["threat_model"] for r in rows})
     columns = min(3, len(threats))
     n_rows = -(-len(threats) // columns)

@@ -3,7 +3,9 @@
 Field names follow RobustBench's model-info files (clean_acc, autoattack_acc, eps, architecture,
 ...), so the numbers can be compared with or submitted beside RobustBench entries; purebench adds
 what RobustBench cannot see for a purifier: the threat model, the attack actually used, the
-worst case over repeated evaluations and the run that produced the numbers.
+worst case over repeated evaluations and the run that produced the numbers. Robust accuracy is
+RobustBench's: an example counts only when it is classified correctly clean and attacked; rows
+whose RA could not be bounded that way (old rows without their run file) are left out.
 
 A defense with other hyper-parameters is another defense (a sweep must not report its worst
 setting as the defense's number), so the key holds ``defense_params`` and the file name a short
@@ -21,6 +23,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from purebench.eval.atomic_files import atomic_write_text
+from purebench.eval.results import has_ra
 from purebench.leaderboard.table import complete
 
 
@@ -30,7 +33,7 @@ def robustbench_records(rows: Sequence[dict[str, str]], out_dir: Path) -> list[P
     ``out_dir`` is derived output: records of keys no longer in ``rows`` are deleted.
     """
     by_key: dict[tuple[str, str, str, str, str], list[dict[str, str]]] = defaultdict(list)
-    for row in sorted(complete(rows), key=lambda r: r["finished_at"]):  # shards count only once merged
+    for row in sorted(filter(has_ra, complete(rows)), key=lambda r: r["finished_at"]):  # shards: once merged
         by_key[(row["dataset"], row["classifier"], row["defense"], row["defense_params"], row["threat_model"])].append(
             row
         )

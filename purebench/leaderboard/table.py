@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from purebench.eval.intervals import BOUNDED
-from purebench.eval.results import ra_hits
+from purebench.eval.results import has_ra, robust_rates
 from purebench.leaderboard.merge import MERGED
 from purebench.leaderboard.params import changed, legend
 
@@ -28,10 +28,14 @@ SHOWN = [
 ]  # fmt: skip
 _BOUNDS = {figure: (low, high) for figure, low, high in BOUNDED}
 INTERVAL_NOTE = (
-    "Figures in % with their 95% Wilson interval over the n images in brackets; for a randomized defense "
-    "(evals > 1) RA is the mean over the evaluations, and its interval covers the sampling of the images, "
-    "not of the draws. `changed params` lists the keys that differ from the defaults below."
+    "Figures in % with their 95% Wilson interval over the n images in brackets. RA counts an example only "
+    "when the defended model also classifies it correctly clean (as AutoAttack and RobustBench do), so "
+    "RA <= SA; the accuracy on purified adversarial inputs alone is the CSV's `acc_purified_adv`. For a "
+    "randomized defense (evals > 1) RA is the mean over the evaluations, and its interval covers the sampling "
+    "of the images, not of the draws. `changed params` lists the keys that differ from the defaults below."
 )
+# The robust-figure cell of a row written before RA was bounded whose run file cannot re-derive it.
+UNDERIVED = "n/a (no per-example records)"
 
 
 def shown(row: dict[str, str], column: str) -> str:
@@ -58,7 +62,10 @@ def interval(row: dict[str, str], figure: str) -> str:
 
 
 def with_interval(row: dict[str, str], figure: str) -> str:
-    """``"40.55 [32.4, 49.2]"``; the figure alone when its bounds are empty."""
+    """``"40.55 [32.4, 49.2]"``; the figure alone when its bounds are empty, :data:`UNDERIVED` for an RA
+    that could not be bounded (its worst-case and vote figures are then empty)."""
+    if figure == "ra" and not has_ra(row):
+        return UNDERIVED
     return " ".join(part for part in (str(row.get(figure, "")), interval(row, figure)) if part)
 
 
@@ -76,12 +83,13 @@ def complete(rows: Sequence[dict[str, str]]) -> list[dict[str, str]]:
 
 
 def by_dataset_threat(rows: Sequence[dict[str, str]]) -> list[tuple[tuple[str, str], list[dict[str, str]]]]:
-    """The rows grouped by (dataset, threat model), groups in name order, rows by RA then SA (descending)."""
+    """The rows grouped by (dataset, threat model), groups in name order, rows by RA then SA (descending),
+    rows without an RA last."""
     groups: dict[tuple[str, str], list[dict[str, str]]] = defaultdict(list)
     for row in rows:
         groups[(row["dataset"], row["threat_model"])].append(row)
     return [
-        (key, sorted(members, key=lambda r: (-float(r["ra"]), -float(r["sa"]))))
+        (key, sorted(members, key=lambda r: (not has_ra(r), -float(r["ra"] or 0), -float(r["sa"]))))
         for key, members in sorted(groups.items())
     ]
 
@@ -104,6 +112,8 @@ PIVOT_KEY = ("dataset", "classifier", "defense", "defense_params", "attack", "at
 
 
 def _cell(row: dict[str, str]) -> str:
+    if not has_ra(row):
+        return f"{UNDERIVED} (n={row['n_examples']})"
     repeated = row.get("n_eval", "1") not in ("", "1")
     worst = (
         f", worst {row['ra_worst']}" + (f", vote {row['ra_vote']}" if row.get("ra_vote") else "") if repeated else ""
@@ -117,7 +127,8 @@ def threat_pivot(rows: Sequence[dict[str, str]], threat_order: Sequence[str], ru
     The last columns are the minimum RA over the threat models that were run for that line (an
     upper bound on the worst case), and, when the run files in ``runs_dir`` hold the same examples
     for every cell, the per-example worst case: each example counts with its lowest RA over the
-    threat models, so an example broken by any rung counts as broken.
+    threat models, so an example broken by any rung counts as broken. RA is bounded by clean
+    correctness throughout (an example the defended model gets wrong clean counts 0).
     """
     latest: dict[tuple[str, ...], dict[str, dict[str, str]]] = defaultdict(dict)
     for row in sorted(complete(rows), key=lambda r: r["finished_at"]):
@@ -128,18 +139,19 @@ def threat_pivot(rows: Sequence[dict[str, str]], threat_order: Sequence[str], ru
                "per-example worst RA %"]  # fmt: skip
     lines = []
     for key, cells in sorted(latest.items()):
-        worst_threat = min(cells, key=lambda t: float(cells[t]["ra"]))
+        known = [t for t in cells if has_ra(cells[t])]  # a cell without RA cannot be the worst case
+        worst = min(known, key=lambda t: float(cells[t]["ra"]), default=None)
         lines.append([
             *key[:3], changed(key[2], key[3]), *key[4:6], f"{key[6]} {key[7]}", *[_cell(cells[t]) if t in cells else "" for t in threats],
-            f"{cells[worst_threat]['ra']} ({worst_threat})", _per_example_worst(list(cells.values()), runs_dir),
+            f"{cells[worst]['ra']} ({worst})" if worst else "", _per_example_worst(list(cells.values()), runs_dir),
         ])  # fmt: skip
     return "\n".join(["## Across threat models", "", markdown_table(headers, lines), ""])
 
 
 def _per_example_worst(cells: Sequence[dict[str, str]], runs_dir: Path | None) -> str:
     """Mean over examples of the lowest per-example RA across ``cells``; empty when the cells do not
-    cover the same examples or a run file is missing."""
-    if runs_dir is None or len(cells) < 2:
+    cover the same examples, a run file is missing or a cell has no RA."""
+    if runs_dir is None or len(cells) < 2 or not all(has_ra(row) for row in cells):
         return ""
     rates = []
     for row in cells:
@@ -147,7 +159,8 @@ def _per_example_worst(cells: Sequence[dict[str, str]], runs_dir: Path | None) -
         if not path.exists():
             return ""
         n_eval = int(row.get("n_eval") or 1)
-        rates.append({e["index"]: ra_hits(e) / n_eval for e in json.loads(path.read_text())["per_example"]})
+        examples = json.loads(path.read_text())["per_example"]
+        rates.append({e["index"]: rate for e, rate in zip(examples, robust_rates(examples, n_eval), strict=True)})
     if any(r.keys() != rates[0].keys() for r in rates):
         return ""
     return f"{100.0 * sum(min(r[i] for r in rates) for i in rates[0]) / len(rates[0]):.2f}"
