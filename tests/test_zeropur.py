@@ -82,12 +82,12 @@ def test_zeropur_restores_accuracy_under_oblivious_pgd(real, zeropur):
         robust = accuracy(_purify(defense, x_adv, range(64)))
         sa_with_pr = accuracy(_purify(defense, x, range(64)))
         sa_without_pr = accuracy(_purify(zeropur(model, perceptual=False), x, range(64)))
-    # Measured on these 64 images (seed 0): undefended 0%, ZeroPur 6-11% (by PGD start); SA 93.8% with PR, 3.1% without.
-    # The pretrained ResNet-20 purifies poorly under PGD-10 (see results/README.md); the test guards
-    # the direction and the order of magnitude, not the paper's ResNet-18 numbers.
+    # Measured on these 64 images (seed 0), lambda1 on the sum over S (the code): undefended 0%, ZeroPur 39.1%;
+    # SA 81.2% with PR, 3.1% without. With the paper's mean over S (half the weight) RA was 6.2% and SA 92.2%.
+    # The test guards the direction and the order of magnitude, not the paper's ResNet-18 numbers.
     assert undefended <= 0.02
-    assert robust >= undefended + 0.05
-    assert sa_with_pr >= 0.85 and sa_with_pr > sa_without_pr + 0.5
+    assert robust >= undefended + 0.25
+    assert sa_with_pr >= 0.75 and sa_with_pr > sa_without_pr + 0.5
 
 
 def test_experiment_recipes_compose(make_cfg):
@@ -153,3 +153,31 @@ def test_keep_freed_memory_takes_effect_on_glibc():
     from purebench.allocator import keep_freed_memory
 
     assert keep_freed_memory() == (platform.libc_ver()[0] == "glibc")
+
+
+def test_channel_normalisation_second_derivative_is_finite_at_zero_pixels():
+    """F.normalize's double backward is NaN at an all-zero pixel (0 * inf); an adaptive attacker unrolling the
+    perceptual term would get NaN gradients. Ours is finite and equals torch's wherever torch's is finite."""
+    from purebench.defenses.channel_norm import normalize_channels
+
+    torch.manual_seed(0)
+    a = torch.relu(torch.randn(2, 8, 5, 5))
+    a[0, :, 1, 1] = 0
+    weights = torch.randn_like(a)
+    hessians = []
+    for fn in (normalize_channels, lambda t, eps: F.normalize(t, dim=1, eps=eps)):
+        z = a.clone().requires_grad_(True)
+        (g,) = torch.autograd.grad((fn(z, 1e-10) * weights).sum(), z, create_graph=True)
+        hessians.append(torch.autograd.grad(g.pow(2).sum(), z)[0])
+    ours, torchs = hessians
+    assert torch.isnan(torchs).any() and torch.isfinite(ours).all()
+    finite = torch.isfinite(torchs)
+    assert torch.equal(ours[finite], torchs[finite])
+
+
+def test_pil_blur_requires_the_detached_branch(real, zeropur):
+    from purebench.errors import PurebenchError
+
+    model, *_ = real
+    with pytest.raises(PurebenchError, match="gs_detach_blur"):
+        zeropur(model, blur="pil_gaussian", blur_level=1.8, gs_detach_blur=False)

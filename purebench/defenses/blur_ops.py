@@ -1,4 +1,5 @@
-"""Differentiable classical image operators: Gaussian, median, total-variation minimisation, hole filling.
+"""Classical image operators: Gaussian, median, total-variation minimisation, hole filling (differentiable),
+and PIL's Gaussian blur on 8-bit images (ZeroPur's code; no gradient).
 
 They are the baseline defenses, the ``blur(.)`` of ZeroPur's Guided Shift (Alg. 1 line 3; levels
 of Table 6: median 3x3/5x5/7x7, Gaussian sigma 0.6/1.2/1.8; TVM of Fig. 5d) and the fill of the
@@ -13,7 +14,9 @@ import math
 from collections.abc import Callable
 
 import kornia.filters
+import numpy as np
 import torch
+from PIL import Image, ImageFilter
 
 from purebench.errors import PurebenchError
 
@@ -84,14 +87,35 @@ def tv_minimise(x: torch.Tensor, weight: float = 0.03, steps: int = 30, lr: floa
     return z.clamp(0, 1)
 
 
+def pil_gaussian_blur(x: torch.Tensor, radius: float) -> torch.Tensor:
+    """PIL ``GaussianBlur(radius)`` of the image truncated to 8 bits: ZeroPur's code blurs this way
+    (torchvision ``ToPILImage`` truncates x * 255 to uint8, ``ToTensor`` divides by 255). PIL works on
+    integers, so the result carries no gradient (ZeroPur detaches its blurred branch anyway)."""
+    if radius <= 0:
+        raise ValueError(f"radius must be > 0, got {radius}")
+    pixels = (x.detach() * 255).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()  # ToPILImage's truncation
+    squeeze = pixels.shape[-1] == 1
+    images = [Image.fromarray(p[..., 0] if squeeze else p) for p in pixels]
+    blurred = np.stack([np.asarray(im.filter(ImageFilter.GaussianBlur(radius))) for im in images])
+    out = torch.from_numpy(blurred.reshape(pixels.shape)).permute(0, 3, 1, 2)
+    return (out.float() / 255).to(device=x.device, dtype=x.dtype)  # ToTensor
+
+
+# Operators of make_blur that have no gradient.
+NON_DIFFERENTIABLE_BLURS = ("pil_gaussian",)
+
+
 def make_blur(
     operator: str, level: float, tv_weight: float = 0.03, tv_steps: int = 30
 ) -> Callable[[torch.Tensor], torch.Tensor]:
-    """``blur(.)`` by name: ``gaussian`` (level = sigma), ``median`` (level = kernel size) or ``tvm``."""
+    """``blur(.)`` by name: ``gaussian`` (level = sigma), ``median`` (level = kernel size), ``tvm`` or
+    ``pil_gaussian`` (level = PIL radius; no gradient)."""
     if operator == "gaussian":
         return lambda x: gaussian_blur(x, float(level))
     if operator == "median":
         return lambda x: median_blur(x, int(level))
     if operator == "tvm":
         return lambda x: tv_minimise(x, tv_weight, tv_steps)
-    raise PurebenchError(f"Unknown blur operator '{operator}'. Available: gaussian, median, tvm.")
+    if operator == "pil_gaussian":
+        return lambda x: pil_gaussian_blur(x, float(level))
+    raise PurebenchError(f"Unknown blur operator '{operator}'. Available: gaussian, median, tvm, pil_gaussian.")

@@ -19,7 +19,7 @@ from torch.utils.checkpoint import checkpoint
 
 from purebench.classifiers import Classifier
 from purebench.defenses.base import DEFENSES, Defense
-from purebench.defenses.blur_ops import make_blur
+from purebench.defenses.blur_ops import NON_DIFFERENTIABLE_BLURS, make_blur
 from purebench.defenses.channel_norm import normalize_channels
 from purebench.errors import PurebenchError
 from purebench.seeding import rand_like
@@ -90,6 +90,7 @@ class ZeroPur(Defense):
         ap_steps: int,
         ap_layers: Sequence[str],
         ap_direction: str,
+        ap_layer_mean: bool,
         lambda1: float,
         lambda2: float,
         perceptual: bool,
@@ -100,13 +101,16 @@ class ZeroPur(Defense):
         if not 0 < eps <= 1:
             raise PurebenchError(f"defense.eps (eps_pfy) must be in (0, 1], got {eps}.")
         if ap_direction not in ("raw", "unit"):
-            raise PurebenchError(f"defense.ap_direction must be 'raw' (Eq. 16) or 'unit', got '{ap_direction}'.")
+            raise PurebenchError(
+                f"defense.ap_direction must be 'raw' (Eq. 16, the code) or 'unit', got '{ap_direction}'."
+            )
         self.classifier = classifier
         self.eps, self.blur = eps, blur
         self.gs_steps = gs_steps
         self.gs_step_size = gs_step_size if gs_step_size is not None else eps / gs_steps
         self.gs_random_start, self.gs_momentum, self.gs_detach_blur = gs_random_start, gs_momentum, gs_detach_blur
         self.ap, self.ap_steps, self.ap_layers, self.ap_direction = ap, ap_steps, list(ap_layers), ap_direction
+        self.ap_layer_mean = ap_layer_mean
         self.lambda1, self.lambda2 = lambda1, lambda2
         self.perceptual, self.perceptual_layers = perceptual, list(perceptual_layers)
         self.randomized = gs_random_start  # the random start is the only source of randomness
@@ -180,7 +184,7 @@ class ZeroPur(Defense):
         directions = {}
         for layer in self.ap_layers:  # line 5 / Eq. 17: Delta u_g
             du_g = feats_g[layer] - feats_init[layer]
-            if self.ap_direction == "unit":  # authors' code: unit direction (ILA-style)
+            if self.ap_direction == "unit":  # a per-image unit direction (neither the paper nor the code)
                 norm = du_g.flatten(1).norm(dim=1).clamp_min(1e-12)
                 du_g = du_g / norm.view(-1, *[1] * (du_g.dim() - 1))
             directions[layer] = du_g if graph.differentiable else du_g.detach()
@@ -205,10 +209,11 @@ class ZeroPur(Defense):
     ) -> torch.Tensor:
         """Alg. 2 lines 3-12: one sign step of size eps/T_p on L = lambda1 * projection + lambda2 * PR."""
         feats_p = self.classifier.features(x_p, layers)[1]
-        projection = sum(  # lines 4-8 / Eq. 16: -(Delta u_g . Delta u_p), summed over S
+        projection = sum(  # lines 4-8 / Eq. 16 (the code's ILAProjLoss): -(Delta u_g . Delta u_p), summed over S
             -_per_example_dot(directions[layer], feats_p[layer] - feats_init[layer]) for layer in self.ap_layers
         )
-        loss = self.lambda1 / len(self.ap_layers) * projection  # line 9
+        # line 9: the code weights the sum over S by lambda1; Eq. 15/18 average over S (ap_layer_mean)
+        loss = (self.lambda1 / len(self.ap_layers) if self.ap_layer_mean else self.lambda1) * projection
         if self.perceptual:
             loss = loss + self.lambda2 * self._phi_distance(feats_p, phi_init)
         (grad,) = torch.autograd.grad(loss.sum(), x_p, create_graph=keep)
@@ -244,6 +249,11 @@ def _build(
 ) -> ZeroPur:
     if len(classifier.stages) < 2 and (ap_layers is None or perceptual_layers is None):
         raise PurebenchError(f"classifier '{classifier.name}' declares fewer than two stages; set defense.ap_layers.")
+    if blur in NON_DIFFERENTIABLE_BLURS and not params["gs_detach_blur"]:
+        raise PurebenchError(
+            f"defense.blur={blur} works on 8-bit PIL images and has no gradient: keep defense.gs_detach_blur=true "
+            "(the authors' code detaches the blurred branch) or choose blur=gaussian, median or tvm."
+        )
     return ZeroPur(
         classifier,
         blur=make_blur(blur, blur_level, tv_weight, tv_steps),
