@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 from purebench.leaderboard.robustbench import robustbench_records
+
+REPO_RESULTS = Path(__file__).resolve().parent.parent / "results"
 
 
 def _row(params: str, n: int, ra: float, attack: str, finished: str) -> dict[str, str]:
@@ -105,3 +108,31 @@ def test_ladder_series_orders_rungs_and_keeps_the_latest_run(tmp_path, data_root
     (figure,) = ladder_plots(rows, tmp_path)
     assert figure.name == "ladder_cifar10.png" and figure.stat().st_size > 10_000
     assert sa_ra_scatter(rows, tmp_path / "sa_ra.png").stat().st_size > 10_000
+
+
+def test_superseded_rows_leave_every_table_and_are_listed_with_their_reason(tmp_path, caplog):
+    import logging
+    import shutil
+
+    from purebench.leaderboard.__main__ import main
+
+    results = tmp_path / "results"
+    results.mkdir()
+    shutil.copy(REPO_RESULTS / "leaderboard.csv", results)
+    shutil.copytree(REPO_RESULTS / "runs", results / "runs")
+    board = (results / "leaderboard.csv").read_text()
+    old = "20261128T120917-e59134a3-0330ce"  # the default job at acd7d65 (lambda1 averaged over S)
+    assert old in board
+    (results / "superseded.csv").write_text(f"run_id,reason\n{old},issue 21: old ZeroPur defaults\nno-such-run,typo\n")
+    with caplog.at_level(logging.WARNING):
+        assert main([f"results_dir={results}"]) == 0
+    markdown = (results / "leaderboard.md").read_text()
+    tables, listed = markdown.split("## Superseded rows")
+    assert old not in tables and old in listed and "issue 21: old ZeroPur defaults" in listed
+    assert (
+        old not in (results / "leaderboard.html").read_text() and old not in (results / "leaderboard.tex").read_text()
+    )
+    assert (results / "leaderboard.csv").read_text() == board  # never deleted or rewritten
+    assert "no-such-run" in caplog.text
+    (results / "superseded.csv").write_text("id,why\nx,y\n")
+    assert main([f"results_dir={results}"]) == 2

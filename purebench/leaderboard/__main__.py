@@ -1,6 +1,7 @@
 """``python -m purebench.leaderboard [merge] results_dir=DIR``.
 
-Without ``merge``: print and write ``DIR/leaderboard.md`` (per-threat-model tables and the pivot of
+Rows listed in ``DIR/superseded.csv`` are left out of everything below and listed at the end of the
+Markdown (see :mod:`purebench.leaderboard.superseded`). Without ``merge``: print and write ``DIR/leaderboard.md`` (per-threat-model tables and the pivot of
 each defense across threat models), ``DIR/leaderboard.tex`` (booktabs), ``DIR/sa_ra.png`` (one panel per
 threat model), ``DIR/ladder_<dataset>.png`` (RA up the threat ladder), ``DIR/leaderboard.html`` (all of
 it in one self-contained page) and
@@ -22,6 +23,7 @@ from purebench.leaderboard.latex import latex_tables
 from purebench.leaderboard.merge import merge_shards
 from purebench.leaderboard.plots import ladder_plots, sa_ra_scatter
 from purebench.leaderboard.robustbench import robustbench_records
+from purebench.leaderboard.superseded import read_superseded, split_superseded, superseded_markdown
 from purebench.leaderboard.table import complete, defaults_legend, grouped_markdown, threat_pivot
 
 USAGE = "usage: python -m purebench.leaderboard [merge] results_dir=DIR"
@@ -43,7 +45,12 @@ def main(argv: list[str]) -> int:
         except PurebenchError as exc:
             print(f"purebench.leaderboard: error: {exc}", file=sys.stderr)
             return 2
-    rows = read_rows(results_dir / "leaderboard.csv")
+    try:
+        reasons = read_superseded(results_dir)
+    except PurebenchError as exc:
+        print(f"purebench.leaderboard: error: {exc}", file=sys.stderr)
+        return 2
+    rows, old = split_superseded(read_rows(results_dir / "leaderboard.csv"), reasons)
     if not rows:
         print(
             f"purebench.leaderboard: no rows in {results_dir / 'leaderboard.csv'}; run `python -m purebench` first.",
@@ -51,7 +58,12 @@ def main(argv: list[str]) -> int:
         )
         return 2
     text = "\n".join(
-        [grouped_markdown(rows), threat_pivot(rows, list(LADDER), results_dir / "runs"), defaults_legend(rows)]
+        [
+            grouped_markdown(rows),
+            threat_pivot(rows, list(LADDER), results_dir / "runs"),
+            defaults_legend(rows),
+            superseded_markdown(old, reasons),
+        ]
     )
     atomic_write_text(results_dir / "leaderboard.md", text + "\n")
     done = complete(rows)  # unsharded runs and merged shards
