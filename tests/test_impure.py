@@ -198,6 +198,20 @@ def test_training_steps_lower_the_loss_and_the_cache_is_reused(trainer, tmp_path
     assert torch.equal(again.x_adv, trainer.x_adv) and list((tmp_path / "cache").glob("*.pt")) == cached
 
 
+@pytest.mark.parametrize(("finetune_on", "clean_rows"), [("adversarial", 0), ("mixed", None), ("clean", 8)])
+def test_finetune_on_replaces_that_share_of_the_inputs_by_the_clean_image(trainer, finetune_on, clean_rows):
+    """CPU-scale option (not in the paper): mixed/clean fine-tuning also rebuilds clean images."""
+    trainer.t.finetune_on = finetune_on
+    x_adv, x, y = next(trainer.batches(0, torch.Generator().manual_seed(0)))
+    seen = []
+    predict = trainer.riae.predict
+    trainer.riae.predict = lambda x_in, *args: seen.append(x_in) or predict(x_in, *args)
+    with per_example(0, range(8)):
+        trainer.step((x_adv, x, y), epoch=0)
+    from_clean = int((seen[0] == x).flatten(1).all(1).sum())
+    assert from_clean == clean_rows if clean_rows is not None else 0 < from_clean < 8
+
+
 def test_checkpoint_round_trip_and_threat_models(trainer, make_cfg, data_root):
     checkpoint.save(trainer.out, trainer.checkpoint_state(0, []))
     cfg = make_cfg("defense=impure", f"defense.checkpoint={trainer.out}")  # the checkpoint supplies the model

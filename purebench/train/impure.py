@@ -38,6 +38,7 @@ from purebench.train.base import Trainer
 
 LOGITS, EMBEDDING = "logits", "embedding"  # feature names of the pre-softmax output and the penultimate features
 STAGES = ("pretrain", "finetune")
+FINETUNE_ON = {"adversarial": 0.0, "mixed": 0.5, "clean": 1.0}  # share of the inputs replaced by the clean image
 RCM_MODES = ("code", "per_image", "paper")
 RCM_CHUNKS = (2, 4)  # code: k = torch.randint(2, mask_chunks + 1) with mask_chunks 4
 
@@ -90,6 +91,10 @@ class ImpureTrainer(Trainer):
     def __init__(self, cfg: DictConfig) -> None:
         if cfg.train.stage not in STAGES:
             raise PurebenchError(f"train.stage must be one of {', '.join(STAGES)}, got '{cfg.train.stage}'.")
+        if cfg.train.finetune_on not in FINETUNE_ON:
+            raise PurebenchError(
+                f"train.finetune_on must be one of {', '.join(FINETUNE_ON)}, got '{cfg.train.finetune_on}'."
+            )
         super().__init__(cfg)
         d = cfg.defense
         if len(self.t.feature_layers) != len(self.t.feature_weights):
@@ -163,6 +168,10 @@ class ImpureTrainer(Trainer):
 
     def step(self, batch: tuple[torch.Tensor, ...], epoch: int) -> dict[str, float]:
         x_in, x = (batch[0], batch[1]) if self.finetune else (batch[0], batch[0])
+        clean_share = FINETUNE_ON[str(self.t.finetune_on)] if self.finetune else 0.0
+        if clean_share:  # not in the paper (CPU scale): some inputs are the clean image, so SA is trained too
+            clean_rows = rand_like(torch.empty(x.shape[0], device=x.device)) < clean_share
+            x_in = torch.where(clean_rows.view(-1, 1, 1, 1), x, x_in)
         self.riae.train()
         b, (i_lo, i_hi), (f_lo, f_hi) = x.shape[0], self.t.t_image_range, self.t.t_feature_range
         noise = rand_like(torch.empty(b, 1 + self.riae.subsets))  # random noise steps (training; code)
