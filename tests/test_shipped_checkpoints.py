@@ -21,11 +21,10 @@ SHIPPED = Path(__file__).resolve().parent.parent / "results" / "checkpoints"
 # (checkpoint, its defense, the non-learned floor of the same corruption)
 PURIFIERS = [("atop_rt2_pre.pt", "atop", "atop_floor"), ("atop_rt2_atop.pt", "atop", "atop_floor"),
              ("impure.pt", "impure", "impure_floor")]  # fmt: skip
-# The CPU-trained RIAE does not reach its floor (results/README, issue 12): strict, so the day a
-# retrained impure.pt beats the floor this test fails and the mark must go.
-BELOW_FLOOR = {
-    "impure.pt": "the RIAE trained here in 35 minutes reaches SA ~25 against its floor's ~54 (results/README)"
-}
+# Purifiers known to stay below their floor's bar (strict: the day one passes, the mark must go). The
+# RIAE trained as the paper did (issue 12: SA ~25 against the floor's ~54) was; the residual on the
+# floor (defense.model.base=interpolation, issue 21) starts at the floor and is not.
+BELOW_FLOOR: dict[str, str] = {}
 
 
 def _manifest() -> dict[str, dict]:
