@@ -84,11 +84,15 @@ def test_documented_command_composes(doc, config, overrides):
 
 
 def _compose_sweep(config: str, overrides: list[str]) -> list[DictConfig]:
-    """The composed config, and one per value of the sweeps a recipe declares in hydra.sweeper.params."""
+    """The composed config, and one per value of the sweeps a recipe declares in hydra.sweeper.params
+    (a key the command line sets itself replaces the recipe's sweep, as in Hydra's basic sweeper)."""
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         cfg = compose(config, overrides=overrides, return_hydra_config=True)
         configs = [cfg]
+        given = {o.split("=", 1)[0] for o in overrides}
         for key, values in (cfg.hydra.sweeper.get("params") or {}).items():
+            if key in given:
+                continue
             configs += [
                 compose(config, overrides=[*overrides, f"{key}={value}"], return_hydra_config=True)
                 for value in str(values).split(",")
