@@ -220,7 +220,7 @@ def _bound_old_row(row: dict[str, str], runs_dir: Path) -> str | None:
     old_ra = row["ra"]
     row.update({"acc_purified_adv": old_ra, **dict.fromkeys(ROBUST, "")})
     try:
-        figures = summarise(_run_records(runs_dir / f"{row['run_id']}.json"), int(row["n_eval"] or 1))
+        figures = summarise(run_records(runs_dir / f"{row['run_id']}.json"), int(row["n_eval"] or 1))
     except (OSError, ValueError, KeyError) as exc:
         problem = "run file missing" if isinstance(exc, FileNotFoundError) else f"{type(exc).__name__}: {exc}"
     else:
@@ -238,7 +238,7 @@ def has_ra(row: dict[str, str]) -> bool:
     return row.get("ra", "") != ""
 
 
-def _run_records(path: Path) -> list[dict[str, int]]:
+def run_records(path: Path) -> list[dict[str, int]]:
     """The per-example records of a run file; a file without any is a ValueError."""
     examples = json.loads(path.read_text()).get("per_example")
     if not examples:

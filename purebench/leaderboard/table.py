@@ -7,13 +7,12 @@ purifier is only as robust as the strongest attacker that was tried.
 
 from __future__ import annotations
 
-import json
 from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
 
 from purebench.eval.intervals import BOUNDED
-from purebench.eval.results import has_ra, robust_rates
+from purebench.eval.results import has_ra, robust_rates, run_records
 from purebench.leaderboard.merge import MERGED
 from purebench.leaderboard.params import changed, legend
 
@@ -155,11 +154,11 @@ def _per_example_worst(cells: Sequence[dict[str, str]], runs_dir: Path | None) -
         return ""
     rates = []
     for row in cells:
-        path = runs_dir / f"{row['run_id']}.json"
-        if not path.exists():
+        try:
+            examples = run_records(runs_dir / f"{row['run_id']}.json")
+        except (OSError, ValueError):  # missing, unreadable or without records
             return ""
         n_eval = int(row.get("n_eval") or 1)
-        examples = json.loads(path.read_text())["per_example"]
         rates.append({e["index"]: rate for e, rate in zip(examples, robust_rates(examples, n_eval), strict=True)})
     if any(r.keys() != rates[0].keys() for r in rates):
         return ""
