@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -58,3 +59,52 @@ def weights_digest(model: torch.nn.Module) -> str:
         h.update(key.encode())
         h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
     return h.hexdigest()[:16]
+
+
+WEIGHTS_FILE = "diffusion_pytorch_model.safetensors"  # a diffusers folder's weights (what manifest.json hashes)
+CHECKPOINT_KEYS = ("checkpoint", "model")  # defense keys that may name a trained purifier on disk
+
+
+def file_identity(path: Path) -> str:
+    """SHA-256 of a checkpoint file, of a diffusers folder's weights file (as results/checkpoints/
+    manifest.json records them), or of any other folder's files with their relative names."""
+    from purebench.classifiers.checkpoints import sha256_of
+
+    if path.is_file():
+        return sha256_of(path)
+    if (path / WEIGHTS_FILE).is_file():
+        return sha256_of(path / WEIGHTS_FILE)
+    h = hashlib.sha256()
+    for file in sorted(p for p in path.rglob("*") if p.is_file()):
+        h.update(f"{file.relative_to(path).as_posix()}:{sha256_of(file)}\n".encode())
+    return h.hexdigest()
+
+
+def portable_path(path: str) -> str:
+    """``path`` relative to the working directory when it lies inside it (the repository, for runs
+    started there), so one checkpoint is one setting on every machine; other paths stay as given."""
+    absolute = Path(os.path.normpath(Path(path).expanduser().absolute()))
+    cwd = Path.cwd().absolute()
+    return absolute.relative_to(cwd).as_posix() if absolute.is_relative_to(cwd) else path
+
+
+def record_checkpoints(defense: Any) -> dict[str, str]:
+    """Rewrite the defense's on-disk checkpoint keys as :func:`portable_path` (in place, before the
+    config is hashed) and return ``{key: sha256}`` for each: the row names a checkpoint by a path
+    that means the same everywhere plus the digest of its content, so a retrained file at the same
+    path is never mistaken for the old one."""
+    digests = {}
+    for key in CHECKPOINT_KEYS:
+        value = defense.get(key)
+        if isinstance(value, str) and value and Path(value).expanduser().exists():
+            defense[key] = portable_path(value)
+            digests[key] = file_identity(Path(value).expanduser())
+    return digests
+
+
+SHA256_SHOWN = 16  # hex digits of a checkpoint's SHA-256 in the row (the run file keeps all 64)
+
+
+def sha256_params(digests: dict[str, str]) -> dict[str, str]:
+    """The row's ``defense_params`` entries for :func:`record_checkpoints`' digests."""
+    return {f"{key}_sha256": digest[:SHA256_SHOWN] for key, digest in digests.items()}

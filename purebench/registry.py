@@ -9,6 +9,9 @@ that is imported once, and whose decorators then register into these same regist
 from __future__ import annotations
 
 import difflib
+import inspect
+import types
+import typing
 from collections.abc import Callable
 from importlib.metadata import entry_points
 from typing import Any, Generic, TypeVar
@@ -74,8 +77,68 @@ class Registry(Generic[T]):
         raise PurebenchError(f"Unknown {self.kind} '{name}'.{hint} Available {self.kind}s: {', '.join(choices)}.")
 
     def build(self, name: str, **kwargs: Any) -> T:
-        """Look up ``name`` and call its factory with ``kwargs``."""
-        return self.get(name)(name=name, **kwargs)
+        """Look up ``name`` and call its factory with ``kwargs``, after :func:`check_arguments`."""
+        factory = self.get(name)
+        check_arguments(factory, f"{self.kind} '{name}'", self.kind, kwargs)
+        return factory(name=name, **kwargs)
 
     def __contains__(self, name: str) -> bool:
         return name in self._factories
+
+
+_SCALARS = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}
+_SUPPLIED = ("classifier", "seed")  # passed by the runner (the built classifier, the top-level seed), not group keys
+
+
+def _accepts(hint: Any, value: Any) -> bool | None:
+    """Whether ``value`` fits a scalar annotation (None when the annotation is not a plain scalar or
+    an optional one: those are left to the factory). YAML has no int/float distinction users notice,
+    so an int fits ``float``; a bool is not an int here (``steps=true`` is a mistake)."""
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        checks = [_accepts(arg, value) for arg in typing.get_args(hint) if arg is not type(None)]
+        if value is None and type(None) in typing.get_args(hint):
+            return True
+        return None if None in checks else any(checks)
+    if hint not in _SCALARS:
+        return None
+    if hint is float:
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, hint)
+
+
+def check_arguments(factory: Callable[..., Any], what: str, group: str, kwargs: dict[str, Any]) -> None:
+    """Refuse, before anything is built, a keyword the factory does not take and a value of the wrong
+    scalar type, naming the config key (``group.key``) and listing the factory's parameters: a
+    Python ``TypeError`` or a failure deep inside a torch call says neither."""
+    parameters = {
+        k: p for k, p in inspect.signature(factory).parameters.items() if k != "name" and p.kind is not p.VAR_POSITIONAL
+    }
+    takes_any = any(p.kind is p.VAR_KEYWORD for p in parameters.values())
+    documented = {k: p for k, p in parameters.items() if p.kind is not p.VAR_KEYWORD}
+    listing = ", ".join(
+        k if p.default is inspect.Parameter.empty else f"{k} (default {p.default!r})"
+        for k, p in documented.items()
+        if k not in _SUPPLIED
+    )
+    unknown = sorted(k for k in kwargs if k not in documented)
+    if unknown and not takes_any:
+        raise PurebenchError(
+            f"{what} has no parameter(s) {', '.join(f'{group}.{k}' for k in unknown)}. Its parameters are: "
+            f"{listing}. Remove the key (or fix its spelling); `+{group}.KEY=...` adds a key the {group} does not read."
+        )
+    try:
+        hints = typing.get_type_hints(factory)
+    except Exception:  # an annotation this Python cannot evaluate: leave the types to the factory
+        return
+    for key, value in kwargs.items():
+        if key in hints and _accepts(hints[key], value) is False:
+            wanted = " or ".join(
+                _SCALARS.get(a, "null")
+                for a in (typing.get_args(hints[key]) or (hints[key],))
+                if a in _SCALARS or a is type(None)
+            )
+            raise PurebenchError(
+                f"{group}.{key}={value!r} is not valid: {what} needs {wanted} there. Parameters: {listing}."
+            )

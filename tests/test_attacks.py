@@ -42,11 +42,11 @@ def test_unsupported_norm_is_rejected():
 
 def test_budget_violations_are_errors():
     x = torch.full((2, 3, 4, 4), 0.5)
-    with pytest.raises(RuntimeError, match="exceeded its budget"):
+    with pytest.raises(PurebenchError, match="exceeded its budget"):
         check_budget(x + 0.1, x, "Linf", 0.05, "test")
-    with pytest.raises(RuntimeError, match="outside"):
+    with pytest.raises(PurebenchError, match="outside"):
         check_budget(x + 0.6, x, "Linf", 1.0, "test")
-    with pytest.raises(RuntimeError, match="shape"):
+    with pytest.raises(PurebenchError, match="shape"):
         check_budget(x[:1], x, "Linf", 0.05, "test")
     projected = project(x + torch.randn_like(x), x, "L2", 0.3)
     check_budget(projected, x, "L2", 0.3, "test")

@@ -68,7 +68,7 @@ def test_wrong_hash_is_reported(tmp_path, monkeypatch):
 
 
 def test_checkpoint_round_trip_for_random_init_architectures(tmp_path):
-    model = CLASSIFIERS.build("wrn28_10")
+    model = CLASSIFIERS.build("wrn28_10", pretrained=False)
     path = tmp_path / "wrn.pt"
     torch.save(model.net.state_dict(), path)
     again = CLASSIFIERS.build("wrn28_10", checkpoint=str(path))

@@ -67,14 +67,24 @@ class Attack(ABC):
 
 
 def check_budget(x_adv: torch.Tensor, x: torch.Tensor, norm: str, eps: float, who: str) -> None:
-    """Raise if ``x_adv`` is not a valid adversarial example for the eps-ball around ``x``."""
+    """Raise if ``x_adv`` is not a valid adversarial example for the eps-ball around ``x``.
+
+    The breach is the attack's fault, not the user's config, but it is reported as a
+    :class:`PurebenchError` all the same: one paragraph saying that nothing was recorded and what to
+    look at, instead of a traceback that hides that the leaderboard is untouched."""
     if x_adv.shape != x.shape:
-        raise RuntimeError(f"{who} returned shape {tuple(x_adv.shape)} for inputs of shape {tuple(x.shape)}")
-    if not torch.isfinite(x_adv).all() or x_adv.min() < -_TOLERANCE or x_adv.max() > 1 + _TOLERANCE:
-        raise RuntimeError(f"{who} returned values outside [0, 1] (min {x_adv.min():.4g}, max {x_adv.max():.4g})")
-    worst = perturbation_norm(x_adv - x, norm).max().item()
-    if worst > eps + _TOLERANCE:
-        raise RuntimeError(f"{who} exceeded its budget: {norm} perturbation {worst:.6f} > eps {eps:.6f}")
+        problem = f"returned shape {tuple(x_adv.shape)} for inputs of shape {tuple(x.shape)}"
+    elif not torch.isfinite(x_adv).all() or x_adv.min() < -_TOLERANCE or x_adv.max() > 1 + _TOLERANCE:
+        problem = f"returned values outside [0, 1] (min {x_adv.min():.4g}, max {x_adv.max():.4g})"
+    elif (worst := perturbation_norm(x_adv - x, norm).max().item()) > eps + _TOLERANCE:
+        problem = f"exceeded its budget: {norm} perturbation {worst:.6f} > eps {eps:.6f}"
+    else:
+        return
+    raise PurebenchError(
+        f"attack '{who}' {problem}. A number computed from such examples is not a robust accuracy, so nothing was "
+        "recorded for this run (finished batches are kept and resume). The attack's implementation or its "
+        "settings are at fault: check its step size and projection, or report it with the command you ran."
+    )
 
 
 ATTACKS: Registry[Attack] = Registry("attack")

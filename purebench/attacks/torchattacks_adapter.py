@@ -9,6 +9,7 @@ row obeys the budget it reports; the row records that projection.
 from __future__ import annotations
 
 import inspect
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -55,6 +56,7 @@ class TorchattacksAdapter(Attack):
             raise PurebenchError(
                 f"torchattacks.{self.spec.cls} has no parameter(s) {unknown}; it accepts: {', '.join(sorted(accepted))}."
             )
+        check_values(self.spec.cls, inspect.signature(self._cls).parameters, params)
         self.params = dict(params)
         for key, value in (("eps", eps), ("norm", norm), ("seed", seed)):
             if key in accepted:
@@ -74,6 +76,28 @@ class TorchattacksAdapter(Attack):
             "attack_eot_iter": shown.get("eot_iter", 1),
             "attack_projected": not self.spec.bounded,
         }
+
+
+COUNTS = ("steps", "n_restarts", "eot_iter", "n_queries")  # loop counts of torchattacks: >= 1
+
+
+def check_values(cls: str, signature: Mapping[str, inspect.Parameter], params: dict[str, Any]) -> None:
+    """Refuse before any compute a value torchattacks would fail on mid-attack, or run without
+    attacking: a non-number where the constructor's default is a number (``alpha=abc``), and a loop
+    count below 1 (``steps=0`` returns its input, and the row would name a PGD that took no step)."""
+    for key, value in params.items():
+        default = signature[key].default
+        number = isinstance(value, int | float) and not isinstance(value, bool)
+        if isinstance(default, int | float) and not isinstance(default, bool) and not number:
+            raise PurebenchError(
+                f"attack.{key}={value!r} is not a number (torchattacks.{cls} default: {default}). Give a number, "
+                f"e.g. attack.{key}={default}."
+            )
+        if key in COUNTS and number and (value < 1 or value != int(value)):
+            raise PurebenchError(
+                f"attack.{key}={value} must be a whole number >= 1 (torchattacks.{cls} would take no step and the "
+                f"row would report an attack that did not run); the config's default is in conf/attack/."
+            )
 
 
 def _register(attack_name: str) -> None:

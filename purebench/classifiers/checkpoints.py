@@ -102,3 +102,17 @@ def load_weights(
             f"{len(shapes)} shape mismatches {shapes[:3]}. {hint}"
         )
     model.load_state_dict(state, strict=False)
+
+
+def load_trained_weights(net: nn.Module, name: str, checkpoint: str | None, pretrained: bool) -> None:
+    """Weights for an architecture purebench publishes none for (WRN-28-10, CIFAR ResNet-50):
+    ``checkpoint`` is required unless the user says ``pretrained=false`` and means random weights.
+    Random init used to run silently and gave the DiffPure recipes 0 % clean accuracy."""
+    if checkpoint:
+        load_weights(net, checkpoint)
+    elif pretrained:
+        raise PurebenchError(
+            f"classifier '{name}' has no weights: purebench ships none for this architecture. Pass "
+            f"classifier.checkpoint=PATH (e.g. RobustBench's Standard WRN-28-10 for wrn28_10, or your own trained "
+            "weights), or classifier.pretrained=false to evaluate a randomly initialised network on purpose."
+        )

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from purebench.classifiers.base import CLASSIFIERS, Classifier
-from purebench.classifiers.checkpoints import load_weights
+from purebench.classifiers.checkpoints import load_trained_weights, load_weights
 from purebench.errors import PurebenchError
 
 
@@ -108,12 +108,12 @@ def resnet18(name: str, num_classes: int = 10, pretrained: bool = True, checkpoi
 def resnet50(
     name: str,
     num_classes: int = 10,
+    pretrained: bool = True,
     checkpoint: str | None = None,
     mean: tuple[float, ...] | None = None,
     std: tuple[float, ...] | None = None,
 ) -> Classifier:
-    """CIFAR ResNet-50 (bottleneck blocks, CIFAR stem); random init unless a checkpoint is given."""
+    """CIFAR ResNet-50 (bottleneck blocks, CIFAR stem); weights from ``checkpoint`` (random only with ``pretrained=False``)."""
     net = CifarResNetB(Bottleneck, (3, 4, 6, 3), num_classes)
-    if checkpoint:
-        load_weights(net, checkpoint)
+    load_trained_weights(net, name, checkpoint, pretrained)
     return Classifier(net, mean, std, _STAGES, "linear", num_classes, name)

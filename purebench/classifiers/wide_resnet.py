@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from purebench.classifiers.base import CLASSIFIERS, Classifier
-from purebench.classifiers.checkpoints import load_weights
+from purebench.classifiers.checkpoints import load_trained_weights
 
 
 class WideBlock(nn.Module):
@@ -66,12 +66,12 @@ class WideResNet(nn.Module):
 def wrn28_10(
     name: str,
     num_classes: int = 10,
+    pretrained: bool = True,
     checkpoint: str | None = None,
     mean: tuple[float, ...] | None = None,
     std: tuple[float, ...] | None = None,
 ) -> Classifier:
-    """WRN-28-10 (36.5M params); random init unless a checkpoint is given."""
+    """WRN-28-10 (36.5M params); weights from ``checkpoint`` (random only with ``pretrained=False``)."""
     net = WideResNet(28, 10, num_classes)
-    if checkpoint:
-        load_weights(net, checkpoint)
+    load_trained_weights(net, name, checkpoint, pretrained)
     return Classifier(net, mean, std, ["block1", "block2", "block3"], "fc", num_classes, name)

@@ -15,11 +15,15 @@ only if every evaluation classifies it correctly, so one lucky draw never decide
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import errno
 import logging
+import os
 import time
 import uuid
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -43,8 +47,16 @@ from purebench.eval.figures import purification_grid
 from purebench.eval.loggers import log_run
 from purebench.eval.progress import BatchStore
 from purebench.eval.results import append_row, check_leaderboard, check_writable, summarise
+from purebench.eval.settings import check_settings
 from purebench.eval.threats import THREATS, ThreatModel, draws_per_call
-from purebench.provenance import code_version, config_hash, git_commit, weights_digest
+from purebench.provenance import (
+    code_version,
+    config_hash,
+    git_commit,
+    record_checkpoints,
+    sha256_params,
+    weights_digest,
+)
 from purebench.seeding import attack_draws, derive_seed, generators, per_example, seed_everything, stacked_draws
 
 log = logging.getLogger(__name__)
@@ -195,6 +207,17 @@ def parse_shard(shard: str | None) -> tuple[int, int] | None:
     return i, n
 
 
+def check_shard_has_batches(shard: tuple[int, int] | None, n_examples: int, batch_size: int) -> None:
+    """Refuse a shard that would get no batch: its row would have n=0 and NaN figures."""
+    n_batches = -(-n_examples // batch_size)
+    if shard is not None and shard[0] >= n_batches:
+        raise PurebenchError(
+            f"shard={shard[0]}/{shard[1]} gets no batch: n_examples={n_examples} with batch_size={batch_size} makes "
+            f"{n_batches} batch(es), so at most {n_batches} shards have work. Use shard=I/N with N <= {n_batches}, or "
+            "a smaller batch_size."
+        )
+
+
 def _evaluate_batch(
     dataset: EvalDataset,
     classifier: Classifier,
@@ -274,30 +297,94 @@ def _evaluate_batch(
     return {"examples": examples, "warnings": warnings, "cache_hit": hit}
 
 
+CHANCE_MARGIN = 1.5  # clean accuracy up to 1.5x chance counts as "at chance" (10 classes: <= 15 %)
+
+
+def chance_warning(clean_accuracy: float, classifier: Classifier) -> str | None:
+    """A warning for the row when the undefended classifier is at chance on clean images: every
+    figure of such a run measures an untrained or mismatched network, not a defense."""
+    chance = 100 / classifier.num_classes
+    if clean_accuracy > CHANCE_MARGIN * chance:
+        return None
+    return (
+        f"undefended clean accuracy {clean_accuracy:.1f}% is at chance ({chance:.0f}% for {classifier.num_classes} "
+        f"classes): classifier '{classifier.name}' is untrained or does not match the data"
+    )
+
+
 def _adv_stream(evaluation: int) -> str:
     """Seed stream of the k-th purification of an adversarial example (k=0 keeps the historic name)."""
     return "purify-adv" if evaluation == 0 else f"purify-adv-{evaluation}"
 
 
+@dataclass
+class Progress:
+    """How far a run got, for the message when results_dir stops taking files."""
+
+    results_dir: Path
+    finished: int = 0  # batches stored in partial/ (computed or resumed)
+    total: int = 0
+
+
+WRITE_FAILURES = {errno.ENOSPC: "full", errno.EDQUOT: "over its quota", errno.EROFS: "read-only",
+                  errno.EACCES: "no longer writable", errno.EPERM: "no longer writable"}  # fmt: skip
+
+
+@contextlib.contextmanager
+def storage_failures(progress: Progress) -> Iterator[None]:
+    """Turn a write that fails mid-run (disk full, quota, results_dir made read-only) into one
+    paragraph saying what was kept and that the same command resumes: every batch is stored
+    atomically before the next starts, so only the batch in flight is lost. torch's zip writer
+    reports a full disk as a RuntimeError ("unexpected pos"), without an errno."""
+    try:
+        yield
+    except (OSError, RuntimeError) as exc:
+        reason = WRITE_FAILURES.get(getattr(exc, "errno", None) or -1)
+        if isinstance(exc, RuntimeError) and ("unexpected pos" in str(exc) or "PytorchStreamWriter" in str(exc)):
+            reason = "full"
+        elsewhere = reason in ("read-only", "no longer writable") and not _inside(exc.filename, progress.results_dir)
+        if reason is None or elsewhere:
+            raise
+        raise PurebenchError(
+            f"writing to results_dir '{progress.results_dir}' failed: the disk or folder is {reason} "
+            f"({type(exc).__name__}: {exc}). {progress.finished} of {progress.total} batches had finished; they are "
+            f"kept in {progress.results_dir / 'partial'} and nothing was added to the leaderboard. Free space or "
+            "make the folder writable, then run the same command: it resumes from the finished batches."
+        ) from exc
+
+
+def _inside(filename: object, folder: Path) -> bool:
+    return isinstance(filename, str | os.PathLike) and Path(filename).resolve().is_relative_to(folder.resolve())
+
+
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
     """Run the configured evaluation; returns the leaderboard row (also written to ``results_dir``)."""
+    progress = Progress(Path(str(cfg.results_dir)))
+    with storage_failures(progress):
+        return _evaluate(cfg, progress)
+
+
+def _evaluate(cfg: DictConfig, progress: Progress) -> dict[str, Any]:
     start = time.perf_counter()
-    if int(cfg.batch_size) <= 0:
-        raise PurebenchError(f"batch_size must be a positive integer, got {cfg.batch_size}.")
-    if int(cfg.threads) > 0:
-        torch.set_num_threads(int(cfg.threads))
+    settings = check_settings(cfg)
+    shard = parse_shard(cfg.shard)
+    check_shard_has_batches(shard, settings["n_examples"], settings["batch_size"])
+    if settings["threads"] > 0:
+        torch.set_num_threads(settings["threads"])
     keep_freed_memory()
     device = resolve_device(str(cfg.device), sweep_job_number())
-    results_dir = Path(str(cfg.results_dir))
-    outputs = ["runs", "partial", "cache/adversarial"] + (["figures"] if int(cfg.figures) > 0 else [])
+    results_dir = progress.results_dir
+    outputs = ["runs", "partial", "cache/adversarial"] + (["figures"] if settings["figures"] > 0 else [])
     check_writable([results_dir, *(results_dir / sub for sub in outputs)], "results_dir")
     check_leaderboard(results_dir / "leaderboard.csv")
-    seed = int(cfg.seed)
+    seed = settings["seed"]
     settle(cfg.defense, cfg.defense.get("checkpoint"))  # before hashing: rows record the purifier actually used
+    checkpoints = record_checkpoints(cfg.defense)
     dataset, classifier, defense, attack, threat = build_components(cfg, device)
-    indices = select_indices(dataset, int(cfg.n_examples), str(cfg.dataset.sample), seed)
+    indices = select_indices(dataset, settings["n_examples"], str(cfg.dataset.sample), seed)
     log.info("data: %s; evaluating %d images", dataset.source, len(indices))
-    batches = [indices[i : i + int(cfg.batch_size)] for i in range(0, len(indices), int(cfg.batch_size))]
+    size = settings["batch_size"]
+    batches = [indices[i : i + size] for i in range(0, len(indices), size)]
     all_first = batches[0]
     x_first, _ = dataset.load(batches[0][: checks.N_CHECK])
     check_images(x_first, batches[0])
@@ -316,11 +403,11 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     config = OmegaConf.to_container(cfg, resolve=True)
     chash = config_hash(config)
     commit = git_commit()
-    shard = parse_shard(cfg.shard)
     shard_label = "" if shard is None else f"{shard[0]}/{shard[1]}"
     batches = batches[shard[0] :: shard[1]] if shard else batches  # whole batches: shards equal the full run
     version = code_version(commit)
-    store = BatchStore(results_dir, f"{chash}-{version}")
+    weights = "".join(f"-{digest[:8]}" for digest in checkpoints.values())  # a retrained file resumes nothing
+    store = BatchStore(results_dir, f"{chash}-{version}{weights}")
     finished_run = store.load_run(shard_label)
     if finished_run is not None:  # killed while publishing: publish the same row, do not add a second one
         log.info("resumed: run %s had finished; writing its results", finished_run["row"]["run_id"])
@@ -336,10 +423,11 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         }  # fmt: skip
         cache = ObliviousCache(results_dir, cache_key)
     figure_path = results_dir / "figures" / f"{chash}.png"
-    figure = (figure_path, int(cfg.figures)) if int(cfg.figures) > 0 else None
+    figure = (figure_path, settings["figures"]) if settings["figures"] > 0 else None
     per_example_rows: list[dict[str, int]] = []
     cache_hits = []
     reused = 0
+    progress.total = len(batches)
     for batch in tqdm(batches, desc=f"{cfg.defense.name} vs {cfg.attack.name}", unit="batch"):
         record = store.load(batch)
         if record is None:
@@ -350,6 +438,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
             store.save(batch, record)
         else:
             reused += 1
+        progress.finished += 1
         per_example_rows += record["examples"]
         cache_hits.append(record.get("cache_hit", False))
         warnings += [w for w in record["warnings"] if w not in warnings]
@@ -357,6 +446,9 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         log.info("resumed: %d of %d batches were already finished", reused, len(batches))
     warnings += [w for w in store.warnings + (cache.warnings if cache else []) if w not in warnings]
 
+    figures = summarise(per_example_rows, n_eval)
+    if (chance := chance_warning(figures["clean_acc_undefended"], classifier)) is not None:
+        warnings.append(chance)
     finished = dt.datetime.now(dt.UTC)
     run_id = f"{finished:%Y%m%dT%H%M%S}-{chash[:8]}-{uuid.uuid4().hex[:6]}"
     attack_info = attack.describe()
@@ -365,14 +457,16 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         "dataset": dataset.name,
         "classifier": classifier.name,
         "defense": cfg.defense.name,
-        "defense_params": ",".join(f"{k}={v}" for k, v in sorted(group_params(cfg.defense).items())),
+        "defense_params": ",".join(
+            f"{k}={v}" for k, v in sorted({**group_params(cfg.defense), **sha256_params(checkpoints)}.items())
+        ),
         "attack": cfg.attack.name,
         "threat_model": threat.name,
         "norm": attack.norm,
         "eps": attack.eps,
         "seed": seed,
         "shard": shard_label,
-        **summarise(per_example_rows, n_eval),
+        **figures,
         "n_eval": n_eval,
         "attack_steps": attack_info.get("attack_steps", ""),
         "attack_params": attack_info.get("attack_params", ""),
@@ -396,6 +490,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         "attack": attack_info,
         "threat": threat_info,
         "defense_properties": defense.describe(),
+        "checkpoint_sha256": checkpoints,
         "torch": torch.__version__,
         "device": str(device),
         "per_example": per_example_rows,
