@@ -4,13 +4,21 @@ Every file purebench writes goes through a temporary file beside its target that
 target only once it is complete and flushed, so a reader sees the old file or the new one. The
 temporary keeps the target's permissions (or 0644 for a new file): a leaderboard shared by a group
 stays readable by the group after each rewrite.
+
+Two guards for outputs whose names or places come from data rather than code (a leaderboard CSV
+from a collaborator, a shared board behind a link): :func:`safe_name` turns a cell into one plain
+file-name component and :func:`inside` checks that a path built from such names stays in its
+folder; :func:`link_target` and :func:`locked` follow links, so a shared board behind a link is
+updated and locked where it lives and the link stays a link.
 """
 
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import json
 import os
+import re
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -18,6 +26,41 @@ from pathlib import Path
 from typing import Any
 
 NEW_FILE_MODE = 0o644
+# One plain file-name component: no separator, no leading dot (hidden files, '.' and '..'), a portable charset.
+_SAFE_NAME = re.compile(r"[A-Za-z0-9_+-][A-Za-z0-9_.+-]{0,99}")
+_UNSAFE = re.compile(r"[^A-Za-z0-9_.+-]+|\.{2,}")
+
+
+def is_safe_name(text: str) -> bool:
+    """Whether ``text`` can be used as a file name as it is (every name purebench itself writes can)."""
+    return bool(_SAFE_NAME.fullmatch(text)) and ".." not in text
+
+
+def safe_name(cell: str) -> str:
+    """``cell`` as one file-name component: unchanged when :func:`is_safe_name`, else with separators,
+    '..' and other characters replaced by '_', leading dots dropped and a digest of the original appended,
+    so a CSV cell such as ``x/../../tmp/escaped`` or ``/etc/x`` names a file in its folder, and two
+    different cells never share one."""
+    if is_safe_name(cell):
+        return cell
+    cleaned = _UNSAFE.sub("_", cell).lstrip(".")[:80]
+    return f"{cleaned}_{hashlib.sha256(cell.encode()).hexdigest()[:8]}"
+
+
+def inside(folder: Path, path: Path) -> Path:
+    """``path``, after checking that it lies under ``folder`` (lexically: links the user placed in the
+    folder are followed, but a name built from data never climbs out of it)."""
+    relative = os.path.relpath(os.path.abspath(path), os.path.abspath(folder))
+    if relative == os.pardir or relative.startswith(os.pardir + os.sep):
+        raise ValueError(f"refusing to write {path}: it is outside {folder}")
+    return path
+
+
+def link_target(path: Path) -> Path:
+    """The file a link at ``path`` leads to (``path`` itself when it is none). Writing there keeps the
+    link a link and updates the file it shares; :func:`atomic_path` alone would replace the link by a
+    regular file, leaving the shared file as it was."""
+    return Path(os.path.realpath(path))
 
 
 @contextmanager
@@ -55,7 +98,9 @@ def write_json(path: Path, obj: Any) -> None:
 
 @contextmanager
 def locked(path: Path) -> Iterator[None]:
-    """Exclusive advisory lock on ``path.lock`` for the duration of the block."""
+    """Exclusive advisory lock on ``path.lock`` for the duration of the block, beside the file a link at
+    ``path`` leads to: processes that reach one file through different links share one lock."""
+    path = link_target(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path.with_suffix(path.suffix + ".lock"), "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)

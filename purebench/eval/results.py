@@ -11,6 +11,11 @@ The file is never rewritten when its lines cannot be matched to its header (a ha
 header migration would shift values into the wrong columns, so it refuses and names the line.
 Readers skip malformed lines with a warning and build their tables from the rest.
 
+A board behind a link (a group's shared leaderboard) is read, locked and rewritten where the link
+leads, so the link stays a link. A ``run_id`` names its run file, ``runs/<run_id>.json``; an id
+that is not a plain file name (a hand-edited or foreign CSV) is read as a row without run file,
+with a warning, and never opens a path outside ``runs/``.
+
 Robust accuracy counts an example only when its clean evaluation is correct too (issue 21): RA <= SA,
 as AutoAttack and RobustBench count it. The accuracy on purified adversarial inputs alone, which
 ``ra`` held before, is the column ``acc_purified_adv``. Rows written before that column existed
@@ -34,7 +39,7 @@ from typing import Any
 import numpy as np
 
 from purebench.errors import PurebenchError
-from purebench.eval.atomic_files import atomic_write_text, locked, stale_temporaries
+from purebench.eval.atomic_files import atomic_write_text, is_safe_name, link_target, locked, stale_temporaries
 from purebench.eval.intervals import BOUNDED, row_bounds
 
 log = logging.getLogger(__name__)
@@ -119,6 +124,7 @@ def _migrated(csv_path: Path, header: list[str], lines: list[tuple[int, list[str
 
 def check_leaderboard(csv_path: Path) -> None:
     """Fail when ``csv_path`` exists but could not take a row (checked before a run computes anything)."""
+    csv_path = link_target(csv_path)
     if not csv_path.exists():
         return
     if not csv_path.is_file() or not os.access(csv_path, os.R_OK | os.W_OK):
@@ -155,6 +161,7 @@ def append_row(csv_path: Path, row: dict[str, Any]) -> bool:
     unknown = set(row) - set(COLUMNS)
     if unknown:
         raise ValueError(f"leaderboard row has unknown columns {sorted(unknown)}")
+    csv_path = link_target(csv_path)  # a shared board behind a link is rewritten where it lives
     with locked(csv_path):
         for tmp in stale_temporaries(csv_path):  # left by a writer killed mid-write; we hold the lock
             tmp.unlink(missing_ok=True)
@@ -182,13 +189,15 @@ def read_rows(csv_path: Path) -> list[dict[str, str]]:
         return []
     with locked(csv_path):
         header, lines = _parse(csv_path.read_text())
-    rows, skipped, underived = [], [], []
+    rows, skipped, underived, unsafe = [], [], [], []
     for number, fields in lines:
         problem = _problem(header, fields)
         if problem:
             skipped.append(f"line {number} ({problem})")
             continue
         row = {**dict.fromkeys(COLUMNS, ""), **dict(zip(header, fields, strict=True))}
+        if not is_safe_name(row["run_id"]):
+            unsafe.append(repr(row["run_id"]))
         if row["acc_purified_adv"] == "":  # written before RA was bounded: re-derived from its run file
             problem = _bound_old_row(row, csv_path.parent / "runs")
             if problem:
@@ -209,6 +218,13 @@ def read_rows(csv_path: Path) -> list[dict[str, str]]:
             csv_path, len(underived), "; ".join(underived[:10]) + (" ..." if len(underived) > 10 else ""),
             csv_path.parent / "runs",
         )  # fmt: skip
+    if unsafe:
+        log.warning(
+            "%s: %d row(s) have a run_id that is not a plain file name, so they are read as rows without run file "
+            "(nothing outside %s is opened for them): %s. Fix the run_id if the row came from a hand edit.",
+            csv_path, len(unsafe), csv_path.parent / "runs",
+            ", ".join(unsafe[:10]) + (" ..." if len(unsafe) > 10 else ""),
+        )  # fmt: skip
     return rows
 
 
@@ -220,7 +236,7 @@ def _bound_old_row(row: dict[str, str], runs_dir: Path) -> str | None:
     old_ra = row["ra"]
     row.update({"acc_purified_adv": old_ra, **dict.fromkeys(ROBUST, "")})
     try:
-        figures = summarise(run_records(runs_dir / f"{row['run_id']}.json"), int(row["n_eval"] or 1))
+        figures = summarise(run_records(run_file(runs_dir, row["run_id"])), int(row["n_eval"] or 1))
     except (OSError, ValueError, KeyError) as exc:
         problem = "run file missing" if isinstance(exc, FileNotFoundError) else f"{type(exc).__name__}: {exc}"
     else:
@@ -236,6 +252,14 @@ def _bound_old_row(row: dict[str, str], runs_dir: Path) -> str | None:
 def has_ra(row: dict[str, str]) -> bool:
     """Whether a row read by :func:`read_rows` has an RA: not an old row its run file could not bound."""
     return row.get("ra", "") != ""
+
+
+def run_file(runs_dir: Path, run_id: str) -> Path:
+    """The run file of ``run_id`` in ``runs_dir``; a ValueError, which readers take for a row without run
+    file, when the id is not a plain file name (``../../x`` must not open a file outside ``runs_dir``)."""
+    if not is_safe_name(run_id):
+        raise ValueError(f"run_id {run_id!r} is not a plain file name")
+    return runs_dir / f"{run_id}.json"
 
 
 def run_records(path: Path) -> list[dict[str, int]]:
