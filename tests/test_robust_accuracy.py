@@ -41,9 +41,10 @@ def _row(run_id: str, **values: object) -> dict[str, str]:
     return {k: str(v) for k, v in row.items()}
 
 
-def _write_run(results: Path, run_id: str, examples: list[dict[str, int]]) -> None:
+def _write_run(results: Path, run_id: str, examples: list[dict[str, int]], config: dict | None = None) -> None:
     (results / "runs").mkdir(parents=True, exist_ok=True)
-    (results / "runs" / f"{run_id}.json").write_text(json.dumps({"per_example": examples}))
+    content = {"per_example": examples, **({"config": config} if config else {})}  # merge checks shards against it
+    (results / "runs" / f"{run_id}.json").write_text(json.dumps(content))
 
 
 def _old_row(run_id: str, examples: list[dict[str, int]], n_eval: int, **values: object) -> dict[str, str]:
@@ -154,7 +155,7 @@ def test_merged_shards_get_the_bounded_figures(tmp_path):
     halves = {"0/2": REPEATED[:3], "1/2": REPEATED[3:]}
     for k, (shard, examples) in enumerate(halves.items()):
         row = _row(f"shard{k}", shard=shard, n_eval="4", **summarise(examples, 4))
-        _write_run(tmp_path, row["run_id"], examples)
+        _write_run(tmp_path, row["run_id"], examples, {"n_examples": 5, "batch_size": 3})  # batches 0-2 and 3-4
         append_row(board, row)
     (merged,) = merge_shards(tmp_path)
     whole = summarise(REPEATED, 4)

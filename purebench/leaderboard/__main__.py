@@ -6,7 +6,11 @@ each defense across threat models), ``DIR/leaderboard.tex`` (booktabs), ``DIR/sa
 threat model), ``DIR/ladder_<dataset>.png`` (RA up the threat ladder), ``DIR/leaderboard.html`` (all of
 it in one self-contained page) and
 RobustBench-style records in ``DIR/robustbench/``. With ``merge``: first join complete sets of shards into one
-row each (see :mod:`purebench.leaderboard.merge`).
+row each (see :mod:`purebench.leaderboard.merge`). Shard rows not merged yet are in none of these: a
+note in the Markdown and on stderr says so (with only such rows there is nothing to draw or pivot).
+
+Names of outputs built from CSV cells are plain file names inside ``DIR`` (a cell such as
+``x/../../tmp/escaped`` cannot write elsewhere), and outputs behind links are updated where the links lead.
 """
 
 from __future__ import annotations
@@ -15,12 +19,12 @@ import sys
 from pathlib import Path
 
 from purebench.errors import PurebenchError
-from purebench.eval.atomic_files import atomic_write_text
+from purebench.eval.atomic_files import atomic_write_text, link_target
 from purebench.eval.results import has_ra, read_rows
 from purebench.eval.threats import LADDER
 from purebench.leaderboard.html import html_leaderboard
 from purebench.leaderboard.latex import latex_tables
-from purebench.leaderboard.merge import merge_shards
+from purebench.leaderboard.merge import merge_shards, unmerged
 from purebench.leaderboard.plots import ladder_plots, sa_ra_scatter
 from purebench.leaderboard.robustbench import robustbench_records
 from purebench.leaderboard.superseded import read_superseded, split_superseded, superseded_markdown
@@ -38,18 +42,18 @@ def main(argv: list[str]) -> int:
         print(f"purebench.leaderboard: unknown argument(s) {unknown}; {USAGE}", file=sys.stderr)
         return 2
     results_dir = Path(options.get("results_dir", "results"))
-    if merge:
-        try:
-            for row in merge_shards(results_dir):
-                print(f"merged {row['shard'].split()[1]} shards of {row['config_hash']}: SA {row['sa']} RA {row['ra']}")
-        except PurebenchError as exc:
-            print(f"purebench.leaderboard: error: {exc}", file=sys.stderr)
-            return 2
     try:
-        reasons = read_superseded(results_dir)
+        if merge:
+            merge_shards(results_dir)
+        return _render(results_dir)
     except PurebenchError as exc:
         print(f"purebench.leaderboard: error: {exc}", file=sys.stderr)
         return 2
+
+
+def _render(results_dir: Path) -> int:
+    """Write every output of the leaderboard in ``results_dir``; 2 when it has no rows."""
+    reasons = read_superseded(results_dir)
     rows, old = split_superseded(read_rows(results_dir / "leaderboard.csv"), reasons)
     if not rows:
         print(
@@ -57,24 +61,41 @@ def main(argv: list[str]) -> int:
             file=sys.stderr,
         )
         return 2
+    done = complete(rows)  # unsharded runs and merged shards
+    shards = unmerged(rows)
+    if shards:
+        print(f"purebench.leaderboard: {_unmerged_note(shards, results_dir)}", file=sys.stderr)
     text = "\n".join(
         [
             grouped_markdown(rows),
-            threat_pivot(rows, list(LADDER), results_dir / "runs"),
-            defaults_legend(rows),
+            *([threat_pivot(rows, list(LADDER), results_dir / "runs"), defaults_legend(rows)] if done else []),
+            *([f"## Unmerged shards\n\n{_unmerged_note(shards, results_dir)}\n"] if shards else []),
             superseded_markdown(old, reasons),
         ]
     )
-    atomic_write_text(results_dir / "leaderboard.md", text + "\n")
-    done = complete(rows)  # unsharded runs and merged shards
-    atomic_write_text(results_dir / "leaderboard.tex", latex_tables(done))
+    _write(results_dir / "leaderboard.md", text + "\n")
+    _write(results_dir / "leaderboard.tex", latex_tables(done))
     if any(map(has_ra, done)):  # nothing to draw when no row has a (bounded) RA
         sa_ra_scatter(done, results_dir / "sa_ra.png")
     ladder_plots(done, results_dir)
-    atomic_write_text(results_dir / "leaderboard.html", html_leaderboard(rows, results_dir))
+    _write(results_dir / "leaderboard.html", html_leaderboard(rows, results_dir))
     robustbench_records(rows, results_dir / "robustbench")
     print(text)
     return 0
+
+
+def _unmerged_note(shards: list[dict[str, str]], results_dir: Path) -> str:
+    configs = sorted({r["config_hash"] for r in shards})
+    return (
+        f"{len(shards)} row(s) are shards of {len(configs)} config(s) ({', '.join(configs[:5])}"
+        f"{' ...' if len(configs) > 5 else ''}) not merged yet, so they are in no table, figure or record; "
+        f"`python -m purebench.leaderboard merge results_dir={results_dir}` joins each complete set into one row."
+    )
+
+
+def _write(path: Path, text: str) -> None:
+    """Replace one output whole, where a link at ``path`` leads (a leaderboard shared through a link)."""
+    atomic_write_text(link_target(path), text)
 
 
 if __name__ == "__main__":
