@@ -4,7 +4,8 @@ Rendered with Jinja2 (templates/leaderboard.html.j2, autoescaped): one table per
 with the Markdown tables' columns, each figure's 95% interval beside it, a click on a header sorts by
 that column; the ladder plots, the SA-RA panels and the latest purification figure of each defense
 setting are embedded as data URIs, so the one file can be mailed or attached to a paper's supplement.
-The run id links to the run file (config, per-example records) relative to the results folder.
+The run id links to the run file (config, per-example records) relative to the results folder; an id or
+config hash that is not a plain file name (a foreign or hand-edited CSV) gets no link and no figure.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Any
 
 import jinja2
 
+from purebench.eval.atomic_files import is_safe_name
 from purebench.leaderboard.params import legend
 from purebench.leaderboard.plots import defense_label
 from purebench.leaderboard.table import (
@@ -42,7 +44,7 @@ def _cell(row: dict[str, str], column: str) -> dict[str, Any]:
     cell: dict[str, Any] = {"text": text, "value": row.get(column, text), "numeric": column in _NUMERIC}
     if bounded:
         cell["interval"] = interval(row, column)
-    if column == "run_id":
+    if column == "run_id" and is_safe_name(row["run_id"]):
         cell["href"] = f"runs/{row['run_id']}.json"
     return cell
 
@@ -56,7 +58,7 @@ def _purification_figures(rows: Sequence[dict[str, str]], results_dir: Path) -> 
     a few MB (every run's figure is in ``figures/``)."""
     latest: dict[tuple[str, ...], dict[str, str]] = {}
     for row in sorted(rows, key=lambda r: r["finished_at"]):
-        if (results_dir / "figures" / f"{row['config_hash']}.png").is_file():
+        if is_safe_name(row["config_hash"]) and (results_dir / "figures" / f"{row['config_hash']}.png").is_file():
             latest[(defense_label(row), row["classifier"])] = row
     return [
         {

@@ -22,11 +22,14 @@ _ESCAPES = {
     "_": "\\_",
     "{": "\\{",
     "}": "\\}",
+    "~": "\\textasciitilde{}",  # a non-breaking space otherwise
+    "^": "\\textasciicircum{}",  # a superscript (an error outside math) otherwise
 }
 
 
 def escape(text: object) -> str:
-    return "".join(_ESCAPES.get(c, c) for c in str(text))
+    """``text`` as literal LaTeX on one line (a blank line inside a table cell would end the paragraph)."""
+    return "".join(_ESCAPES.get(c, c) for c in " ".join(str(text).splitlines()))
 
 
 _FIGURES = {figure: (low, high) for figure, low, high in BOUNDED}

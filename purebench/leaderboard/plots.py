@@ -18,6 +18,7 @@ import matplotlib
 matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt
 
+from purebench.eval.atomic_files import atomic_path, inside, link_target, safe_name
 from purebench.eval.results import has_ra
 from purebench.eval.threats import LADDER
 from purebench.leaderboard.params import changed
@@ -59,9 +60,10 @@ def _interval(row: dict[str, str], figure: str) -> tuple[float, float]:
 
 @plt.rc_context(STYLE)
 def ladder_plots(rows: Sequence[dict[str, str]], folder: Path) -> list[Path]:
-    """One figure per dataset (``ladder_<dataset>.png``), one column-wide panel per (classifier, attack,
-    budget) where some defense setting was run under two rungs or more; only such settings get a line
-    (a single rung is no ladder: it is in the tables and the SA-RA panels). Returns the files written."""
+    """One figure per dataset (``ladder_<dataset>.png``, the dataset cell made a plain file name), one
+    column-wide panel per (classifier, attack, budget) where some defense setting was run under two rungs
+    or more; only such settings get a line (a single rung is no ladder: it is in the tables and the SA-RA
+    panels). Returns the files written."""
     written = []
     for dataset, panels in sorted(ladder_series(rows).items()):
         drawn = {
@@ -79,7 +81,7 @@ def ladder_plots(rows: Sequence[dict[str, str]], folder: Path) -> list[Path]:
             legend_area.axis("off")
             legend_area.legend(*panel.get_legend_handles_labels(), loc="lower center", frameon=False, ncol=1)
         fig.suptitle(f"{dataset}: robust accuracy (correct clean and attacked) up the threat ladder", fontsize=8)
-        written.append(_save(fig, folder / f"ladder_{dataset}.png"))
+        written.append(_save(fig, inside(folder, folder / f"ladder_{safe_name(dataset)}.png")))
     return written
 
 
@@ -129,7 +131,8 @@ def sa_ra_scatter(rows: Sequence[dict[str, str]], path: Path) -> Path:
 
 
 def _save(fig: plt.Figure, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=200, bbox_inches="tight")
+    """Write the PNG whole or not at all, where a link at ``path`` leads (as the leaderboard's other files)."""
+    with atomic_path(link_target(path)) as tmp:
+        fig.savefig(tmp, format="png", dpi=200, bbox_inches="tight")
     plt.close(fig)
     return path

@@ -9,9 +9,11 @@ whose RA could not be bounded that way (old rows without their run file) are lef
 
 A defense with other hyper-parameters is another defense (a sweep must not report its worst
 setting as the defense's number), so the key holds ``defense_params`` and the file name a short
-digest of them. Within a key the record is the evaluation on the most examples and, among those,
-the strongest attack (lowest RA; the most recent run on ties); ``autoattack_acc`` is the best
-AutoAttack row at that size, and a lower RA found on fewer examples is reported beside it.
+digest of them; the other parts of the path are the key's cells made plain file names
+(:func:`purebench.eval.atomic_files.safe_name`), so no cell can place a record outside ``out_dir``.
+Within a key the record is the evaluation on the most examples and, among those, the strongest
+attack (lowest RA; the most recent run on ties); ``autoattack_acc`` is the best AutoAttack row at
+that size, and a lower RA found on fewer examples is reported beside it.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
 
-from purebench.eval.atomic_files import atomic_write_text
+from purebench.eval.atomic_files import atomic_write_text, inside, safe_name
 from purebench.eval.results import has_ra
 from purebench.leaderboard.table import complete
 
@@ -60,7 +62,8 @@ def robustbench_records(rows: Sequence[dict[str, str]], out_dir: Path) -> list[P
                 "run_id": lowest["run_id"],
             }  # fmt: skip
         digest = hashlib.sha256(params.encode()).hexdigest()[:8]
-        path = out_dir / dataset / threat / f"{classifier}--{defense}--{digest}.json"
+        name = f"{safe_name(classifier)}--{safe_name(defense)}--{digest}.json"
+        path = inside(out_dir, out_dir / safe_name(dataset) / safe_name(threat) / name)
         atomic_write_text(path, json.dumps(record, indent=1) + "\n")
         written.append(path)
     return written

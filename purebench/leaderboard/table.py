@@ -7,12 +7,13 @@ purifier is only as robust as the strongest attacker that was tried.
 
 from __future__ import annotations
 
+import re
 from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
 
 from purebench.eval.intervals import BOUNDED
-from purebench.eval.results import has_ra, robust_rates, run_records
+from purebench.eval.results import has_ra, robust_rates, run_file, run_records
 from purebench.leaderboard.merge import MERGED
 from purebench.leaderboard.params import changed, legend
 
@@ -68,11 +69,24 @@ def with_interval(row: dict[str, str], figure: str) -> str:
     return " ".join(part for part in (str(row.get(figure, "")), interval(row, figure)) if part)
 
 
+_MARKUP = re.compile(r"[\\`*~|]")  # one pass: the backslashes it adds are not escaped again
+_EMPHASIS_UNDERSCORE = re.compile(r"(?<![^\W_])_|_(?![^\W_])")  # intraword underscores are literal already
+_HTML = {"&": "&amp;", "<": "&lt;", ">": "&gt;"}
+
+
+def markdown_text(value: object) -> str:
+    """``value`` as literal text on one Markdown line: cells come from CSVs anyone may have written, so raw
+    HTML (``<script>``), code spans, emphasis, links and line breaks must not render or break the table.
+    Names purebench writes (``gaussian_blur``, intervals in brackets) come out unchanged."""
+    text = " ".join(str(value).splitlines())
+    text = _EMPHASIS_UNDERSCORE.sub(r"\\_", _MARKUP.sub(r"\\\g<0>", text)).replace("](", "]\\(")  # no link/image
+    return "".join(_HTML.get(c, c) for c in text)
+
+
 def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
-    """A GitHub-flavoured Markdown table (pipes in cells are escaped)."""
-    cell = lambda v: str(v).replace("|", "\\|")  # noqa: E731
+    """A GitHub-flavoured Markdown table whose cells read as literal text (:func:`markdown_text`)."""
     lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
-    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
+    lines += ["| " + " | ".join(markdown_text(v) for v in row) + " |" for row in rows]
     return "\n".join(lines)
 
 
@@ -97,7 +111,7 @@ def grouped_markdown(rows: Sequence[dict[str, str]]) -> str:
     """One section per (dataset, threat model), rows sorted by RA (descending), then SA."""
     sections = ["# purebench leaderboard", "", INTERVAL_NOTE, ""]
     for (dataset, threat), members in by_dataset_threat(complete(rows)):
-        sections += [f"## {dataset} — threat model: {threat}", ""]
+        sections += [f"## {markdown_text(dataset)} — threat model: {markdown_text(threat)}", ""]
         sections += [markdown_table([h for h, _ in SHOWN], [[shown(r, c) for _, c in SHOWN] for r in members]), ""]
     return "\n".join(sections)
 
@@ -155,8 +169,8 @@ def _per_example_worst(cells: Sequence[dict[str, str]], runs_dir: Path | None) -
     rates = []
     for row in cells:
         try:
-            examples = run_records(runs_dir / f"{row['run_id']}.json")
-        except (OSError, ValueError):  # missing, unreadable or without records
+            examples = run_records(run_file(runs_dir, row["run_id"]))
+        except (OSError, ValueError):  # missing, unreadable, without records, or a run_id that names no file
             return ""
         n_eval = int(row.get("n_eval") or 1)
         rates.append({e["index"]: rate for e, rate in zip(examples, robust_rates(examples, n_eval), strict=True)})
