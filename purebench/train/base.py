@@ -8,7 +8,8 @@ checkpoint with the resolved config after every epoch, resumption from it, and t
 label-free stages, extra unlabelled images from other registered datasets (``train.extra_images``).
 The purifier's weights sit under ``purifier`` in the checkpoint, beside ``purifier_config`` (the
 defense keys that define it, ``purifier_keys``), so ``defense.checkpoint=PATH`` loads a training
-checkpoint directly and with the right architecture.
+checkpoint directly and with the right architecture. Keys that would leave nothing to train
+(``train.epochs=0``, ``train.max_minutes=0``, ...) are refused before any work.
 """
 
 from __future__ import annotations
@@ -46,6 +47,8 @@ log = logging.getLogger(__name__)
 # Keys that may change between a run and its resumption: where it writes and its time budget
 # (not ``epochs``: a learning-rate schedule depends on it).
 _RESUMABLE = ("max_minutes", "out")
+# Keys under which a value of zero or less trains nothing (no epoch, no checkpoint) or fails mid-run.
+_POSITIVE = ("epochs", "max_minutes", "batch_size", "val_every")
 
 
 def augment(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
@@ -66,6 +69,14 @@ class Trainer(ABC):
 
     def __init__(self, cfg: DictConfig) -> None:
         self.cfg, self.t = cfg, cfg.train
+        for key in _POSITIVE:  # before any data, weights or compute: a run that cannot train fails here
+            value = self.t.get(key)
+            if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+                raise PurebenchError(
+                    f"train.{key} must be a positive number, got {value}. Set it above 0 (the default is in "
+                    f"conf/train/{cfg.defense.name}.yaml): at 0, train.epochs or train.max_minutes would end the run "
+                    "at once, as if finished, with no checkpoint."
+                )
         if self.t.init:  # fine-tuning continues the pretrained purifier: its keys win over the defaults
             if self.t.stage == "pretrain":
                 raise PurebenchError("train.init is the starting point of fine-tuning; pretraining starts fresh.")
