@@ -6,11 +6,13 @@ keys are settled here: a key the user did not set takes the checkpoint's value, 
 set to the checkpoint's value is fine, and a key set to anything else is refused, so
 ``defense=atop defense.checkpoint=PATH`` needs no other key and can never run a purifier with
 the wrong transform or width. Settling happens before the config is hashed, so result rows and
-run files record the values actually used.
+run files record the values actually used. A checkpoint trained for another defense (its training
+config's ``defense.name``) is refused first, naming the defense it belongs to.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -25,17 +27,69 @@ from purebench.errors import PurebenchError
 log = logging.getLogger(__name__)
 
 
-def carried_config(checkpoint: str | Path) -> dict[str, Any] | None:
-    """The ``purifier_config`` stored in a purebench checkpoint; None for other files (e.g. public weights)."""
+def stored_state(checkpoint: str | Path) -> dict[str, Any] | None:
+    """What purebench stored with a purifier: a checkpoint file's dict, or the ``purebench.json`` of an exported
+    DiffPure folder. None for anything else (a missing path, a hub id, a file that is not a dict): the loaders
+    report those with their own messages."""
     path = Path(checkpoint).expanduser()
-    if not path.is_file():
-        return None  # the loader reports the missing file with its own message
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception:
+        if path.is_dir():
+            state = json.loads((path / "purebench.json").read_text())
+        elif path.is_file():
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        else:
+            return None
+    except Exception:  # torch and json raise several types for foreign or truncated files
         return None
-    carried = state.get("purifier_config") if isinstance(state, dict) else None
-    return carried if isinstance(carried, dict) else None
+    return state if isinstance(state, dict) else None
+
+
+def trained_for(state: dict[str, Any]) -> str | None:
+    """The defense a stored purifier was trained for: its training config's ``defense.name``."""
+    config = state.get("config")
+    defense = config.get("defense") if isinstance(config, dict) else None
+    return defense.get("name") if isinstance(defense, dict) else None
+
+
+def weights_path(defense: DictConfig) -> str | None:
+    """The file or folder a defense loads its purifier from: ``defense.checkpoint``, or DiffPure's ``defense.model``
+    (the only defense whose ``model`` is a path rather than an architecture block)."""
+    for key in ("checkpoint", "model"):
+        value = defense.get(key)
+        if isinstance(value, str) and value:
+            return value
+    return None
+
+
+def _refuse_another_defenses(defense: DictConfig, weights: str | Path, state: dict[str, Any]) -> None:
+    """A purifier trained for another defense cannot run in this one (its keys are not even this defense's keys):
+    say whose it is and what to do, before any key is adopted."""
+    owner, name = trained_for(state), str(defense.name)
+    foreign = [k for k in state.get("purifier_config") or {} if k not in defense]
+    if owner == name or (owner is None and not foreign):
+        return
+    if owner is None:
+        whose = (
+            f"a checkpoint of another defense (its purifier keys {', '.join(foreign)} are not keys of defense={name})"
+        )
+        use = ""
+    else:
+        whose = f"a checkpoint of defense={owner} (its training config says so)"
+        if owner != "diffpure":
+            use = f" It runs with defense={owner} defense.checkpoint={weights};"
+        elif Path(weights).expanduser().is_dir():
+            use = f" It runs with defense=diffpure defense.model={weights};"
+        else:
+            use = (
+                " It runs with defense=diffpure defense.model=FOLDER once exported (python -m "
+                f"purebench.train.export {weights} FOLDER);"
+            )
+    needs = (
+        "a diffusers folder (e.g. results/checkpoints/diffpure_small) or a hub id"
+        if name == "diffpure"
+        else f"a checkpoint trained with python -m purebench.train defense={name}"
+    )
+    raise PurebenchError(f"'{weights}' is {whose}, not of defense={name}.{use} defense={name} needs {needs}.")
 
 
 def _shipped_defaults(name: str) -> dict[str, Any]:
@@ -61,9 +115,16 @@ def settle(defense: DictConfig, checkpoint: str | Path | None) -> list[str]:
     A key counts as set by the user when it is on the command line (in a Hydra run), else when it
     differs from conf/defense/<name>.yaml. A stored block (e.g. ``unet``) is merged over the shipped
     one, so a key added to the config after the checkpoint was written keeps its default.
+    A checkpoint trained for another defense is refused first. ``checkpoint`` None checks the defense's own
+    weights (DiffPure's ``defense.model``) for their owner only.
     """
-    carried = carried_config(checkpoint) if checkpoint else None
-    if not carried:
+    weights = checkpoint or weights_path(defense)
+    state = stored_state(weights) if weights else None
+    if state is None:
+        return []
+    _refuse_another_defenses(defense, weights, state)
+    carried = state.get("purifier_config") if checkpoint and Path(checkpoint).expanduser().is_file() else None
+    if not isinstance(carried, dict):  # a folder's config.json defines its network: its record is not adopted
         return []
     defaults = _shipped_defaults(str(defense.name))
     explicit = _command_line_keys()
