@@ -4,16 +4,20 @@ images says so."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import torch
 from hydra import compose, initialize_config_dir
 
 from purebench.cli import CONF_DIR
 from purebench.defenses.checkpoint_config import settle
 from purebench.errors import PurebenchError
+from purebench.train import checkpoint
+from purebench.train.export import export
 
 REPO = Path(__file__).resolve().parent.parent
 SHIPPED = REPO / "results" / "checkpoints"
@@ -83,3 +87,91 @@ def test_the_evaluation_cli_names_the_other_defense_with_exit_2(tmp_path):
     message = [line for line in done.stderr.splitlines() if line.startswith("purebench: error:")]
     assert done.returncode == 2 and "Traceback" not in done.stderr and len(message) == 1, done.stderr
     assert "defense=impure" in message[0]
+
+
+# ---- Defect 2: export -------------------------------------------------------------------------------------------
+def _training_checkpoint(path: Path, defense: str) -> Path:
+    """A minimal training checkpoint of ``defense`` (optimiser state included), as export reads it."""
+    if defense == "diffpure":
+        from purebench.train.diffpure import build_unet
+
+        purifier, purifier_config = build_unet(TINY_UNET).state_dict(), {"unet": TINY_UNET}
+    else:
+        purifier, purifier_config = {"w": torch.zeros(3)}, {"transform": "rt2"}
+    checkpoint.save(path, {
+        "purifier": purifier, "purifier_config": purifier_config, "opt_purifier": {"state": {}}, "epoch": 0,
+        "history": [{"epoch": 0, "seconds": 60.0}], "config": {"defense": {"name": defense}, "train": {}},
+    })  # fmt: skip
+    return path
+
+
+def _tree(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.parametrize("defense", ["atop", "diffpure"])
+def test_export_into_an_existing_plain_folder_is_refused_and_the_folder_kept(tmp_path, defense):
+    source = _training_checkpoint(tmp_path / "train.pt", defense)
+    shelf = tmp_path / "checkpoints"
+    shelf.mkdir()
+    (shelf / "manifest.json").write_text("[]\n")
+    (shelf / "other.pt").write_bytes(b"someone's weights")
+    (shelf / "notes.txt").write_text("the user's file")
+    before = _tree(shelf)
+    with pytest.raises(PurebenchError, match=r"existing folder.*name the export itself"):
+        export(source, shelf)
+    assert _tree(shelf) == before and sorted(p.name for p in tmp_path.iterdir()) == ["checkpoints", "train.pt"]
+
+
+def test_export_onto_its_own_source_is_refused_under_any_spelling(tmp_path):
+    source = _training_checkpoint(tmp_path / "train.pt", "diffpure")
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "link.pt").symlink_to(source)
+    for target in (source, tmp_path / "sub" / ".." / "train.pt", tmp_path / "link.pt"):
+        with pytest.raises(PurebenchError, match="is the training checkpoint itself"):
+            export(source, target)
+    assert source.is_file() and "opt_purifier" in checkpoint.load(source)  # training can still resume
+
+
+def test_export_replaces_only_an_export_of_the_same_kind(tmp_path):
+    atop, impure = _training_checkpoint(tmp_path / "a.pt", "atop"), _training_checkpoint(tmp_path / "i.pt", "impure")
+    other_training = _training_checkpoint(tmp_path / "b.pt", "atop")
+    with pytest.raises(PurebenchError, match="not an export of defense=atop"):
+        export(atop, other_training)  # another run's training checkpoint (optimiser state) is not overwritten
+    assert "opt_purifier" in checkpoint.load(other_training)
+    export(impure, tmp_path / "out" / "slim.pt")
+    with pytest.raises(PurebenchError, match="not an export of defense=atop"):
+        export(atop, tmp_path / "out" / "slim.pt")
+    export(impure, tmp_path / "out" / "slim.pt")  # re-exporting over its own earlier export is fine
+    with pytest.raises(PurebenchError, match="manifest"):
+        export(atop, tmp_path / "fresh" / "manifest.json")
+
+
+def test_a_diffpure_export_replaces_its_earlier_export_and_leaves_no_temporaries(tmp_path):
+    source = _training_checkpoint(tmp_path / "train.pt", "diffpure")
+    export(source, tmp_path / "out" / "dp")
+    export(source, tmp_path / "out" / "dp")
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["dp", "manifest.json"]
+    (tmp_path / "out" / "dp.pt").write_bytes(b"not a folder")
+    with pytest.raises(PurebenchError, match="not an export of defense=diffpure"):
+        export(source, tmp_path / "out" / "dp.pt")
+
+
+@pytest.mark.parametrize("defense", ["atop", "diffpure"])
+def test_exported_files_follow_the_umask(tmp_path, defense):
+    source = _training_checkpoint(tmp_path / "train.pt", defense)
+    old = os.umask(0o027)
+    try:
+        export(source, tmp_path / "out" / "slim")
+    finally:
+        os.umask(old)
+    written = [tmp_path / "out" / "slim", *(tmp_path / "out" / "slim").rglob("*"), tmp_path / "out" / "manifest.json"]
+    modes = {p.name: p.stat().st_mode & 0o777 for p in written}
+    assert modes == {p.name: 0o750 if p.is_dir() else 0o640 for p in written}
+
+
+def test_the_export_cli_exits_2_with_one_paragraph(tmp_path):
+    source = _training_checkpoint(tmp_path / "train.pt", "atop")
+    done = subprocess.run([sys.executable, "-m", "purebench.train.export", str(source), str(tmp_path)], cwd=REPO,
+                          capture_output=True, text=True)  # fmt: skip
+    assert done.returncode == 2 and "Traceback" not in done.stderr and "name the export itself" in done.stderr
