@@ -48,11 +48,11 @@ def test_same_seed_same_numbers(make_cfg, data_root):
 @pytest.mark.parametrize(
     ("override", "message"),
     [
-        ("n_examples=0", "n_examples must be a positive"),
+        ("n_examples=0", "n_examples=0 is not valid: .* whole number >= 1"),
         ("n_examples=5000", "has only 1017 images"),
         ("attack.eps=0", "outside \\(0, 1\\]"),
         ("attack.eps=2", "outside \\(0, 1\\]"),
-        ("batch_size=0", "batch_size must be"),
+        ("batch_size=0", "batch_size=0 is not valid"),
         ("classifier.name=resnet21", "Did you mean 'resnet20'"),
         ("dataset.root=/nonexistent", "No cifar10 test data"),
         ("classifier.checkpoint=/nonexistent.pt", "Checkpoint not found"),
