@@ -4,6 +4,7 @@ images says so."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -15,6 +16,7 @@ from hydra import compose, initialize_config_dir
 
 from purebench.cli import CONF_DIR
 from purebench.defenses.checkpoint_config import settle
+from purebench.defenses.training_data import training_overlap
 from purebench.errors import PurebenchError
 from purebench.train import checkpoint
 from purebench.train.export import export
@@ -175,3 +177,76 @@ def test_the_export_cli_exits_2_with_one_paragraph(tmp_path):
     done = subprocess.run([sys.executable, "-m", "purebench.train.export", str(source), str(tmp_path)], cwd=REPO,
                           capture_output=True, text=True)  # fmt: skip
     assert done.returncode == 2 and "Traceback" not in done.stderr and "name the export itself" in done.stderr
+
+
+# ---- Defect 5: evaluation on a purifier's training images ---------------------------------------------------
+def _defense_cfg(make_cfg, defense: str, weights: Path):
+    key = "model" if defense == "diffpure" else "checkpoint"
+    return make_cfg(f"defense={defense}", f"defense.{key}={weights}").defense
+
+
+@pytest.mark.parametrize(
+    ("defense", "name", "through"),
+    [("diffpure", "diffpure_small", None), ("atop", "atop_rt2_pre.pt", None), ("impure", "impure_pre.pt", None),
+     ("atop", "atop_rt2_atop.pt", "atop_rt2_pre.pt"), ("impure", "impure.pt", "impure_pre.pt"),
+     ("impure", "impure_lown.pt", "impure_pre.pt")],
+)  # fmt: skip
+def test_shipped_purifiers_name_their_training_images(make_cfg, defense, name, through):
+    cfg = _defense_cfg(make_cfg, defense, SHIPPED / name)
+    warning = training_overlap(cfg, "cifar100", "test", list(range(16)))
+    assert warning is not None and "trained on 16 of the 16 evaluated images (cifar100 test" in warning
+    assert name in warning and (through is None or through in warning)
+    assert training_overlap(cfg, "cifar10", "test", list(range(16))) is None  # the benchmark's images: unseen
+    assert "16 of the 16" in training_overlap(cfg, "cifar10", "train", list(range(16)))
+
+
+def test_purifiers_without_recorded_training_data_pass_silently(make_cfg):
+    assert training_overlap(make_cfg("defense=zeropur").defense, "cifar100", "test", [0, 1]) is None
+    assert training_overlap(make_cfg("defense=atop").defense, "cifar100", "test", [0, 1]) is None  # no checkpoint
+
+
+def test_training_records_its_images_and_fine_tuning_inherits_them(make_cfg, data_root, tmp_path):
+    from purebench.train.atop import AToPTrainer
+
+    pre = AToPTrainer(_train_cfg(*TINY_ATOP, f"train.out={tmp_path / 'pre.pt'}", EXTRA))
+    checkpoint.save(pre.out, pre.checkpoint_state(0, [{"epoch": 0, "seconds": 1.0}]))
+    cfg = _defense_cfg(make_cfg, "atop", pre.out)
+    trained, held_out = pre.train_idx.tolist(), pre.val_idx.tolist()
+    assert training_overlap(cfg, "cifar10", "train", held_out) is None  # validation images are not trained on
+    assert f"{len(trained[:5])} of the 5 evaluated" in training_overlap(cfg, "cifar10", "train", trained[:5])
+    assert "6 of the 10 evaluated" in training_overlap(cfg, "cifar100", "test", list(range(910, 920)))  # 916 here
+    assert training_overlap(cfg, "cifar10", "test", trained[:5]) is None  # same indices, another split
+    slim = tmp_path / "shipped" / "pre_slim.pt"
+    export(pre.out, slim)  # the record survives the export
+    assert "3 of the 3" in training_overlap(_defense_cfg(make_cfg, "atop", slim), "cifar100", "test", [0, 1, 2])
+
+    tuned = AToPTrainer(_train_cfg(*TINY_ATOP, f"train.out={tmp_path / 'ft.pt'}", "train.stage=finetune",
+                                   f"train.init={slim}"))  # fmt: skip
+    checkpoint.save(tuned.out, tuned.checkpoint_state(0, [{"epoch": 0, "seconds": 1.0}]))
+    slim.unlink()  # the fine-tuned checkpoint carries its init's record: no need to find the file again
+    warning = training_overlap(_defense_cfg(make_cfg, "atop", tuned.out), "cifar100", "test", [0, 1, 2])
+    assert "3 of the 3" in warning and str(slim) in warning
+
+
+def test_a_diffpure_export_records_its_training_images(make_cfg, data_root, tmp_path):
+    from purebench.train.diffpure import DiffPureTrainer
+
+    unet = [f"defense.unet.{k}=[{','.join(map(str, v))}]" if isinstance(v, list) else f"defense.unet.{k}={v}"
+            for k, v in TINY_UNET.items()]  # fmt: skip
+    trainer = DiffPureTrainer(_train_cfg("defense=diffpure", *unet, "train.n_train=40", EXTRA,
+                                         f"train.out={tmp_path / 'dp.pt'}"))  # fmt: skip
+    checkpoint.save(trainer.out, trainer.checkpoint_state(0, [{"epoch": 0, "seconds": 1.0}]))
+    export(trainer.out, tmp_path / "dp")
+    assert json.loads((tmp_path / "dp" / "purebench.json").read_text())["training_data"]
+    warning = training_overlap(_defense_cfg(make_cfg, "diffpure", tmp_path / "dp"), "cifar100", "test", [5, 2000])
+    assert "1 of the 2 evaluated" in warning
+
+
+def test_an_older_checkpoint_whose_init_is_gone_counts_its_own_splits_and_says_so(make_cfg, tmp_path, caplog):
+    legacy = tmp_path / "tuned.pt"
+    torch.save({"purifier": {}, "config": {"defense": {"name": "atop"}, "dataset": {"name": "cifar10", "split": "train"},
+                                           "train": {"extra_images": [], "init": "gone/pre.pt"}}}, legacy)  # fmt: skip
+    cfg = _defense_cfg(make_cfg, "atop", legacy)
+    assert "all of it counts" in training_overlap(cfg, "cifar10", "train", [3, 4])
+    assert training_overlap(cfg, "cifar100", "test", [3, 4]) is None
+    assert "continued training from gone/pre.pt, which is not here" in caplog.text

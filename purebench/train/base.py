@@ -8,8 +8,9 @@ checkpoint with the resolved config after every epoch, resumption from it, and t
 label-free stages, extra unlabelled images from other registered datasets (``train.extra_images``).
 The purifier's weights sit under ``purifier`` in the checkpoint, beside ``purifier_config`` (the
 defense keys that define it, ``purifier_keys``), so ``defense.checkpoint=PATH`` loads a training
-checkpoint directly and with the right architecture. Keys that would leave nothing to train
-(``train.epochs=0``, ``train.max_minutes=0``, ...) are refused before any work.
+checkpoint directly and with the right architecture, and ``training_data`` (the images it learnt
+from, by dataset, split and index), so an evaluation on them is flagged. Keys that would leave
+nothing to train (``train.epochs=0``, ``train.max_minutes=0``, ...) are refused before any work.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from purebench.classifiers import CLASSIFIERS, Classifier
 from purebench.data import DATASETS, EvalDataset
 from purebench.defenses import Defense
 from purebench.defenses.checkpoint_config import settle
+from purebench.defenses.training_data import index_runs, inherited_sources
 from purebench.errors import PurebenchError
 from purebench.eval.results import check_writable
 from purebench.eval.runner import group_params, resolve_device, sweep_job_number
@@ -90,6 +92,7 @@ class Trainer(ABC):
         self.classifier.to(self.device)
         self.train_idx, self.val_idx = self._split()
         self.extra = self._extra_images()
+        self.training_data = self._training_data()
         self.config = OmegaConf.to_container(cfg, resolve=True)
         train_cfg = {k: v for k, v in self.config["train"].items() if k not in _RESUMABLE}
         self.hash = config_hash({**self.config, "train": train_cfg})
@@ -136,6 +139,17 @@ class Trainer(ABC):
             datasets.append(DATASETS.build(entry["name"], root=str(self.cfg.dataset.root), split=split))
             log.info("extra training images: %s", datasets[-1].source)
         return datasets
+
+    def _training_data(self) -> list[dict[str, Any]]:
+        """The images this run learns from by identity (dataset, split, index runs; never the held-out validation
+        images), with those of the ``train.init`` it continues: stored in every checkpoint, so that an evaluation
+        on them is flagged (purebench.defenses.training_data) even where the init file is gone."""
+        own = [
+            {"dataset": self.dataset.name, "split": str(self.cfg.dataset.split), "indices": index_runs(self.train_idx)}
+        ]
+        own += [{"dataset": d.name, "split": str(entry.get("split", "train")), "indices": index_runs(range(len(d)))}
+                for entry, d in zip(self.t.extra_images, self.extra, strict=True)]  # fmt: skip
+        return own + (inherited_sources(Path(str(self.t.init)).expanduser()) if self.t.init else [])
 
     # ---- hooks -----------------------------------------------------------------------------
     def batches(self, epoch: int, generator: torch.Generator) -> Iterator[tuple[torch.Tensor, ...]]:
@@ -210,7 +224,7 @@ class Trainer(ABC):
             **{f"opt_{name}": opt.state_dict() for name, opt in self.optimizers.items()},
             "epoch": epoch, "history": history, "config": self.config, "config_hash": self.hash,
             "commit": self.commit, "command": self.command,
-            "data": [self.dataset.source, *(d.source for d in self.extra)],
+            "data": [self.dataset.source, *(d.source for d in self.extra)], "training_data": self.training_data,
             "purifier_config": self.purifier_config(),
         }  # fmt: skip
 

@@ -2,8 +2,8 @@
 
 A checkpoint is a plain dict readable with ``torch.load(weights_only=True)``: the purifier's
 state dict under ``purifier`` (so ``defense.checkpoint=PATH`` loads it directly), the
-discriminator and optimiser states, the finished epoch, the validation history and the resolved
-config with its hash. Re-running the same command continues from the last finished epoch; a
+discriminator and optimiser states, the finished epoch, the validation history, the resolved
+config with its hash and the images trained on (``training_data``). Re-running the same command continues from the last finished epoch; a
 different config pointed at the same file is an error, never a silent overwrite.
 """
 

@@ -35,7 +35,10 @@ from purebench.errors import PurebenchError
 from purebench.eval.atomic_files import atomic_path
 from purebench.train import checkpoint
 
-KEPT = ("purifier", "purifier_config", "config", "config_hash", "commit", "command", "data", "history", "epoch")
+KEPT = (
+    "purifier", "purifier_config", "config", "config_hash", "commit", "command", "data", "training_data", "history",
+    "epoch",
+)  # fmt: skip
 MAX_BYTES = 5 * 1024 * 1024  # the project's limit for a committed checkpoint
 MANIFEST = "manifest.json"
 WEIGHTS = "diffusion_pytorch_model.safetensors"  # the file a diffusers folder's UNet2DModel is saved in
