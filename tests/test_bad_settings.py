@@ -184,3 +184,13 @@ def test_a_checkpoint_is_recorded_by_its_repository_path_and_sha256(make_cfg, da
     assert f"checkpoint_sha256={manifest['impure.pt']['sha256'][:16]}" in recorded
     run_file = json.loads((tmp_path / str(k) / "runs" / f"{row['run_id']}.json").read_text())
     assert run_file["checkpoint_sha256"] == {"checkpoint": manifest["impure.pt"]["sha256"]}
+
+
+def test_a_purifier_evaluated_on_its_own_training_images_says_so_in_the_row(make_cfg, data_root):
+    shipped = REPO / "results" / "checkpoints" / "impure_pre.pt"  # trained with extra_images: cifar100 test
+    overrides = [*FAST, "defense=impure", f"defense.checkpoint={shipped}", "n_examples=4", "threat.n_eval=1"]
+    row = evaluate(
+        make_cfg(*overrides, "dataset=cifar100", "classifier.pretrained=false", "classifier.num_classes=100")
+    )
+    assert "was trained on 4 of the 4 evaluated images (cifar100 test" in row["warnings"]
+    assert "was trained on" not in evaluate(make_cfg(*overrides))["warnings"]  # CIFAR-10 test: never seen

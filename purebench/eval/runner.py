@@ -39,6 +39,7 @@ from purebench.classifiers import CLASSIFIERS, Classifier
 from purebench.data import DATASETS, EvalDataset
 from purebench.defenses import DEFENSES, Defense
 from purebench.defenses.checkpoint_config import settle
+from purebench.defenses.training_data import training_overlap
 from purebench.errors import PurebenchError
 from purebench.eval import checks
 from purebench.eval.adversarial_cache import ObliviousCache
@@ -390,7 +391,8 @@ def _evaluate(cfg: DictConfig, progress: Progress) -> dict[str, Any]:
     check_images(x_first, batches[0])
     detected = checks.purification_is_random(defense, x_first.to(device), str(cfg.defense.name))
     randomized = defense.randomized or detected
-    warnings = []
+    overlap = training_overlap(cfg.defense, dataset.name, cfg.dataset.get("split"), indices)
+    warnings = [overlap] if overlap else []  # a purifier evaluated on its own training images
     if detected and not defense.randomized:
         warnings.append(f"defense '{cfg.defense.name}' is random but does not declare it; treated as randomized")
     attacked = threat.attacked_model(classifier, defense, randomized)
