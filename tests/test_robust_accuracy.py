@@ -172,3 +172,21 @@ def test_ra_never_exceeds_sa_whatever_the_records(n_eval):
     examples = [_example(i, sa=i % 2, hits=(i // 2) % (n_eval + 1), vote=i % 3 == 0) for i in range(40)]
     row = summarise(examples, n_eval)
     assert max(row["ra"], row["ra_worst"], row["ra_vote"]) <= row["sa"]
+
+
+def test_worst_combines_runs_per_example_as_an_attack_ensemble(tmp_path, capsys):
+    """DiffPure's Table 1 RA: an example counts only if it survives both AutoAttack versions."""
+
+    rand = [_example(0, 1, 1, 1), _example(1, 1, 0, 0), _example(2, 1, 1, 1), _example(3, 0, 1, 1)]
+    standard = [_example(0, 1, 0, 0), _example(1, 1, 1, 1), _example(2, 1, 1, 1), _example(3, 0, 1, 1)]
+    board = tmp_path / "leaderboard.csv"
+    for run_id, examples in (("rand", rand), ("standard", standard)):
+        _write_run(tmp_path, run_id, examples)
+        append_row(board, _row(run_id, **summarise(examples, 1), n_eval=1))
+    assert leaderboard_main(["worst", f"results_dir={tmp_path}", "rand", "standard"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("oblivious, RA 50.0\n") == 2  # each row: 2 of 4 (example 3 is wrong clean)
+    assert "per-example worst case over 2 runs, n=4: RA 25.00 [" in out  # only example 2 survives both
+    _write_run(tmp_path, "standard", standard[:3])
+    assert leaderboard_main(["worst", f"results_dir={tmp_path}", "rand", "standard"]) == 2
+    assert "do not cover the same examples" in capsys.readouterr().err

@@ -270,6 +270,23 @@ def run_records(path: Path) -> list[dict[str, int]]:
     return examples
 
 
+def per_example_worst(rows: Sequence[dict[str, str]], runs_dir: Path) -> dict[int, float]:
+    """Each example's lowest robust rate (:func:`robust_rates`) over the runs of ``rows``: an example
+    broken by any of them counts as broken (the per-example worst case of an attack ensemble or a
+    threat ladder). A ValueError when a row has no (bounded) RA, a run file has no records, or the
+    runs do not cover the same examples; an OSError when a run file cannot be read."""
+    rates: list[dict[int, float]] = []
+    for row in rows:
+        if not has_ra(row):
+            raise ValueError(f"run {row['run_id']} has no robust accuracy")
+        examples = run_records(run_file(runs_dir, row["run_id"]))
+        n_eval = int(row.get("n_eval") or 1)
+        rates.append({e["index"]: rate for e, rate in zip(examples, robust_rates(examples, n_eval), strict=True)})
+    if not rates or any(r.keys() != rates[0].keys() for r in rates):
+        raise ValueError("the runs do not cover the same examples")
+    return {i: min(r[i] for r in rates) for i in rates[0]}
+
+
 def summarise(examples: Sequence[dict[str, int]], n_eval: int) -> dict[str, Any]:
     """The row's accuracies (percent, 2 decimals) and their 95% bounds, recomputed from per-example records:
     one code path for the runner and the shard merge, so a merged row equals the unsharded run's."""

@@ -1,4 +1,4 @@
-"""``python -m purebench.leaderboard [merge] results_dir=DIR``.
+"""``python -m purebench.leaderboard [merge] results_dir=DIR`` (and ``worst``: :mod:`purebench.leaderboard.worst`).
 
 Rows listed in ``DIR/superseded.csv`` are left out of everything below and listed at the end of the
 Markdown (see :mod:`purebench.leaderboard.superseded`). Without ``merge``: print and write ``DIR/leaderboard.md`` (per-threat-model tables and the pivot of
@@ -29,21 +29,29 @@ from purebench.leaderboard.plots import ladder_plots, sa_ra_scatter
 from purebench.leaderboard.robustbench import robustbench_records
 from purebench.leaderboard.superseded import read_superseded, split_superseded, superseded_markdown
 from purebench.leaderboard.table import complete, defaults_legend, grouped_markdown, threat_pivot
+from purebench.leaderboard.worst import worst_case_report
 
-USAGE = "usage: python -m purebench.leaderboard [merge] results_dir=DIR"
+USAGE = (
+    "usage: python -m purebench.leaderboard [merge] results_dir=DIR\n"
+    "       python -m purebench.leaderboard worst results_dir=DIR RUN_ID RUN_ID [...]"
+)
 
 
 def main(argv: list[str]) -> int:
-    merge = bool(argv) and argv[0] == "merge"
-    args = argv[1:] if merge else argv
+    command = argv[0] if argv and argv[0] in ("merge", "worst") else None
+    args = argv[1:] if command else argv
     options = dict(arg.split("=", 1) for arg in args if "=" in arg)
-    unknown = [a for a in args if "=" not in a or a.split("=", 1)[0] != "results_dir"]
+    run_ids = [a for a in args if "=" not in a] if command == "worst" else []
+    unknown = [a for a in args if a not in run_ids and ("=" not in a or a.split("=", 1)[0] != "results_dir")]
     if unknown:
         print(f"purebench.leaderboard: unknown argument(s) {unknown}; {USAGE}", file=sys.stderr)
         return 2
     results_dir = Path(options.get("results_dir", "results"))
     try:
-        if merge:
+        if command == "worst":
+            print(worst_case_report(results_dir, run_ids))
+            return 0
+        if command == "merge":
             merge_shards(results_dir)
         return _render(results_dir)
     except PurebenchError as exc:

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from purebench.eval.intervals import BOUNDED
-from purebench.eval.results import has_ra, robust_rates, run_file, run_records
+from purebench.eval.results import has_ra, per_example_worst
 from purebench.leaderboard.merge import MERGED
 from purebench.leaderboard.params import changed, legend
 
@@ -164,16 +164,10 @@ def threat_pivot(rows: Sequence[dict[str, str]], threat_order: Sequence[str], ru
 def _per_example_worst(cells: Sequence[dict[str, str]], runs_dir: Path | None) -> str:
     """Mean over examples of the lowest per-example RA across ``cells``; empty when the cells do not
     cover the same examples, a run file is missing or a cell has no RA."""
-    if runs_dir is None or len(cells) < 2 or not all(has_ra(row) for row in cells):
+    if runs_dir is None or len(cells) < 2:
         return ""
-    rates = []
-    for row in cells:
-        try:
-            examples = run_records(run_file(runs_dir, row["run_id"]))
-        except (OSError, ValueError):  # missing, unreadable, without records, or a run_id that names no file
-            return ""
-        n_eval = int(row.get("n_eval") or 1)
-        rates.append({e["index"]: rate for e, rate in zip(examples, robust_rates(examples, n_eval), strict=True)})
-    if any(r.keys() != rates[0].keys() for r in rates):
+    try:
+        rates = per_example_worst(cells, runs_dir)
+    except (OSError, ValueError):  # missing, unreadable, without records, or a run_id that names no file
         return ""
-    return f"{100.0 * sum(min(r[i] for r in rates) for i in rates[0]) / len(rates[0]):.2f}"
+    return f"{100.0 * sum(rates.values()) / len(rates):.2f}"
