@@ -10,7 +10,7 @@ from pathlib import Path
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
-from purebench.cli import CONF_DIR
+from purebench.config_paths import CONF_DIR
 
 
 def config(*overrides: str, name: str = "config") -> DictConfig:

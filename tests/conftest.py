@@ -16,7 +16,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, OmegaConf
 
 from purebench.classifiers import CLASSIFIERS, Classifier
-from purebench.cli import CONF_DIR
+from purebench.config_paths import CONF_DIR
 from purebench.data import DATASETS
 from purebench.defenses import DEFENSES, Defense
 

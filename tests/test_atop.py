@@ -173,7 +173,7 @@ def test_atop_without_checkpoint_says_how_to_train(make_cfg, data_root):
 def _train_cfg(*overrides: str):
     from hydra import compose, initialize_config_dir
 
-    from purebench.cli import CONF_DIR
+    from purebench.config_paths import CONF_DIR
 
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         return compose("train", overrides=["defense=atop", *TINY_DEEPFILL, "train.n_train=40", *overrides])

@@ -94,7 +94,7 @@ def test_a_fine_tuning_step_equals_the_notebooks(reference, maker, data_root, tm
     gradient of their G loss (their GAN term is computed on a detached output: no gradient)."""
     from hydra import compose, initialize_config_dir
 
-    from purebench.cli import CONF_DIR
+    from purebench.config_paths import CONF_DIR
     from purebench.train.atop import AToPTrainer
 
     overrides = [

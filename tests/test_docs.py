@@ -17,7 +17,7 @@ from conftest import REPO
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, OmegaConf
 
-from purebench.cli import CONF_DIR
+from purebench.config_paths import CONF_DIR
 
 DOCS = [REPO / "README.md", REPO / "results" / "README.md", REPO / "benchmarks" / "README.md",
         *sorted((REPO / "experiments").glob("*.yaml"))]  # fmt: skip

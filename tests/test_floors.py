@@ -84,7 +84,7 @@ def test_floors_keep_most_of_the_clean_accuracy_on_real_images(resnet20_batch, d
     """Measured on 256 images: atop_floor SA 61, impure_floor 54 (results/README); the blank image would be 10."""
     from omegaconf import OmegaConf
 
-    from purebench.cli import CONF_DIR
+    from purebench.config_paths import CONF_DIR
 
     classifier, x, y = resnet20_batch
     params = OmegaConf.to_container(OmegaConf.load(CONF_DIR / "defense" / f"{defense}.yaml"))

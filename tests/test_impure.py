@@ -6,7 +6,7 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 
-from purebench.cli import CONF_DIR
+from purebench.config_paths import CONF_DIR
 from purebench.defenses import DEFENSES
 from purebench.defenses.checkpoint_config import settle
 from purebench.defenses.impure import IMPure

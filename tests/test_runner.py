@@ -205,7 +205,7 @@ def test_multirun_over_two_defenses(data_root, tmp_path, launcher):
 def test_slurm_launcher_config_composes(data_root):
     from hydra import compose, initialize_config_dir
 
-    from purebench.cli import CONF_DIR
+    from purebench.config_paths import CONF_DIR
 
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         cfg = compose(

@@ -10,7 +10,7 @@ import torch
 from omegaconf import OmegaConf
 
 from purebench.classifiers.checkpoints import sha256_of
-from purebench.cli import CONF_DIR
+from purebench.config_paths import CONF_DIR
 from purebench.defenses import DEFENSES
 from purebench.defenses.checkpoint_config import settle
 from purebench.eval.runner import group_params

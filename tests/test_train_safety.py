@@ -14,7 +14,7 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 
-from purebench.cli import CONF_DIR
+from purebench.config_paths import CONF_DIR
 from purebench.defenses.checkpoint_config import settle
 from purebench.defenses.training_data import training_overlap
 from purebench.errors import PurebenchError

@@ -93,7 +93,7 @@ def test_zeropur_restores_accuracy_under_oblivious_pgd(real, zeropur):
 def test_experiment_recipes_compose(make_cfg):
     from hydra import compose, initialize_config_dir
 
-    from purebench.cli import CONF_DIR
+    from purebench.config_paths import CONF_DIR
 
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         table1 = compose("config", overrides=["+experiment=zeropur_table1"], return_hydra_config=True)

@@ -21,7 +21,7 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from purebench.cli import CONF_DIR
+from purebench.config_paths import CONF_DIR
 from purebench.errors import PurebenchError
 
 log = logging.getLogger(__name__)

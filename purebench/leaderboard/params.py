@@ -33,7 +33,7 @@ def defaults(defense: str) -> dict[str, str] | None:
     """The recorded form of conf/defense/<defense>.yaml's values, or None for a defense without a config file."""
     from hydra import compose, initialize_config_dir
 
-    from purebench.cli import CONF_DIR
+    from purebench.config_paths import CONF_DIR
     from purebench.eval.runner import group_params
 
     try:

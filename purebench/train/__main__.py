@@ -13,7 +13,7 @@ import hydra
 import torch
 from omegaconf import DictConfig
 
-from purebench.cli import CONF_DIR
+from purebench.config_paths import CONF_DIR
 from purebench.errors import PurebenchError
 
 log = logging.getLogger("purebench.train")
