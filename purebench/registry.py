@@ -128,6 +128,12 @@ def check_arguments(factory: Callable[..., Any], what: str, group: str, kwargs: 
             f"{what} has no parameter(s) {', '.join(f'{group}.{k}' for k in unknown)}. Its parameters are: "
             f"{listing}. Remove the key (or fix its spelling); `+{group}.KEY=...` adds a key the {group} does not read."
         )
+    missing = [k for k, p in documented.items() if p.default is inspect.Parameter.empty and k not in kwargs]
+    if missing:
+        raise PurebenchError(
+            f"{what} needs {', '.join(f'{group}.{k}' for k in missing)}; its parameters are: {listing}. Set the "
+            f"key in the config group (conf/{group}/) or on the command line."
+        )
     try:
         hints = typing.get_type_hints(factory)
     except Exception:  # an annotation this Python cannot evaluate: leave the types to the factory

@@ -127,22 +127,38 @@ def select_indices(dataset: EvalDataset, n_examples: int, sample: str, seed: int
     raise PurebenchError(f"dataset.sample must be 'first' or 'random', got '{sample}'.")
 
 
+@dataclass
+class Supplied:
+    """Components handed over as objects (the Python API, :func:`purebench.api.evaluate`) instead of
+    built from the config's registry names; the config's group then only names them for the row."""
+
+    dataset: EvalDataset | None = None
+    classifier: Classifier | None = None
+    defense: Defense | None = None
+    attack: Attack | None = None
+    threat: ThreatModel | None = None
+
+
 def build_components(
-    cfg: DictConfig, device: torch.device
+    cfg: DictConfig, device: torch.device, supplied: Supplied | None = None
 ) -> tuple[EvalDataset, Classifier, Defense, Attack, ThreatModel]:
-    """Instantiate every registry entry named in ``cfg`` (fails early, before any compute)."""
-    dataset = DATASETS.build(cfg.dataset.name, **group_params(cfg.dataset, "sample"))
-    classifier = CLASSIFIERS.build(cfg.classifier.name, **group_params(cfg.classifier)).to(device)
-    classifier.accelerate(bool(cfg.amp), bool(cfg.channels_last), compile_backend(cfg))
+    """Instantiate every registry entry named in ``cfg`` that was not ``supplied`` (fails early, before any compute)."""
+    given = supplied or Supplied()
+    dataset = given.dataset or DATASETS.build(cfg.dataset.name, **group_params(cfg.dataset, "sample"))
+    if given.classifier is not None:
+        classifier = given.classifier.to(device)
+    else:
+        classifier = CLASSIFIERS.build(cfg.classifier.name, **group_params(cfg.classifier)).to(device)
+        classifier.accelerate(bool(cfg.amp), bool(cfg.channels_last), compile_backend(cfg))
     if classifier.num_classes != dataset.num_classes:
         raise PurebenchError(
             f"classifier '{classifier.name}' predicts {classifier.num_classes} classes but {dataset.name} has "
             f"{dataset.num_classes}: pick a matching classifier or set classifier.num_classes."
         )
-    defense = DEFENSES.build(cfg.defense.name, classifier=classifier, **group_params(cfg.defense)).to(device)
-    attack = ATTACKS.build(cfg.attack.name, seed=int(cfg.seed), **group_params(cfg.attack))
-    threat = THREATS.build(cfg.threat.name, **group_params(cfg.threat))
-    return dataset, classifier, defense, attack, threat
+    defense = given.defense or DEFENSES.build(cfg.defense.name, classifier=classifier, **group_params(cfg.defense))
+    attack = given.attack or ATTACKS.build(cfg.attack.name, seed=int(cfg.seed), **group_params(cfg.attack))
+    threat = given.threat or THREATS.build(cfg.threat.name, **group_params(cfg.threat))
+    return dataset, classifier, defense.to(device), attack, threat
 
 
 def compile_backend(cfg: DictConfig) -> str | None:
@@ -360,12 +376,18 @@ def _inside(filename: object, folder: Path) -> bool:
 
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
     """Run the configured evaluation; returns the leaderboard row (also written to ``results_dir``)."""
+    return evaluate_run(cfg)["row"]
+
+
+def evaluate_run(cfg: DictConfig, supplied: Supplied | None = None) -> dict[str, Any]:
+    """Run the evaluation of ``cfg`` with any ``supplied`` components; returns the ``row`` and the
+    ``run_file`` (config, per-example records, ...) that were written to ``results_dir``."""
     progress = Progress(Path(str(cfg.results_dir)))
     with storage_failures(progress):
-        return _evaluate(cfg, progress)
+        return _evaluate(cfg, progress, supplied)
 
 
-def _evaluate(cfg: DictConfig, progress: Progress) -> dict[str, Any]:
+def _evaluate(cfg: DictConfig, progress: Progress, supplied: Supplied | None) -> dict[str, Any]:
     start = time.perf_counter()
     settings = check_settings(cfg)
     shard = parse_shard(cfg.shard)
@@ -381,7 +403,7 @@ def _evaluate(cfg: DictConfig, progress: Progress) -> dict[str, Any]:
     seed = settings["seed"]
     settle(cfg.defense, cfg.defense.get("checkpoint"))  # before hashing: rows record the purifier actually used
     checkpoints = record_checkpoints(cfg.defense)
-    dataset, classifier, defense, attack, threat = build_components(cfg, device)
+    dataset, classifier, defense, attack, threat = build_components(cfg, device, supplied)
     indices = select_indices(dataset, settings["n_examples"], str(cfg.dataset.sample), seed)
     log.info("data: %s; evaluating %d images", dataset.source, len(indices))
     size = settings["batch_size"]
@@ -413,7 +435,8 @@ def _evaluate(cfg: DictConfig, progress: Progress) -> dict[str, Any]:
     finished_run = store.load_run(shard_label)
     if finished_run is not None:  # killed while publishing: publish the same row, do not add a second one
         log.info("resumed: run %s had finished; writing its results", finished_run["row"]["run_id"])
-        return _publish(results_dir, finished_run["row"], finished_run["run_file"], store, batches, shard_label)
+        _publish(results_dir, finished_run["row"], finished_run["run_file"], store, batches, shard_label)
+        return finished_run
     cache = None
     if threat.gradient == "classifier":  # x_adv does not depend on the defense: share it across defenses
         cache_key = {
@@ -499,7 +522,8 @@ def _evaluate(cfg: DictConfig, progress: Progress) -> dict[str, Any]:
         "figure": str(figure_path.relative_to(results_dir)) if figure and figure_path.exists() else None,
     }
     store.save_run(shard_label, {"row": row, "run_file": run_file})
-    return _publish(results_dir, row, run_file, store, batches, shard_label)
+    _publish(results_dir, row, run_file, store, batches, shard_label)
+    return {"row": row, "run_file": run_file}
 
 
 def _publish(
@@ -509,7 +533,7 @@ def _publish(
     store: BatchStore,
     batches: list[list[int]],
     shard_label: str,
-) -> dict[str, Any]:
+) -> None:
     """Write the run file and the leaderboard row, then drop the resume files. Every step can be
     repeated: a run killed in the middle of it is finished by the re-run with the same row."""
     write_json(results_dir / "runs" / f"{row['run_id']}.json", run_file)
@@ -519,4 +543,3 @@ def _publish(
     log_run(
         run_file["config"]["logger"], row, run_file["config"], results_dir / figure if figure else None, results_dir
     )
-    return row
