@@ -1,55 +1,141 @@
-"""Where a number came from: code version, git commit and a hash of the experiment's config."""
+"""Where a number came from: the code version, the git commit and a hash of what decided it.
+
+The code version is a hash of the code itself, not of git's state: the package's source files and
+package data (:data:`SOURCE_SUFFIXES`) and the Hydra configs (conf/ with the experiments/ recipes),
+each named by its path relative to its root. It is therefore the same in a checkout, an editable
+install and an installed wheel (which carries the configs as ``purebench/conf/``), it does not move
+when results, outputs or any other file beside the code change (the committed
+``results/leaderboard.csv`` made every row of a checkout ``-dirty`` with a new diff hash), and it
+does not collapse to ``unknown`` outside git, where shards of different code would look alike. Rows
+keep the git commit too, for people to find the code in history (:func:`git_commit`).
+
+A row's config hash (:func:`evaluation_hash`) covers what decides its numbers and nothing that only
+says where the inputs and outputs are: the data path is replaced by the digest of the evaluated
+images and labels, a classifier's checkpoint path by its weights' digest, and output locations,
+loggers and verbosity are left out, so the same job hashes the same on every machine and resume
+files and caches carry over between users. Settings that change numerics (amp, compile,
+channels_last, batch_size) are hashed.
+"""
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
+import re
 import subprocess
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
 
 import purebench
+from purebench.config_paths import CONF_DIR
+
+PACKAGE_DIR = Path(purebench.__file__).resolve().parent  # the running package, wherever it is installed
 
 # Keys that change where or how fast a run goes, not what it computes.
 _NOT_HASHED = ("results_dir", "device", "threads", "shard", "figures", "logger")
+# Keys of a config group that locate an input or set what a run prints, not what it computes; the
+# inputs they locate are hashed by content instead (the evaluated images, the classifier's weights).
+NOT_DECISIVE = {
+    "dataset": ("root", "download"),
+    "classifier": ("checkpoint", "model_dir", "download"),
+    "attack": ("verbose",),
+}
+# The package's files that decide what it computes: its source and the package data it reads
+# (pyproject's package-data); bytecode caches and editor files beside them do not count.
+SOURCE_SUFFIXES = (".py", ".j2")
+CONFIG_SUFFIXES = (".yaml",)
+VERSION_DIGITS = 16
+_SOURCE_HASH = re.compile(rf"[0-9a-f]{{{VERSION_DIGITS}}}")
 
 
 def config_hash(config: dict[str, Any]) -> str:
-    """SHA-256 (16 hex digits) of the experiment-defining part of a resolved config."""
+    """SHA-256 (16 hex digits) of a resolved config without its run-only top-level keys (a cache key, a
+    training config)."""
     relevant = {k: v for k, v in config.items() if k not in _NOT_HASHED}
     return hashlib.sha256(json.dumps(relevant, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
+def evaluation_hash(config: dict[str, Any], images: Mapping[int, str], classifier_weights: str) -> str:
+    """A row's ``config_hash``: :func:`config_hash` of the evaluation config without the keys of
+    :data:`NOT_DECISIVE`, plus the digests of what those keys located: ``images`` (each batch's
+    :meth:`~purebench.data.EvalDataset.digest` by its first index, the whole subset even for a shard)
+    and the classifier's weights."""
+    decisive = {
+        group: {k: v for k, v in values.items() if k not in NOT_DECISIVE.get(group, ())}
+        if isinstance(values, dict)
+        else values
+        for group, values in config.items()
+    }
+    return config_hash({**decisive, "_images": dict(images), "_classifier_weights": classifier_weights})
+
+
+def _git(repo: Path, *args: str) -> str:
+    return subprocess.run(["git", *args], cwd=repo, capture_output=True, text=True, check=True).stdout.strip()
+
+
 def git_commit() -> str:
-    """The commit of the purebench checkout, suffixed ``-dirty`` with uncommitted changes; ``unknown`` outside git."""
-    repo = Path(purebench.__file__).resolve().parent.parent
+    """The commit of the purebench checkout, for people to find the code in history: suffixed
+    ``-dirty`` when the package or the configs differ from it (results and outputs do not count);
+    ``unknown`` outside a checkout of purebench (an installed copy, even one inside another
+    repository). Which code computed a number is :func:`code_version`, which needs no git."""
+    repo = PACKAGE_DIR.parent
+    code = {PACKAGE_DIR, CONF_DIR.resolve(), (CONF_DIR / "experiment").resolve()}
     try:
-        commit = subprocess.run(
-            ["git", "rev-parse", "--short=12", "HEAD"], cwd=repo, capture_output=True, text=True, check=True
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
-            cwd=repo,
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
+        if Path(_git(repo, "rev-parse", "--show-toplevel")).resolve() != repo:
+            return "unknown"
+        commit = _git(repo, "rev-parse", "--short=12", "HEAD")
+        paths = sorted(str(p.relative_to(repo)) for p in code if p.is_relative_to(repo))
+        dirty = _git(repo, "status", "--porcelain", "--untracked-files=no", "--", *paths)
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
     return commit + ("-dirty" if dirty else "")
 
 
-def code_version(commit: str) -> str:
-    """``commit`` (from :func:`git_commit`), with a hash of the uncommitted diff when the tree is
-    dirty (two different dirty states never share resumable work)."""
-    if not commit.endswith("-dirty"):
-        return commit
-    repo = Path(purebench.__file__).resolve().parent.parent
-    diff = subprocess.run(["git", "diff", "HEAD"], cwd=repo, capture_output=True, check=False).stdout
-    return f"{commit}-{hashlib.sha256(diff).hexdigest()[:8]}"
+def _files(root: Path, suffixes: tuple[str, ...], skip: Path | None = None) -> list[tuple[str, Path]]:
+    """(path relative to ``root``, path) of the files under ``root`` with ``suffixes``, through
+    links (conf/experiment is a link to experiments/), leaving out ``skip`` and bytecode caches."""
+    found = []
+    for folder, dirs, names in os.walk(root, followlinks=True):
+        dirs[:] = sorted(d for d in dirs if d != "__pycache__" and Path(folder, d).resolve() != skip)
+        found += [
+            (Path(folder, n).relative_to(root).as_posix(), Path(folder, n)) for n in names if n.endswith(suffixes)
+        ]
+    return sorted(found)
+
+
+def source_digest(package_dir: Path, conf_dir: Path) -> str:
+    """SHA-256 (16 hex digits) of the package's source files and package data under ``package_dir``
+    and the configs under ``conf_dir``, each with its path relative to its root, so a checkout and an
+    installed copy of the same code agree (the wheel's ``purebench/conf/`` is hashed as the configs,
+    not as package files)."""
+    h = hashlib.sha256()
+    roots = [("package", package_dir, SOURCE_SUFFIXES, conf_dir.resolve()), ("conf", conf_dir, CONFIG_SUFFIXES, None)]
+    for label, root, suffixes, skip in roots:
+        for name, path in _files(root, suffixes, skip):
+            h.update(f"{label}/{name}\0".encode())
+            h.update(hashlib.sha256(path.read_bytes()).digest())
+    return h.hexdigest()[:VERSION_DIGITS]
+
+
+@functools.cache
+def code_version() -> str:
+    """:func:`source_digest` of the running package and its configs: the ``version`` of every row and
+    part of every resume and cache key. Computed once per process (it is read for every run of a
+    sweep), as the code a process runs is the code it imported."""
+    return source_digest(PACKAGE_DIR, CONF_DIR)
+
+
+def row_code_version(row: Mapping[str, str]) -> str:
+    """The code a leaderboard row's numbers came from: its ``version``, the :func:`code_version`
+    source hash; rows written before that held the package version there (the same for every
+    commit), so their ``commit`` stands for their code."""
+    version = row.get("version", "")
+    return version if _SOURCE_HASH.fullmatch(version) else row.get("commit", "")
 
 
 def weights_digest(model: torch.nn.Module) -> str:

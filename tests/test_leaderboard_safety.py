@@ -204,3 +204,26 @@ def test_a_board_behind_a_link_stays_a_link_and_is_updated_and_locked_where_it_l
     assert (shared / "board.csv.lock").exists() and not (results / "leaderboard.csv.lock").exists()
     assert leaderboard_main([f"results_dir={results}"]) == 0
     assert (results / "leaderboard.md").is_symlink() and "run1" in (shared / "board.md").read_text()
+
+
+def _edit_shard(board: Path, shard: str, old: str, new: str) -> None:
+    lines = board.read_text().splitlines(keepends=True)
+    board.write_text("".join(line.replace(old, new) if f",{shard}," in line else line for line in lines))
+
+
+def test_shards_of_different_code_are_no_set_whatever_their_commits(tmp_path, capsys):
+    # Before issue 24 the shards were grouped by commit, which is 'unknown' for every run outside git: shards run
+    # with different blur code were merged into one row. The code version (a hash of the code) keeps them apart.
+    old, new = "0123456789abcdef", "fedcba9876543210"
+    _shards(tmp_path, 2, commit="unknown", version=old)
+    _edit_shard(tmp_path / "leaderboard.csv", "1/2", old, new)
+    assert leaderboard_main(["merge", f"results_dir={tmp_path}"]) == 0
+    out = capsys.readouterr().out
+    assert f"computed by 2 different code versions (0/2 by code {old}; 1/2 by code {new}), so they are not one set" in out
+    assert _merged(tmp_path) == []
+
+    same = tmp_path / "same"  # the same code, run from a checkout and from an installed copy: one set
+    _shards(same, 2, commit="90fff2cb10fb", version=new)
+    _edit_shard(same / "leaderboard.csv", "1/2", "90fff2cb10fb", "unknown")
+    assert leaderboard_main(["merge", f"results_dir={same}"]) == 0
+    assert [(r["shard"], r["version"]) for r in _merged(same)] == [("merged 2", new)]

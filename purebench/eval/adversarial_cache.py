@@ -3,7 +3,9 @@
 Under the oblivious threat model x_adv depends only on the images, the classifier's weights,
 the attack config and the seed of the batch, never on the defense; a sweep of K defenses under
 one attack therefore runs the attack once. Each batch is stored under a hash of exactly those
-inputs in ``results_dir/cache/adversarial/`` (float32, so a hit reproduces the attack bit for bit).
+inputs in ``results_dir/cache/adversarial/`` (float32, so a hit reproduces the attack bit for bit),
+the images by their content (:meth:`purebench.data.EvalDataset.digest`), not by a data path, so a
+cache copied to another machine still hits.
 
 A hit is trusted only when the file loads, its SHA-256 of x_adv matches, it holds the expected
 batch, and x_adv is a valid example for the budget; anything else (a truncated file, an edited
@@ -13,6 +15,7 @@ tensor) is reported in :attr:`ObliviousCache.warnings` and the attack is run aga
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -29,12 +32,14 @@ def _digest(x_adv: torch.Tensor) -> str:
 
 
 class ObliviousCache:
-    def __init__(self, results_dir: Path, key: dict[str, Any]) -> None:
-        self.dir, self.key = results_dir / "cache" / "adversarial", key
+    def __init__(self, results_dir: Path, key: dict[str, Any], images: Mapping[int, str]) -> None:
+        """``key``: what x_adv depends on besides the batch; ``images``: the digest of each batch's
+        images and labels by its first index."""
+        self.dir, self.key, self.images = results_dir / "cache" / "adversarial", key, images
         self.warnings: list[str] = []
 
     def _path(self, batch: list[int]) -> Path:
-        return self.dir / f"{config_hash({**self.key, 'indices': list(batch)})}.pt"
+        return self.dir / f"{config_hash({**self.key, 'indices': list(batch), 'images': self.images[batch[0]]})}.pt"
 
     def get(self, batch: list[int], x: torch.Tensor, norm: str, eps: float) -> torch.Tensor | None:
         """The cached x_adv of ``batch`` (clean images ``x``), or None when absent or untrustworthy."""

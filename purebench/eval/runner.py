@@ -32,7 +32,6 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
-import purebench
 from purebench.allocator import keep_freed_memory
 from purebench.attacks import ATTACKS, Attack
 from purebench.classifiers import CLASSIFIERS, Classifier
@@ -51,8 +50,9 @@ from purebench.eval.results import append_row, check_leaderboard, check_writable
 from purebench.eval.settings import check_settings
 from purebench.eval.threats import THREATS, ThreatModel, draws_per_call
 from purebench.provenance import (
+    NOT_DECISIVE,
     code_version,
-    config_hash,
+    evaluation_hash,
     git_commit,
     record_checkpoints,
     sha256_params,
@@ -425,11 +425,13 @@ def _evaluate(cfg: DictConfig, progress: Progress, supplied: Supplied | None) ->
         warnings.append(f"randomized defense attacked without EOT under threat={threat.name} (one draw per gradient)")
 
     config = OmegaConf.to_container(cfg, resolve=True)
-    chash = config_hash(config)
+    images = {batch[0]: dataset.digest(batch) for batch in batches}  # the data by content, of every shard
+    classifier_weights = weights_digest(classifier)
+    chash = evaluation_hash(config, images, classifier_weights)
     commit = git_commit()
     shard_label = "" if shard is None else f"{shard[0]}/{shard[1]}"
     batches = batches[shard[0] :: shard[1]] if shard else batches  # whole batches: shards equal the full run
-    version = code_version(commit)
+    version = code_version()
     weights = "".join(f"-{digest[:8]}" for digest in checkpoints.values())  # a retrained file resumes nothing
     store = BatchStore(results_dir, f"{chash}-{version}{weights}")
     finished_run = store.load_run(shard_label)
@@ -440,13 +442,13 @@ def _evaluate(cfg: DictConfig, progress: Progress, supplied: Supplied | None) ->
     cache = None
     if threat.gradient == "classifier":  # x_adv does not depend on the defense: share it across defenses
         cache_key = {
-            "dataset": group_params(cfg.dataset), "source": dataset.source, "classifier": classifier.name,
-            "weights": weights_digest(classifier), "attack": group_params(cfg.attack), "seed": seed,
+            "classifier": classifier.name, "weights": classifier_weights,
+            "attack": group_params(cfg.attack, *NOT_DECISIVE["attack"]), "seed": seed,
             "numerics": {"amp": classifier.amp, "channels_last": classifier.channels_last,
                          "compile": classifier.compile_backend},
             "code": version, "torch": torch.__version__,
         }  # fmt: skip
-        cache = ObliviousCache(results_dir, cache_key)
+        cache = ObliviousCache(results_dir, cache_key, images)
     figure_path = results_dir / "figures" / f"{chash}.png"
     figure = (figure_path, settings["figures"]) if settings["figures"] > 0 else None
     per_example_rows: list[dict[str, int]] = []
@@ -504,7 +506,7 @@ def _evaluate(cfg: DictConfig, progress: Progress, supplied: Supplied | None) ->
         "wall_s": round(time.perf_counter() - start, 2),
         "config_hash": chash,
         "commit": commit,
-        "version": purebench.__version__,
+        "version": version,
         "data_source": dataset.source,
         "warnings": " | ".join(warnings),
         "finished_at": finished.isoformat(timespec="seconds"),

@@ -1,9 +1,12 @@
 """Join the shards of one configuration into one leaderboard row.
 
-Shards are grouped by config hash, code version and shard count N (shards of different versions are
-never mixed; a 2-way and a 4-way set of one config are two sets); a re-run shard replaces its older row,
-and a set is complete once it covers shards 0..N-1. SA/RA are recomputed from the per-example records
-of the shards' run files (never averaged from their percentages), so the merged row equals the row of an
+Shards are grouped by config hash, code version (:func:`purebench.provenance.row_code_version`: the
+hash of the code that computed them; the commit for older rows) and shard count N. Shards of one config
+computed by different code are never one set, whatever their commit says (outside git it is ``unknown``
+for all): each version is merged only once it has all its shards, and merge names the shards of each
+version. A 2-way and a 4-way set of one config are two sets; a re-run shard replaces its older row, and
+a set is complete once it covers shards 0..N-1. SA/RA are recomputed from the per-example records of
+the shards' run files (never averaged from their percentages), so the merged row equals the row of an
 unsharded run, RA bounded by clean correctness as the runner's is (``summarise``). Shard rows stay in
 the leaderboard, marked by their ``shard`` column.
 
@@ -35,6 +38,7 @@ from typing import Any
 from purebench.errors import PurebenchError
 from purebench.eval.atomic_files import inside, safe_name, write_json
 from purebench.eval.results import append_row, read_rows, run_file, summarise
+from purebench.provenance import row_code_version
 
 MERGED = "merged"
 # The figures a shard row holds that its records must reproduce (summarise's, without the bounds derived from them).
@@ -53,9 +57,14 @@ def _shard(label: str) -> tuple[int, int] | None:
 
 def unmerged(rows: Sequence[dict[str, str]]) -> list[dict[str, str]]:
     """Shard rows of configs (and versions) without a merged row: in no table or figure until merged."""
-    merged = {(r["config_hash"], r["commit"]) for r in rows if r.get("shard", "").startswith(MERGED)}
+    merged = {_key(r) for r in rows if r.get("shard", "").startswith(MERGED)}
     shards = [r for r in rows if r.get("shard") and not r["shard"].startswith(MERGED)]
-    return [r for r in shards if (r["config_hash"], r["commit"]) not in merged]
+    return [r for r in shards if _key(r) not in merged]
+
+
+def _key(row: dict[str, str]) -> tuple[str, str]:
+    """What a set of shards shares: the config and the code that computed it."""
+    return row["config_hash"], row_code_version(row)
 
 
 def merge_shards(results_dir: Path) -> list[dict[str, Any]]:
@@ -69,15 +78,17 @@ def merge_shards(results_dir: Path) -> list[dict[str, Any]]:
         if shard is None:
             print(f"purebench.leaderboard merge: row {row['run_id']} has shard '{row['shard']}', not I/N; skipped.")
             continue
-        sets[(row["config_hash"], row["commit"])][shard[1]][shard[0]] = row
-    commits: dict[str, set[str]] = defaultdict(set)
-    for chash, commit in sets:
-        commits[chash].add(commit)
-    for chash, versions in sorted(commits.items()):
-        if len(versions) > 1:
+        sets[_key(row)][shard[1]][shard[0]] = row
+    versions: dict[str, list[str]] = defaultdict(list)
+    for chash, version in sorted(sets):
+        labels = sorted(f"{i}/{n}" for n, shards in sets[(chash, version)].items() for i in shards)
+        versions[chash].append(f"{', '.join(labels)} by code {version}")
+    for chash, described in sorted(versions.items()):
+        if len(described) > 1:
             print(
-                f"purebench.leaderboard merge: shards of config {chash} come from {len(versions)} code versions "
-                f"({', '.join(sorted(versions))}); each version is merged only when it has all its shards."
+                f"purebench.leaderboard merge: shards of config {chash} were computed by {len(described)} different "
+                f"code versions ({'; '.join(described)}), so they are not one set: each version is merged only when "
+                "it has all its shards. Re-run the shards of the older code with the current code to complete a set."
             )
     new_rows, refused = [], []
     for (chash, _commit), by_n in sorted(sets.items()):
