@@ -1,17 +1,21 @@
-"""Memory and time of one exact adaptive gradient through an iterative purifier, against the number of
-unrolled steps: gradient-checkpointed (``defense.grad_checkpoint=true``) vs the naive unrolled graph.
+"""Memory and time of one adaptive gradient through an iterative purifier, against the number of
+unrolled steps: gradient-checkpointed (``defense.grad_checkpoint=true``) vs the naive unrolled graph,
+and for DiffPure's ``sde`` sampler also the authors' stochastic adjoint (``defense.adjoint=true``,
+exact only up to O(dt), see tests/test_diffpure_sde.py).
 
-DiffPure: k reverse steps (``defense.steps=k``, all unrolled). ZeroPur: its default 10 + 50 inner
-steps, the last k unrolled (``threat.backprop_steps=k``). Each cell runs in a fresh process: one
-warm-up gradient, then the median time of 3, and the memory the gradient adds above the process's
-peak before it (peak RSS on CPU; ``torch.cuda.max_memory_allocated`` on CUDA).
+Table ``discrete``: DiffPure's ``ddpm`` chain with k reverse steps (``defense.steps=k``, all unrolled)
+and ZeroPur's default 10 + 50 inner steps, the last k unrolled (``threat.backprop_steps=k``). Table
+``sde``: DiffPure's Euler-Maruyama solve with k steps (dt = t*/k), all in the gradient. Each cell runs
+in a fresh process: one warm-up gradient, then the median time of 3, and the memory the gradient adds
+above the process's peak before it (peak RSS on CPU; ``torch.cuda.max_memory_allocated`` on CUDA).
 
-Run: python -m benchmarks.adaptive_memory [cuda]   (DiffPure uses defense.model from its config:
-the shipped small model by default)
+Run: python -m benchmarks.adaptive_memory [cpu|cuda] [all|discrete|sde] [--threads N]   (DiffPure uses
+defense.model from its config: the shipped small model by default)
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import subprocess
 import sys
@@ -24,10 +28,11 @@ from benchmarks.common import config
 from purebench.eval.runner import build_components
 from purebench.seeding import per_example
 
-defense_name, k, ckpt, device = sys.argv[1], int(sys.argv[2]), sys.argv[3] == "1", torch.device(sys.argv[4])
-torch.set_num_threads(2)
-extra = [f"defense.steps={k}"] if defense_name == "diffpure" else []
-cfg = config(f"defense={defense_name}", f"defense.grad_checkpoint={ckpt}", *extra, "n_examples=8",
+defense_name, k, mode, sampler = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
+device, threads = torch.device(sys.argv[5]), int(sys.argv[6])
+torch.set_num_threads(threads)
+extra = [f"defense.steps={k}", f"defense.sampler={sampler}", f"defense.adjoint={mode == 'adjoint'}"] if defense_name == "diffpure" else []
+cfg = config(f"defense={defense_name}", f"defense.grad_checkpoint={mode == 'checkpointed'}", *extra, "n_examples=8",
              f"device={device.type}")
 dataset, classifier, defense, _, _ = build_components(cfg, device)
 x, y = dataset.load(list(range(8)))
@@ -61,28 +66,38 @@ for _ in range(3):
 print(json.dumps({"added_mb": round(added, 1), "seconds": round(statistics.median(times), 2)}))
 """
 
-STEPS = {"diffpure": (5, 10, 20, 40), "zeropur": (5, 15, 30, 60)}
+# (defense, sampler, unrolled steps, gradient modes) of each table
+TABLES = {
+    "discrete": [("diffpure", "ddpm", (5, 10, 20, 40), ("naive", "checkpointed")),
+                 ("zeropur", "-", (5, 15, 30, 60), ("naive", "checkpointed"))],
+    "sde": [("diffpure", "sde", (5, 10, 20, 40), ("naive", "checkpointed", "adjoint"))],
+}  # fmt: skip
 
 
-def cell(defense: str, k: int, checkpointed: bool, device: str) -> dict[str, float]:
-    done = subprocess.run(
-        [sys.executable, "-c", CHILD, defense, str(k), "1" if checkpointed else "0", device],
-        capture_output=True, text=True, check=True,
-    )  # fmt: skip
+def cell(defense: str, k: int, mode: str, sampler: str, device: str, threads: int) -> dict[str, float]:
+    command = [sys.executable, "-c", CHILD, defense, str(k), mode, sampler, device, str(threads)]
+    done = subprocess.run(command, capture_output=True, text=True, check=True)
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def main() -> None:
-    device = sys.argv[1] if len(sys.argv) > 1 else "cpu"
-    print(
-        f"| defense | unrolled steps | naive: added MB | naive: s | checkpointed: added MB | checkpointed: s | ({device}, 8 images) |"
-    )
-    print("|---|---|---|---|---|---|---|")
-    for defense, steps in STEPS.items():
-        for k in steps:
-            naive, ckpt = cell(defense, k, False, device), cell(defense, k, True, device)
-            print(f"| {defense} | {k} | {naive['added_mb']} | {naive['seconds']} | {ckpt['added_mb']} | {ckpt['seconds']} | |",
-                  flush=True)  # fmt: skip
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("device", nargs="?", default="cpu", choices=("cpu", "cuda"))
+    parser.add_argument("table", nargs="?", default="all", choices=("all", *TABLES))
+    parser.add_argument("--threads", type=int, default=2, help="torch threads of each cell (2: the recorded tables)")
+    args = parser.parse_args()
+    for name, rows in TABLES.items():
+        if args.table not in ("all", name):
+            continue
+        modes = rows[0][3]
+        columns = "".join(f" {mode}: added MB | {mode}: s |" for mode in modes)
+        print(f"\n| defense | sampler | unrolled steps |{columns} ({args.device}, {args.threads} threads, 8 images) |")
+        print("|---|---|---|" + "---|---|" * len(modes) + "---|")
+        for defense, sampler, steps, _ in rows:
+            for k in steps:
+                cells = [cell(defense, k, mode, sampler, args.device, args.threads) for mode in modes]
+                figures = "".join(f" {c['added_mb']} | {c['seconds']} |" for c in cells)
+                print(f"| {defense} | {sampler} | {k} |{figures} |", flush=True)
 
 
 if __name__ == "__main__":
