@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 SHARED_DATA := $(abspath ../shared/data)
 export PUREBENCH_DATA ?= $(if $(wildcard $(SHARED_DATA)/README.md),$(SHARED_DATA),$(CURDIR)/data)
 
-.PHONY: install demo test lint clean
+.PHONY: install demo test wheel-check lint clean
 
 install: $(VENV)/.installed
 
@@ -26,6 +26,10 @@ demo: install
 test: install
 	$(PY) -m ruff check purebench tests benchmarks examples
 	$(PY) -m pytest -q
+
+# The wheel, installed outside the checkout, runs a job and composes a recipe (.ci/wheel_check.sh, ~40 s).
+wheel-check: install
+	.ci/wheel_check.sh
 
 lint: install
 	$(PY) -m ruff check purebench tests benchmarks examples

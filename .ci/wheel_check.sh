@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # The wheel works where it is installed, not only in this checkout: build it from the tracked files, install
 # it into a fresh virtual environment outside the checkout, and from another folder run a small job, render
-# its leaderboard and compose an +experiment= recipe. The environment reuses .venv's packages (the lock's
-# exact pins) through a .pth file instead of downloading torch again: what this checks is the distribution
-# (configs, recipes, templates, entry points), not the resolver. `make wheel-check` runs it with PUREBENCH_DATA.
+# its leaderboard, and compose an +experiment= recipe and a training config. The environment reuses .venv's
+# packages (the lock's exact pins) through a .pth file instead of downloading torch again: what this checks
+# is the distribution (configs, recipes, templates, entry points), not the resolver (tests/test_packaging.py
+# checks that the declared ranges admit the lock). `make wheel-check` runs it with PUREBENCH_DATA set.
 set -euo pipefail
 : "${PUREBENCH_DATA:?set PUREBENCH_DATA to the data folder (make wheel-check sets it)}"
 repo="$(cd "$(dirname "$0")/.." && pwd)"
@@ -16,11 +17,11 @@ trap 'rm -rf "$work"' EXIT
 mkdir -p "$work/src" && git -C "$repo" ls-files -z | (cd "$repo" && xargs -0 cp -P --parents -t "$work/src")
 "$python" -m pip wheel -q --no-deps --no-build-isolation -w "$work/dist" "$work/src"
 
-"$python" -m venv "$work/venv"
+"$python" -m venv --without-pip "$work/venv"  # .venv's pip installs into it (--python): no ensurepip
 site="$("$work/venv/bin/python" -c 'import sysconfig; print(sysconfig.get_path("purelib"))')"
 "$python" -c 'import sysconfig; print(sysconfig.get_path("purelib"))' >"$site/lock_packages.pth"
 # --ignore-installed: .venv's editable purebench is visible through the .pth file; it must stay untouched.
-"$work/venv/bin/python" -m pip install -q --no-deps --ignore-installed "$work"/dist/purebench-*.whl
+"$python" -m pip --python "$work/venv/bin/python" install -q --no-deps --ignore-installed "$work"/dist/purebench-*.whl
 
 mkdir "$work/elsewhere" && cd "$work/elsewhere"
 "$work/venv/bin/python" - "$site" <<'EOF'
@@ -38,4 +39,7 @@ grep -q gaussian_blur "$work/results/leaderboard.csv"
 "$work/venv/bin/python" -m purebench.leaderboard results_dir="$work/results" >"$work/board.log" 2>&1 || { cat "$work/board.log"; exit 1; }
 "$work/venv/bin/python" -m purebench +experiment=zeropur_table1 --cfg job >"$work/recipe.yaml"
 grep -q "name: zeropur" "$work/recipe.yaml"
-echo "wheel check: $(basename "$work"/dist/purebench-*.whl) installed outside the checkout runs a job, its leaderboard and a recipe"
+"$work/venv/bin/python" -m purebench.train defense=atop --cfg job >"$work/train.yaml"
+grep -q "stage: pretrain" "$work/train.yaml"
+echo "wheel check: $(basename "$work"/dist/purebench-*.whl) installed outside the checkout runs a job and its" \
+    "leaderboard, and composes a recipe and a training config"

@@ -2,8 +2,8 @@
 
 The configs live at the repository's top level (``conf/``, with ``conf/experiment`` a link to
 ``experiments/``), where users edit and read them. A wheel carries the same files inside the
-package, as ``purebench/conf/`` with the recipes as ``purebench/conf/experiment/`` (the
-``package-dir`` mapping in pyproject.toml), because a wheel has no top level to put them in.
+package, as ``purebench/conf/`` with the recipes as ``purebench/conf/experiment/`` (copied there
+by setup.py's build step), because a wheel has no top level to put them in.
 This module is the one place that knows both layouts, so the CLI, the trainer, the leaderboard
 and the checkpoint settling all compose the same tree and none of them imports the CLI for it.
 """
