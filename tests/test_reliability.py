@@ -18,6 +18,7 @@ from purebench.classifiers.checkpoints import read_state_dict
 from purebench.defenses import DEFENSES, Defense
 from purebench.errors import PurebenchError
 from purebench.eval import runner
+from purebench.eval.atomic_files import locked
 from purebench.eval.results import COLUMNS, append_row, read_rows
 from purebench.eval.runner import evaluate, resolve_device
 from purebench.leaderboard.__main__ import main as leaderboard_main
@@ -79,6 +80,22 @@ def test_a_row_is_added_once_per_run_id(tmp_path):
     board = tmp_path / "leaderboard.csv"
     assert append_row(board, _row("a")) and not append_row(board, _row("a"))
     assert [r["run_id"] for r in read_rows(board)] == ["a"]
+
+
+def test_the_board_lock_excludes_other_processes_and_follows_the_umask(tmp_path):
+    """filelock, not fcntl (which Windows lacks): another process cannot take the board's lock while it is held,
+    can once it is released, and a new lock file is group-writable under a group umask like the board's files."""
+    board = tmp_path / "leaderboard.csv"
+    code = "import sys, filelock\ntry:\n    filelock.FileLock(sys.argv[1], timeout=0.2).acquire()\nexcept filelock.Timeout:\n    sys.exit(3)"
+    take = [sys.executable, "-c", code, f"{board}.lock"]
+    previous = os.umask(0o002)
+    try:
+        with locked(board):
+            assert subprocess.run(take).returncode == 3
+    finally:
+        os.umask(previous)
+    assert subprocess.run(take).returncode == 0
+    assert (board.parent / "leaderboard.csv.lock").stat().st_mode & 0o777 == 0o664
 
 
 def test_leaderboard_command_skips_garbage_lines_with_a_warning(tmp_path, caplog):

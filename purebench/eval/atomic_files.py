@@ -14,7 +14,6 @@ updated and locked where it lives and the link stays a link.
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
 import os
@@ -24,6 +23,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+from filelock import FileLock
 
 NEW_FILE_MODE = 0o644
 # One plain file-name component: no separator, no leading dot (hidden files, '.' and '..'), a portable charset.
@@ -98,13 +99,12 @@ def write_json(path: Path, obj: Any) -> None:
 
 @contextmanager
 def locked(path: Path) -> Iterator[None]:
-    """Exclusive advisory lock on ``path.lock`` for the duration of the block, beside the file a link at
-    ``path`` leads to: processes that reach one file through different links share one lock."""
+    """Exclusive advisory lock on ``path.lock`` for the duration of the block, beside the file a link at ``path``
+    leads to: processes that reach one file through different links share one lock. filelock takes the operating
+    system's lock (flock on POSIX, the msvcrt lock on Windows, where fcntl does not exist), which the kernel drops
+    when its holder dies, so a killed writer never leaves the board locked; a new lock file's permissions follow
+    the umask, so a group that shares a board can take its lock."""
     path = link_target(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path.with_suffix(path.suffix + ".lock"), "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
+    with FileLock(path.with_suffix(path.suffix + ".lock")):
+        yield
