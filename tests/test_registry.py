@@ -52,6 +52,19 @@ def test_prefixed_names_resolve_to_their_family():
     assert CLASSIFIERS.get("timm:resnet18") is CLASSIFIERS.get("timm:")
 
 
+def test_timm_classifier_builds_offline():
+    """The timm family without a network (pretrained=false), on the oldest timm pyproject.toml admits too
+    (1.0.9, the one robustbench pins): list_models, create_model, pretrained_cfg, feature_info, get_classifier."""
+    import torch
+
+    classifier = CLASSIFIERS.build("timm:resnet18", num_classes=10, pretrained=False)
+    logits, captured = classifier.features(torch.rand(2, 3, 32, 32), classifier.stages[-1:], embedding=True)
+    assert logits.shape == (2, 10) and captured["embedding"].shape == (2, 512)
+    assert classifier.stages[0] == "act1" and classifier.head == "fc"  # timm's feature_info, not the fallback
+    with pytest.raises(PurebenchError, match="timm has no model"):
+        CLASSIFIERS.build("timm:no_such_network", pretrained=False)
+
+
 def test_plugins_register_through_entry_points(tmp_path, monkeypatch):
     """The entry-point path without building a package (tests/test_plugin_package.py builds one)."""
     import purebench.registry as registry_module
