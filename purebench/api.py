@@ -108,7 +108,7 @@ def compose_config(overrides: Sequence[str]) -> DictConfig:
     """The CLI's config with ``overrides`` (Hydra strings), outside any running Hydra app."""
     from hydra import compose, initialize_config_dir
 
-    from purebench.cli import CONF_DIR
+    from purebench.config_paths import CONF_DIR
 
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         return compose("config", overrides=list(overrides))

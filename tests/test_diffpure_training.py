@@ -11,7 +11,7 @@ from diffusers import UNet2DModel
 from hydra import compose, initialize_config_dir
 from torch import nn
 
-from purebench.cli import CONF_DIR
+from purebench.config_paths import CONF_DIR
 from purebench.errors import PurebenchError
 from purebench.train import checkpoint
 from purebench.train.diffpure import DiffPureTrainer, ema_decay, ema_update, sample_timesteps
