@@ -58,7 +58,7 @@ def test_imports_run_one_way_and_need_no_fcntl():
     code = (
         "import sys; sys.modules['fcntl'] = None\n"
         "import purebench.eval.runner, purebench.leaderboard.__main__, purebench.train.__main__, "
-        "purebench.defenses.checkpoint_config; print('purebench.cli' in sys.modules)"
+        "purebench.defenses.checkpoint_config, purebench.api; print('purebench.cli' in sys.modules)"
     )
     done = subprocess.run([sys.executable, "-W", "ignore", "-c", code], capture_output=True, text=True, cwd=REPO)
     assert done.stdout.strip() == "False", done.stderr[-2000:]
