@@ -17,6 +17,7 @@ $(VENV)/.installed: requirements.lock pyproject.toml
 	$(PY) -m pip install -q --upgrade pip==24.3.1
 	$(PY) -m pip install -q -r requirements.lock
 	$(PY) -m pip install -q --no-deps torchattacks==3.5.1
+	$(PY) -m pip install -q --no-deps robustbench==1.1.1  # classifier=robustbench; it pins timm==1.0.9
 	$(PY) -m pip install -q --no-deps -e .
 	touch $@
 
