@@ -278,3 +278,13 @@ def test_randomized_defense_without_eot_is_flagged(make_cfg, data_root):
     noise = ["defense=gaussian_noise", *FAST, "threat.n_eval=2"]
     assert "without EOT" in evaluate(make_cfg(*noise, "threat=bpda"))["warnings"]
     assert "without EOT" not in evaluate(make_cfg(*noise, "threat=bpda_eot", "threat.eot_iter=2"))["warnings"]
+
+
+def test_the_end_of_run_summary_lists_only_the_changed_parameters(tmp_path, data_root):
+    """Inside the CLI's Hydra app the defaults are composed in that app (a second Hydra failed, and
+    the summary listed every parameter as changed)."""
+    done = _cli("defense=median_blur", "defense.kernel_size=5", *FAST, "threads=1", "figures=0", results=tmp_path)
+    out, err = done.communicate(timeout=300)
+    assert done.returncode == 0, err
+    (line,) = [x for x in out.splitlines() if x.startswith("changed params")]
+    assert line.split(maxsplit=2)[2] == "kernel_size=5 (full list in the run file)"

@@ -32,13 +32,18 @@ def format_params(params: dict[str, object]) -> str:
 def defaults(defense: str) -> dict[str, str] | None:
     """The recorded form of conf/defense/<defense>.yaml's values, or None for a defense without a config file."""
     from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
 
     from purebench.config_paths import CONF_DIR
     from purebench.eval.runner import group_params
 
+    overrides = [f"defense={defense}"]
     try:
-        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-            cfg = compose("config", overrides=[f"defense={defense}"])
+        if GlobalHydra.instance().is_initialized():  # inside the CLI's Hydra app (the end-of-run summary)
+            cfg = compose("config", overrides=overrides)
+        else:
+            with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+                cfg = compose("config", overrides=overrides)
     except Exception:
         return None
     try:
