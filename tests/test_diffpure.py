@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -165,3 +166,42 @@ def test_train_export_and_evaluate_the_exported_folder(make_cfg, data_root, tmp_
     row = evaluate(make_cfg("defense=diffpure", f"defense.model={folder}", "defense.steps=2", "attack=fgsm",
                             "attack.verbose=false", "n_examples=4", "threat.n_eval=2", "figures=0"))  # fmt: skip
     assert row["defense"] == "diffpure" and 0 <= row["ra"] <= 100
+
+
+def _configured(tiny_model: Path, folder: Path, **scheduler: object) -> Path:
+    """The tiny network with a scheduler config set the given way (a model trained for it, as far as loading goes)."""
+    shutil.copytree(tiny_model, folder)
+    DDPMScheduler(**scheduler).save_pretrained(folder)
+    return folder
+
+
+@pytest.mark.parametrize("prediction_type", ["epsilon", "sample", "v_prediction"])
+@pytest.mark.parametrize(("variance_type", "clip_sample"), [("fixed_small", True), ("fixed_large", False),
+                                                            ("fixed_small_log", True)])  # fmt: skip
+def test_every_scheduler_setting_is_honoured_as_diffusers_steps(tiny_model, tmp_path, prediction_type, variance_type,
+                                                                clip_sample):  # fmt: skip
+    folder = _configured(tiny_model, tmp_path / "m", prediction_type=prediction_type, variance_type=variance_type,
+                         clip_sample=clip_sample, clip_sample_range=1.5)  # fmt: skip
+    defense = _defense(folder, clip_denoised=None)  # null: the model's clip_sample and range
+    assert defense.clip_denoised is clip_sample and defense.settings.prediction_type == prediction_type
+    scheduler = DDPMScheduler.from_pretrained(folder)
+    scheduler.set_timesteps(timesteps=list(range(99, -1, -1)))
+    h = torch.randn(2, 3, 8, 8)
+    for t in (99, 50, 1, 0):
+        noise = torch.randn(2, 3, 8, 8, generator=torch.Generator().manual_seed(t))
+        ours = defense.step(h, t, t - 1, noise)
+        raw = defense.unet.network(h, torch.full((2,), t)).sample  # what the network predicts, x0 or v included
+        theirs = scheduler.step(raw, t, h, generator=torch.Generator().manual_seed(t)).prev_sample
+        assert torch.allclose(ours, theirs, atol=3e-4), (t, (ours - theirs).abs().max())
+
+
+@pytest.mark.parametrize(
+    ("setting", "message"),
+    [({"variance_type": "learned_range"}, "variance_type=learned_range"),
+     ({"variance_type": "fixed_large_log"}, "variance_type=fixed_large_log"),
+     ({"thresholding": True}, "thresholding=true")],
+)  # fmt: skip
+def test_a_scheduler_setting_the_samplers_cannot_honour_is_refused(tiny_model, tmp_path, setting, message):
+    folder = _configured(tiny_model, tmp_path / "m", **setting)
+    with pytest.raises(PurebenchError, match=rf"{message} .* do not implement"):
+        _defense(folder)

@@ -35,6 +35,7 @@ steps, and so is exact only up to the solver's discretisation error.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -63,16 +64,81 @@ def _load_part(cls: Any, source: str, subfolder: str, offline: bool, **options: 
         return cls.from_pretrained(source, subfolder=subfolder, local_files_only=offline, **options)
 
 
+@dataclass(frozen=True)
+class SchedulerSettings:
+    """What a model's ``scheduler_config.json`` says about its reverse process, beyond abar_t (diffusers'
+    names and defaults). Each is honoured or the model is refused: ignored, an x0- or v-predicting
+    model would run silently wrong."""
+
+    prediction_type: str = "epsilon"  # what the network outputs: epsilon | sample (x0) | v_prediction
+    variance_type: str = "fixed_small"  # DDPM step noise: beta-tilde (fixed_small[_log]) or beta (fixed_large)
+    clip_sample: bool = True  # clip the predicted x0 (defense.clip_denoised=null follows this)
+    clip_sample_range: float = 1.0
+
+
+PREDICTION_TYPES = ("epsilon", "sample", "v_prediction")
+VARIANCE_TYPES = ("fixed_small", "fixed_small_log", "fixed_large")  # learned variances need a 6-channel head
+
+
+class NoisePredictor(nn.Module):
+    """A diffusers UNet as the noise predictor eps(x_t, t) every sampler here is written for, whatever
+    it was trained to predict (diffusers' conventions, DDPMScheduler.step): x0 gives
+    eps = (x_t - sqrt(abar) x0) / sqrt(1 - abar), v gives eps = sqrt(abar) v + sqrt(1 - abar) x_t.
+    Called and answered as the UNet is (``net(x, t).sample``), so samplers take either."""
+
+    def __init__(self, network: nn.Module, alphas_cumprod: torch.Tensor, settings: SchedulerSettings) -> None:
+        super().__init__()
+        self.network, self.settings = network, settings
+        self.register_buffer("alphas_cumprod", alphas_cumprod.float(), persistent=False)
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor | int) -> Any:
+        out = self.network(x, t)
+        kind = self.settings.prediction_type
+        if kind == "epsilon":
+            return out
+        labels = torch.as_tensor(t, device=x.device).long().expand(x.shape[0])
+        abar = self.alphas_cumprod[labels].view(-1, *[1] * (x.dim() - 1))
+        if kind == "sample":
+            out.sample = (x - abar.sqrt() * out.sample) / (1 - abar).sqrt()
+        else:
+            out.sample = abar.sqrt() * out.sample + (1 - abar).sqrt() * x
+        return out
+
+
+def scheduler_settings(scheduler: Any, source: str) -> SchedulerSettings:
+    """The settings of a diffusers scheduler config, refusing what the samplers here cannot honour."""
+    config = scheduler.config
+    settings = SchedulerSettings(
+        config.prediction_type, config.variance_type, bool(config.clip_sample), float(config.clip_sample_range)
+    )
+    refused = []
+    if settings.prediction_type not in PREDICTION_TYPES:
+        refused.append(f"prediction_type={settings.prediction_type} (supported: {', '.join(PREDICTION_TYPES)})")
+    if settings.variance_type not in VARIANCE_TYPES:
+        refused.append(f"variance_type={settings.variance_type} (supported: {', '.join(VARIANCE_TYPES)})")
+    if config.get("thresholding", False):
+        refused.append("thresholding=true (dynamic thresholding of x0)")
+    if refused:
+        raise PurebenchError(
+            f"defense.model='{source}': its scheduler_config.json has {'; '.join(refused)}, which DiffPure's "
+            "samplers here do not implement, and ignoring it would purify with the wrong process. Use a model with "
+            "a fixed-variance DDPM schedule, or convert the model's output head."
+        )
+    return settings
+
+
 def _from_pretrained(source: str, offline: bool) -> tuple[nn.Module, torch.Tensor]:
     from diffusers import DDPMScheduler, UNet2DModel
 
     unet = _load_part(UNet2DModel, source, "unet", offline, low_cpu_mem_usage=False)  # no `accelerate` needed
     scheduler = _load_part(DDPMScheduler, source, "scheduler", offline)
-    return unet.eval(), scheduler.alphas_cumprod.float()
+    alphas_cumprod = scheduler.alphas_cumprod.float()
+    return NoisePredictor(unet.eval(), alphas_cumprod, scheduler_settings(scheduler, source)), alphas_cumprod
 
 
-def load_diffusion(model: str) -> tuple[nn.Module, torch.Tensor]:
-    """The score network and the cumulative noise schedule abar_t of a diffusers model: a local
+def load_diffusion(model: str) -> tuple[NoisePredictor, torch.Tensor]:
+    """The noise predictor (with its :class:`SchedulerSettings`) and the cumulative noise schedule abar_t
+    of a diffusers model: a local
     folder (``config.json`` + weights and ``scheduler_config.json``, at its root or in the ``unet/`` and
     ``scheduler/`` folders of a saved pipeline)
     or a hub id, taken from the Hugging Face cache or fetched where there is a network."""
@@ -211,9 +277,10 @@ class DiffPure(Defense):
         sampler: str,
         steps: int | None,
         eta: float,
-        clip_denoised: bool,
+        clip_denoised: bool | None,
         grad_checkpoint: bool,
         adjoint: bool = False,
+        settings: SchedulerSettings | None = None,
     ) -> None:
         super().__init__()
         if sampler not in SAMPLERS:
@@ -231,7 +298,9 @@ class DiffPure(Defense):
             )
         self.unet, self.sampler, self.t_start = unet, sampler, t_start
         self.register_buffer("alphas_cumprod", alphas_cumprod.float())
-        self.clip_denoised, self.grad_checkpoint, self.adjoint = clip_denoised, grad_checkpoint, adjoint
+        self.settings = settings or SchedulerSettings()
+        self.clip_denoised = self.settings.clip_sample if clip_denoised is None else clip_denoised
+        self.grad_checkpoint, self.adjoint = grad_checkpoint, adjoint
         if sampler == "sde":
             self._check_linear_schedule()
             self.dt = SDE_DT if steps is None else t_star / steps
@@ -258,15 +327,21 @@ class DiffPure(Defense):
         return self.alphas_cumprod[t] if t >= 0 else self.alphas_cumprod.new_tensor(1.0)
 
     def step(self, h: torch.Tensor, t: int, t_prev: int, noise: torch.Tensor) -> torch.Tensor:
-        """One reverse step t -> t_prev (Song et al. 2021 Eq. 12; eta = 1 is the DDPM posterior, Ho et al. Eq. 6-7)."""
+        """One reverse step t -> t_prev (Song et al. 2021 Eq. 12; eta = 1 is the DDPM posterior, Ho et al. Eq. 6-7).
+        A ``fixed_large`` model's DDPM step keeps the posterior mean and draws its noise with variance
+        beta_t instead of beta-tilde (Ho et al. Sec. 3.2's two choices); the last step adds none."""
         abar, abar_prev = self._abar(t), self._abar(t_prev)
         eps = self.unet(h, torch.full((h.shape[0],), t, device=h.device)).sample
         x0 = (h - (1 - abar).sqrt() * eps) / abar.sqrt()
         if self.clip_denoised:
-            x0 = x0.clamp(-1, 1)
+            bound = self.settings.clip_sample_range
+            x0 = x0.clamp(-bound, bound)
             eps = (h - abar.sqrt() * x0) / (1 - abar).sqrt()  # the noise consistent with the clipped x0
         sigma = self.eta * ((1 - abar_prev) / (1 - abar) * (1 - abar / abar_prev)).clamp_min(0).sqrt()
-        return abar_prev.sqrt() * x0 + (1 - abar_prev - sigma**2).clamp_min(0).sqrt() * eps + sigma * noise
+        mean = abar_prev.sqrt() * x0 + (1 - abar_prev - sigma**2).clamp_min(0).sqrt() * eps
+        if self.sampler == "ddpm" and self.settings.variance_type == "fixed_large":
+            sigma = (1 - abar / abar_prev).sqrt() if t_prev >= 0 else sigma
+        return mean + sigma * noise
 
     def _draws(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """The forward noise and one standard normal tensor per reverse step, drawn up front (replayable)."""
@@ -327,5 +402,6 @@ class DiffPure(Defense):
 @DEFENSES.register("diffpure")
 def diffpure(name: str, classifier: Classifier, model: str, **params: Any) -> Defense:
     """DiffPure with a diffusers score network (local folder or hub id)."""
-    unet, alphas_cumprod = load_diffusion(str(model))
-    return DiffPure(unet.requires_grad_(False), alphas_cumprod, **{k: v for k, v in params.items() if k != "unet"})
+    network, alphas_cumprod = load_diffusion(str(model))
+    kept = {k: v for k, v in params.items() if k != "unet"}
+    return DiffPure(network.requires_grad_(False), alphas_cumprod, **kept, settings=network.settings)
