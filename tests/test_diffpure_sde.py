@@ -101,19 +101,6 @@ def test_the_reference_catches_a_wrong_label_or_variance(reference, monkeypatch,
     assert (ours - theirs).abs().max() > 100 * TOLERANCE
 
 
-def test_sde_purification_is_in_range_random_and_seeded_per_example(tiny_model):
-    defense = _defense(tiny_model, sampler="sde", steps=5)
-    assert defense.n_steps == 5 and torch.allclose(defense.grid[[0, -1]], torch.tensor([0.9, 1 - 1e-5]))
-    x = torch.rand(4, 3, 8, 8)
-    with per_example(0, [10, 11, 12, 13], "purify"):
-        batch = defense.purify(x)
-    with per_example(0, [12], "purify"):
-        alone = defense.purify(x[2:3])
-    assert batch.shape == x.shape and batch.min() >= 0 and batch.max() <= 1
-    assert torch.allclose(batch[2:3], alone, atol=1e-6)  # example 12's draws do not depend on its batch
-    assert not torch.equal(defense.purify(x), defense.purify(x))  # random outside a seeded context
-
-
 def test_the_replayed_path_gives_its_increments_and_is_linear_between_them():
     grid, increments = torch.tensor([0.0, 0.5, 1.0]), torch.randn(2, 3, 4)
     bm = ReplayedBrownian(grid, increments)
