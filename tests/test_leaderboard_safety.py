@@ -219,7 +219,9 @@ def test_shards_of_different_code_are_no_set_whatever_their_commits(tmp_path, ca
     _edit_shard(tmp_path / "leaderboard.csv", "1/2", old, new)
     assert leaderboard_main(["merge", f"results_dir={tmp_path}"]) == 0
     out = capsys.readouterr().out
-    assert f"computed by 2 different code versions (0/2 by code {old}; 1/2 by code {new}), so they are not one set" in out
+    assert (
+        f"computed by 2 different code versions (0/2 by code {old}; 1/2 by code {new}), so they are not one set" in out
+    )
     assert _merged(tmp_path) == []
 
     same = tmp_path / "same"  # the same code, run from a checkout and from an installed copy: one set
