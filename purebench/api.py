@@ -177,8 +177,9 @@ def _supplied(cfg: DictConfig, objects: dict[str, Any], x: torch.Tensor | None, 
     if "classifier" in objects:
         if not isinstance(objects["classifier"], nn.Module):
             raise PurebenchError("classifier must be a registry name, a dict of its keys, or an nn.Module.")
-        data = given.dataset or DATASETS.build(cfg.dataset.name, **group_params(cfg.dataset, "sample"))
-        given.classifier = as_classifier(objects["classifier"], data.num_classes)
+        # built once here and handed to the runner, which would otherwise load it a second time
+        given.dataset = given.dataset or DATASETS.build(cfg.dataset.name, **group_params(cfg.dataset, "sample"))
+        given.classifier = as_classifier(objects["classifier"], given.dataset.num_classes)
         cfg.classifier = OmegaConf.create(_label(objects["classifier"]))
     for group, kind in (("defense", Defense), ("attack", Attack), ("threat", ThreatModel)):
         if group not in objects:

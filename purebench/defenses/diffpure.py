@@ -205,7 +205,10 @@ class ReplayedBrownian(torchsde.BaseBrownian):
         self, ta: torch.Tensor, tb: torch.Tensor | None = None, return_U: bool = False, return_A: bool = False
     ) -> torch.Tensor:
         if return_U or return_A:
-            raise NotImplementedError("a replayed Brownian path has no Levy area (levy_area_approximation='none')")
+            raise ValueError(
+                "a replayed Brownian path carries no Levy area (levy_area_approximation='none'): solve with "
+                "method='euler', as DiffPure does, not a solver that needs it"
+            )
         if tb is None:  # W(ta) itself, from W(grid[0]) = 0
             ta, tb = self.grid[0], ta
         lo, hi = self.grid[:-1], self.grid[1:]
