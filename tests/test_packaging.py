@@ -64,16 +64,41 @@ def test_imports_run_one_way_and_need_no_fcntl():
     assert done.stdout.strip() == "False", done.stderr[-2000:]
 
 
+def _normalised(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def _locked_pins() -> dict[str, str]:
+    pins = {}
+    for line in (REPO / "requirements.lock").read_text().splitlines():
+        if match := re.match(r"([A-Za-z0-9_.-]+)==(\S+)", line):
+            pins[_normalised(match[1])] = match[2]
+    return pins
+
+
 def test_declared_ranges_admit_the_lock():
     """pyproject.toml declares ranges (purebench installs beside other tools' pins); requirements.lock pins one
     version of each, which ``make install`` installs. Every range must admit its pin."""
     project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
-    declared = [Requirement(r) for r in [*project["dependencies"], *project["optional-dependencies"]["dev"]]]
-    pins = {}
-    for line in (REPO / "requirements.lock").read_text().splitlines():
-        if match := re.match(r"([A-Za-z0-9_.-]+)==(\S+)", line):
-            pins[re.sub(r"[-_.]+", "-", match[1]).lower()] = match[2]
+    extras = project["optional-dependencies"]
+    declared = [Requirement(r) for r in [*project["dependencies"], *extras["dev"], *extras["robustbench"]]]
+    pins = _locked_pins()
     for req in declared:
-        name = re.sub(r"[-_.]+", "-", req.name).lower()
+        name = _normalised(req.name)
         assert name in pins, f"{req.name} is declared but not pinned in requirements.lock"
         assert req.specifier.contains(pins[name]), f"requirements.lock pins {req.name}=={pins[name]}, outside {req}"
+
+
+def test_packages_installed_without_deps_find_theirs_in_the_lock():
+    """``make install`` puts torchattacks and robustbench in with ``--no-deps`` (their pins clash with the lock);
+    whatever they import must then come from requirements.lock, or a clean clone fails where this checkout,
+    holding an older install, passes (robustbench needs pandas: CI caught it after pandas left the lock)."""
+    from importlib.metadata import requires
+
+    no_deps = re.findall(r"--no-deps ([A-Za-z0-9_.-]+)==", (REPO / "Makefile").read_text())
+    assert {"torchattacks", "robustbench"} <= set(no_deps)
+    pins = _locked_pins()
+    for package in no_deps:
+        needed = [Requirement(r) for r in requires(package) or []]
+        missing = [str(r) for r in needed if r.marker is None and _normalised(r.name) not in pins]
+        assert not missing, f"{package} needs {missing}, which requirements.lock does not pin"
