@@ -37,7 +37,7 @@ from purebench.config_paths import CONF_DIR
 PACKAGE_DIR = Path(purebench.__file__).resolve().parent  # the running package, wherever it is installed
 
 # Keys that change where or how fast a run goes, not what it computes.
-_NOT_HASHED = ("results_dir", "device", "threads", "shard", "figures", "logger")
+_NOT_HASHED = ("results_dir", "device", "threads", "shard", "figures", "logger", "skip_finished")
 # Keys of a config group that locate an input or set what a run prints, not what it computes; the
 # inputs they locate are hashed by content instead (the evaluated images, the classifier's weights).
 NOT_DECISIVE = {

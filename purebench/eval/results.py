@@ -52,7 +52,9 @@ COLUMNS = [
     "randomness_detected", "wall_s", "config_hash", "commit", "version", "data_source", "warnings", "finished_at",
     *(column for _, low, high in BOUNDED for column in (low, high)),  # 95% Wilson bounds, appended (issue 16)
     "acc_purified_adv",  # accuracy on purify(x_adv) alone, what ra was before it was bounded (issue 21)
+    "threat_surrogate",  # threat.surrogate's defense settings (Lee & Kim 2023), empty for the real gradient (issue 25)
 ]  # fmt: skip
+SUPERSEDED_FILE = "superseded.csv"  # run_id,reason: rows later runs replace (never deleted)
 # The figures that count an example only when its clean evaluation is correct (issue 21).
 ROBUST = ("ra", "ra_worst", "ra_vote")
 # What a row needs to be shown in a table: these columns non-empty, these parse as numbers.
@@ -249,6 +251,31 @@ def _bound_old_row(row: dict[str, str], runs_dir: Path) -> str | None:
     return problem
 
 
+def read_superseded(results_dir: Path) -> dict[str, str]:
+    """run_id -> reason from ``results_dir/superseded.csv`` (empty when there is no such file)."""
+    path = results_dir / SUPERSEDED_FILE
+    if not path.exists():
+        return {}
+    with path.open(newline="") as f:
+        reader = csv.DictReader(f)
+        if reader.fieldnames != ["run_id", "reason"]:
+            raise PurebenchError(f"{path}: the header must be 'run_id,reason', got {reader.fieldnames}.")
+        return {line["run_id"].strip(): line["reason"].strip() for line in reader if line["run_id"].strip()}
+
+
+def finished_row(results_dir: Path, config_hash: str, shard: str) -> dict[str, str] | None:
+    """The newest current (not superseded) leaderboard row of this configuration and shard whose run file
+    exists, if any: what ``skip_finished=true`` returns instead of evaluating again. The code version is not compared
+    (config_hash leaves it out): a sweep resumed after an edit that changes no figure keeps its rows."""
+    reasons = read_superseded(results_dir)
+    done = [
+        row for row in read_rows(results_dir / "leaderboard.csv")
+        if row["config_hash"] == config_hash and row["shard"] == shard and row["run_id"] not in reasons
+        and run_file(results_dir / "runs", row["run_id"]).is_file()
+    ]  # fmt: skip
+    return max(done, key=lambda row: row["finished_at"]) if done else None
+
+
 def has_ra(row: dict[str, str]) -> bool:
     """Whether a row read by :func:`read_rows` has an RA: not an old row its run file could not bound."""
     return row.get("ra", "") != ""
@@ -260,6 +287,11 @@ def run_file(runs_dir: Path, run_id: str) -> Path:
     if not is_safe_name(run_id):
         raise ValueError(f"run_id {run_id!r} is not a plain file name")
     return runs_dir / f"{run_id}.json"
+
+
+def load_run_file(results_dir: Path, run_id: str) -> dict[str, Any]:
+    """The run file of ``run_id`` (its row, config, per-example records, ...)."""
+    return json.loads(run_file(results_dir / "runs", run_id).read_text())
 
 
 def run_records(path: Path) -> list[dict[str, int]]:

@@ -46,7 +46,14 @@ from purebench.eval.atomic_files import write_json
 from purebench.eval.figures import purification_grid
 from purebench.eval.loggers import log_run
 from purebench.eval.progress import BatchStore
-from purebench.eval.results import append_row, check_leaderboard, check_writable, summarise
+from purebench.eval.results import (
+    append_row,
+    check_leaderboard,
+    check_writable,
+    finished_row,
+    load_run_file,
+    summarise,
+)
 from purebench.eval.settings import check_settings
 from purebench.eval.threats import THREATS, ThreatModel, draws_per_call
 from purebench.provenance import (
@@ -159,6 +166,27 @@ def build_components(
     attack = given.attack or ATTACKS.build(cfg.attack.name, seed=int(cfg.seed), **group_params(cfg.attack))
     threat = given.threat or THREATS.build(cfg.threat.name, **group_params(cfg.threat))
     return dataset, classifier, defense.to(device), attack, threat
+
+
+def attacker_copy(
+    cfg: DictConfig,
+    classifier: Classifier,
+    defense: Defense,
+    threat: ThreatModel,
+    supplied: Supplied | None,
+    device: torch.device,
+) -> Defense:
+    """The defense the attacker differentiates: the real one, or under ``threat.surrogate`` (Lee & Kim 2023)
+    a copy built with those settings, e.g. a shorter diffusion chain; the evaluation keeps the real one."""
+    if not threat.surrogate:
+        return defense
+    if supplied is not None and supplied.defense is not None:
+        raise PurebenchError(
+            "threat.surrogate rebuilds the defense from its registry name with other settings, which a defense "
+            "handed over as an object cannot be: register it, or attack your own cheaper copy with threat=adaptive."
+        )
+    settings = {**group_params(cfg.defense), **threat.surrogate}
+    return DEFENSES.build(cfg.defense.name, classifier=classifier, **settings).to(device)
 
 
 def compile_backend(cfg: DictConfig) -> str | None:
@@ -417,7 +445,9 @@ def _evaluate(cfg: DictConfig, progress: Progress, supplied: Supplied | None) ->
     warnings = [overlap] if overlap else []  # a purifier evaluated on its own training images
     if detected and not defense.randomized:
         warnings.append(f"defense '{cfg.defense.name}' is random but does not declare it; treated as randomized")
-    attacked = threat.attacked_model(classifier, defense, randomized)
+    attacked = threat.attacked_model(
+        classifier, attacker_copy(cfg, classifier, defense, threat, supplied, device), randomized
+    )
     threat_info = threat.describe(randomized)
     n_eval = int(threat_info["threat_n_eval"])
     single_draw = threat_info["threat_eot_iter"] == 1 and int(attack.describe().get("attack_eot_iter", 1)) == 1
@@ -434,6 +464,12 @@ def _evaluate(cfg: DictConfig, progress: Progress, supplied: Supplied | None) ->
     version = code_version()
     weights = "".join(f"-{digest[:8]}" for digest in checkpoints.values())  # a retrained file resumes nothing
     store = BatchStore(results_dir, f"{chash}-{version}{weights}")
+    if settings["skip_finished"] and (done := finished_row(results_dir, chash, shard_label)) is not None:
+        log.info(
+            "skip_finished: the leaderboard holds this configuration as run %s; nothing recomputed", done["run_id"]
+        )
+        earlier = load_run_file(results_dir, done["run_id"])
+        return {"row": earlier["row"], "run_file": earlier}
     finished_run = store.load_run(shard_label)
     if finished_run is not None:  # killed while publishing: publish the same row, do not add a second one
         log.info("resumed: run %s had finished; writing its results", finished_run["row"]["run_id"])
@@ -488,7 +524,7 @@ def _evaluate(cfg: DictConfig, progress: Progress, supplied: Supplied | None) ->
             f"{k}={v}" for k, v in sorted({**group_params(cfg.defense), **sha256_params(checkpoints)}.items())
         ),
         "attack": cfg.attack.name,
-        "threat_model": threat.name,
+        "threat_model": threat_info["threat_model"],
         "norm": attack.norm,
         "eps": attack.eps,
         "seed": seed,
@@ -500,6 +536,7 @@ def _evaluate(cfg: DictConfig, progress: Progress, supplied: Supplied | None) ->
         "attack_eot_iter": attack_info.get("attack_eot_iter", 1),
         "threat_eot_iter": threat_info["threat_eot_iter"],
         "threat_backprop_steps": threat_info.get("threat_backprop_steps", ""),
+        "threat_surrogate": threat_info.get("threat_surrogate", ""),
         "adv_cache": ("hit" if all(cache_hits) else "miss" if not any(cache_hits) else "partial") if cache else "",
         "defense_randomized": defense.randomized,
         "randomness_detected": detected,

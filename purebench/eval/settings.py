@@ -39,6 +39,14 @@ def whole_number(cfg: DictConfig, key: str, minimum: int, meaning: str) -> int:
     return int(value)
 
 
+def switch(cfg: DictConfig, key: str) -> bool:
+    """``cfg[key]`` as a bool; anything but true/false is refused (a typo must not read as either)."""
+    value = cfg.get(key, False)
+    if not isinstance(value, bool):
+        raise PurebenchError(f"{key}={value!r} is not valid: {key} is a switch, true or false (e.g. {key}=true).")
+    return value
+
+
 def fractions_to_numbers(group: DictConfig, name: str) -> None:
     """Replace values written as fractions (``attack.eps=8/255``) by their float, in place and
     before the config is hashed, so ``8/255`` and ``0.0313725...`` are the same setting."""
@@ -52,14 +60,15 @@ def fractions_to_numbers(group: DictConfig, name: str) -> None:
 
 
 def check_settings(cfg: DictConfig) -> dict[str, int]:
-    """Validate the top-level keys (and fractions in the attack group); returns the integer
-    settings. Runs first in :func:`purebench.eval.runner.evaluate`, before any output or model."""
+    """Validate the top-level keys (and fractions in the attack group); returns the integer and
+    switch settings. Runs first in :func:`purebench.eval.runner.evaluate`, before any output or model."""
     settings = {
         "n_examples": whole_number(cfg, "n_examples", 1, "the number of images to evaluate"),
         "batch_size": whole_number(cfg, "batch_size", 1, "the number of images per batch"),
         "seed": whole_number(cfg, "seed", 0, "the seed of the subset, the attack and the defense"),
         "threads": whole_number(cfg, "threads", 0, "the number of torch CPU threads (0: torch's default)"),
         "figures": whole_number(cfg, "figures", 0, "the number of images in the purification figure (0: none)"),
+        "skip_finished": switch(cfg, "skip_finished"),
     }
     if settings["seed"] > MAX_SEED:
         raise PurebenchError(

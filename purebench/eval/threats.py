@@ -28,6 +28,11 @@ known_draws   exact (all)  no: the draws are known deterministic white box (the 
 the per-example draws that the evaluation then makes (one evaluation), so the defense is a fixed
 function. What a randomized defense keeps here is not owed to its randomness; the gap to
 ``adaptive`` is.
+
+``threat.surrogate`` (a mapping of defense settings, e.g. ``{steps: 10}``) is the surrogate process of
+Lee & Kim (2023): the attacker differentiates a copy of the defense built with those settings (a
+diffusion purifier's shorter respaced chain) and the evaluation purifies with the real one. The row's
+rung is then ``<threat>_surrogate`` with the settings in ``threat_surrogate``: a cheaper attack, said so.
 """
 
 from __future__ import annotations
@@ -117,6 +122,7 @@ class ThreatModel:
         backprop_steps: int | None,
         known_draws: bool = False,
         eot_batch: int | None = None,
+        surrogate: dict[str, Any] | None = None,
     ) -> None:
         if gradient not in GRADIENTS:
             raise PurebenchError(f"threat.gradient must be one of {', '.join(GRADIENTS)}, got '{gradient}'.")
@@ -130,7 +136,14 @@ class ThreatModel:
             )
         self.name, self.gradient, self.eot = name, gradient, eot
         self.eot_iter, self.n_eval, self.backprop_steps = eot_iter, n_eval, backprop_steps
+        if surrogate is not None and (gradient == "classifier" or known_draws or not isinstance(surrogate, dict)):
+            raise PurebenchError(
+                f"threat.surrogate={surrogate} is not valid for threat={name}: it is a mapping of defense settings "
+                "(e.g. {steps: 10}) for the copy of the defense the attacker differentiates, and only threats that "
+                "differentiate the defense without replaying its draws take it (bpda_eot, eot, adaptive)."
+            )
         self.known_draws, self.eot_batch = known_draws, eot_batch
+        self.surrogate = dict(surrogate) if surrogate else None
 
     def effective_eot_iter(self, randomized: bool) -> int:
         """EOT draws per forward: 1 when EOT is off or cannot help (a deterministic defense)."""
@@ -175,11 +188,13 @@ class ThreatModel:
     def describe(self, randomized: bool) -> dict[str, Any]:
         """Threat-model parameters recorded in the result row."""
         info: dict[str, Any] = {
-            "threat_model": self.name,
+            "threat_model": f"{self.name}_surrogate" if self.surrogate else self.name,
             "threat_gradient": self.gradient,
             "threat_eot_iter": self.effective_eot_iter(randomized),
             "threat_n_eval": self.n_eval if randomized and not self.known_draws else 1,
         }
+        if self.surrogate:  # Lee & Kim (2023): gradients of a cheaper process, evaluation with the real one
+            info["threat_surrogate"] = ",".join(f"{key}={value}" for key, value in sorted(self.surrogate.items()))
         if self.known_draws:
             info["threat_draws"] = "known to the attacker (the evaluation's own)"
         if self.gradient == "exact":
@@ -198,8 +213,9 @@ def _register(name: str, gradient: str, eot: bool, backprop_steps: int | None, k
         n_eval: int = 10,
         backprop_steps: int | None = backprop_steps,
         eot_batch: int | None = None,
+        surrogate: dict[str, Any] | None = None,
     ) -> ThreatModel:
-        return ThreatModel(name, gradient, eot, eot_iter, n_eval, backprop_steps, known_draws, eot_batch)
+        return ThreatModel(name, gradient, eot, eot_iter, n_eval, backprop_steps, known_draws, eot_batch, surrogate)
 
     factory.__doc__ = doc
 

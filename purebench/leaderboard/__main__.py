@@ -20,14 +20,14 @@ from pathlib import Path
 
 from purebench.errors import PurebenchError
 from purebench.eval.atomic_files import atomic_write_text, link_target
-from purebench.eval.results import has_ra, read_rows
+from purebench.eval.results import has_ra, read_rows, read_superseded
 from purebench.eval.threats import LADDER
 from purebench.leaderboard.html import html_leaderboard
 from purebench.leaderboard.latex import latex_tables
 from purebench.leaderboard.merge import merge_shards, unmerged
 from purebench.leaderboard.plots import ladder_plots, sa_ra_scatter
 from purebench.leaderboard.robustbench import robustbench_records
-from purebench.leaderboard.superseded import read_superseded, split_superseded, superseded_markdown
+from purebench.leaderboard.superseded import split_superseded, superseded_markdown
 from purebench.leaderboard.table import complete, defaults_legend, grouped_markdown, threat_pivot
 from purebench.leaderboard.worst import worst_case_report
 

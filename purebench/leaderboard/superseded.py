@@ -9,34 +9,19 @@ The file has two columns, ``run_id`` and ``reason``; an id that names no row is 
 
 from __future__ import annotations
 
-import csv
 import logging
 from collections.abc import Sequence
-from pathlib import Path
 
-from purebench.errors import PurebenchError
+from purebench.eval.results import SUPERSEDED_FILE as FILE_NAME
 from purebench.leaderboard.table import markdown_table, shown
 
 log = logging.getLogger(__name__)
 
-FILE_NAME = "superseded.csv"
 _SHOWN = [
     ("run", "run_id"), ("defense", "defense"), ("changed params", "defense_params"), ("attack", "attack"),
     ("threat", "threat_model"), ("budget", "eps"), ("n", "n_examples"), ("SA %", "sa"), ("RA %", "ra"),
     ("commit", "commit"),
 ]  # fmt: skip
-
-
-def read_superseded(results_dir: Path) -> dict[str, str]:
-    """run_id -> reason from ``results_dir/superseded.csv`` (empty when there is no such file)."""
-    path = results_dir / FILE_NAME
-    if not path.exists():
-        return {}
-    with path.open(newline="") as f:
-        reader = csv.DictReader(f)
-        if reader.fieldnames != ["run_id", "reason"]:
-            raise PurebenchError(f"{path}: the header must be 'run_id,reason', got {reader.fieldnames}.")
-        return {line["run_id"].strip(): line["reason"].strip() for line in reader if line["run_id"].strip()}
 
 
 def split_superseded(

@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# The headline sweep (issue 25): every cell of experiments/headline.yaml's protocol, cheapest first, one
+# command per cell (results/README "Headline sweep" lists them with their CPU time). A finished cell is
+# skipped (skip_finished=true in the recipes) and an interrupted one resumes from its finished batches, so
+# the script is re-run as it is until every cell is in the leaderboard:
+#   nohup experiments/headline_sweep.sh > outputs/headline_sweep.log 2>&1 &
+# THREADS (default 2) sets torch's CPU threads; a failed cell is reported and the sweep goes on.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-.venv/bin/python}
+THREADS=${THREADS:-2}
+ATOP_PRE="defense=atop defense.checkpoint=results/checkpoints/atop_rt2_pre.pt"
+ATOP_FT="defense=atop defense.checkpoint=results/checkpoints/atop_rt2_atop.pt"
+IMPURE="defense=impure defense.checkpoint=results/checkpoints/impure.pt"
+failed=()
+
+cell() {  # cell RECIPE OVERRIDES...: one evaluation; its row goes to results/leaderboard.csv
+    local recipe=$1
+    shift
+    echo "=== $(date -u +%FT%TZ) +experiment=$recipe $*"
+    # shellcheck disable=SC2068  # the overrides are split on purpose
+    if ! $PY -m purebench "+experiment=$recipe" $@ threads="$THREADS" figures=0 \
+        hydra.run.dir="outputs/headline/$(date -u +%Y%m%dT%H%M%S)"; then
+        failed+=("+experiment=$recipe $*")
+    fi
+}
+
+# 1. Deterministic filters and the undefended classifier: every rung in seconds to minutes.
+for defense in none gaussian_blur median_blur impure_floor; do
+    for threat in oblivious bpda_eot adaptive; do cell headline defense=$defense threat=$threat; done
+done
+# 2. AutoAttack rand, oblivious (the adversarial examples are shared across defenses), then adaptive where cheap.
+for defense in none gaussian_blur median_blur impure_floor atop_floor zeropur "$ATOP_PRE" "$ATOP_FT" "$IMPURE"; do
+    cell headline_autoattack $defense threat=oblivious
+done
+cell headline_autoattack defense=diffpure threat=oblivious n_examples=64
+for defense in none gaussian_blur median_blur impure_floor; do
+    cell headline_autoattack defense=$defense threat=adaptive threat.eot_iter=1
+done
+# 3. PGD-20 oblivious for the purifiers.
+for defense in atop_floor zeropur "$ATOP_PRE" "$ATOP_FT" "$IMPURE"; do cell headline $defense threat=oblivious; done
+cell headline defense=diffpure threat=oblivious n_examples=64
+# 4. known_draws (randomized defenses: the evaluation's own draws, one gradient each), then BPDA+EOT.
+for defense in atop_floor "$ATOP_PRE" "$ATOP_FT" "$IMPURE"; do cell headline $defense threat=known_draws; done
+for defense in atop_floor "$IMPURE" "$ATOP_PRE" "$ATOP_FT"; do cell headline $defense threat=bpda_eot; done
+cell headline defense=zeropur threat=bpda_eot n_examples=64
+# 5. Full adaptive (EOT-20 through the purifier), then AutoAttack rand adaptive for the cheaper purifiers.
+for defense in atop_floor "$IMPURE" "$ATOP_PRE" "$ATOP_FT"; do cell headline $defense threat=adaptive; done
+cell headline defense=zeropur threat=adaptive n_examples=64
+cell headline_autoattack defense=atop_floor threat=adaptive threat.eot_iter=1
+# 6. DiffPure (the 100-step reverse SDE per purification): known draws and BPDA+EOT at the full chain, the
+# adaptive rung through a 10-step surrogate chain (Lee & Kim 2023), and one small full-gradient cell beside it.
+cell headline defense=diffpure threat=known_draws n_examples=64
+cell headline defense=diffpure threat=adaptive 'threat.surrogate={steps:10}' n_examples=64
+cell headline defense=diffpure threat=bpda_eot n_examples=64
+cell headline defense=diffpure threat=adaptive 'threat.surrogate={steps:10}' n_examples=16
+cell headline defense=diffpure threat=adaptive n_examples=16
+
+echo "=== $(date -u +%FT%TZ) done; ${#failed[@]} failed cell(s)"
+for f in "${failed[@]}"; do echo "FAILED: $f"; done
+[ ${#failed[@]} -eq 0 ]
