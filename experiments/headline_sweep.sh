@@ -9,6 +9,9 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-.venv/bin/python}
 THREADS=${THREADS:-2}
+if [ -z "${PUREBENCH_DATA:-}" ] && [ -f ../shared/data/README.md ]; then  # as the Makefile finds the shared data
+    export PUREBENCH_DATA=../shared/data
+fi
 ATOP_PRE="defense=atop defense.checkpoint=results/checkpoints/atop_rt2_pre.pt"
 ATOP_FT="defense=atop defense.checkpoint=results/checkpoints/atop_rt2_atop.pt"
 IMPURE="defense=impure defense.checkpoint=results/checkpoints/impure.pt"

@@ -288,3 +288,23 @@ def test_the_end_of_run_summary_lists_only_the_changed_parameters(tmp_path, data
     assert done.returncode == 0, err
     (line,) = [x for x in out.splitlines() if x.startswith("changed params")]
     assert line.split(maxsplit=2)[2] == "kernel_size=5 (full list in the run file)"
+
+
+def test_skip_finished_returns_the_leaderboard_row_instead_of_evaluating(make_cfg, data_root, tmp_path, monkeypatch):
+    """A sweep re-run after an interruption (or an edit of the code) skips the cells the board holds; a
+    superseded row does not count, and skip_finished itself does not change the configuration's hash."""
+    from purebench.eval import runner
+
+    first = evaluate(make_cfg("defense=gaussian_blur", *FAST))
+    calls = []
+    original = runner._evaluate_batch
+    monkeypatch.setattr(runner, "_evaluate_batch", lambda *a, **k: (calls.append(1), original(*a, **k))[1])
+    again = evaluate(make_cfg("defense=gaussian_blur", *FAST, "skip_finished=true"))
+    assert calls == [] and again == first
+    board = tmp_path / "results" / "leaderboard.csv"
+    assert len(board.read_text().splitlines()) == 2  # header and the one row
+    (tmp_path / "results" / "superseded.csv").write_text(f"run_id,reason\n{first['run_id']},test\n")
+    fresh = evaluate(make_cfg("defense=gaussian_blur", *FAST, "skip_finished=true"))
+    assert calls and fresh["run_id"] != first["run_id"] and fresh["config_hash"] == first["config_hash"]
+    with pytest.raises(PurebenchError, match="skip_finished is a switch"):
+        evaluate(make_cfg("defense=gaussian_blur", *FAST, "skip_finished=maybe"))

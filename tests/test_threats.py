@@ -257,3 +257,23 @@ def test_draws_per_call_fills_the_pixel_budget_and_obeys_eot_batch():
     assert draws_per_call(3, 20, cifar) == 3 and draws_per_call(50, 20, cifar) == 20
     with pytest.raises(PurebenchError, match="eot_batch"):
         THREATS.build("eot", eot_batch=0)
+
+
+def test_a_surrogate_steers_the_attack_while_the_real_defense_is_evaluated(make_cfg, data_root):
+    """threat.surrogate (Lee & Kim 2023): the attacker differentiates a copy built with other settings. A copy
+    equal to the defense is the plain adaptive attack; a copy that hardly blurs misleads it, and the
+    evaluation still purifies with the real blur (same SA)."""
+    common = ["defense=gaussian_blur", *PGD, "attack.steps=5", "n_examples=32", "batch_size=32", "threat=adaptive"]
+    real = evaluate(make_cfg(*common))
+    same = evaluate(make_cfg(*common, "threat.surrogate={sigma:1.0}"))
+    weak = evaluate(make_cfg(*common, "threat.surrogate={sigma:0.3}"))
+    assert (same["threat_model"], same["threat_surrogate"]) == ("adaptive_surrogate", "sigma=1.0")
+    assert real["threat_model"] == "adaptive" and real["threat_surrogate"] == ""
+    assert same["ra"] == real["ra"] and same["sa"] == weak["sa"] == real["sa"]
+    assert weak["ra"] >= real["ra"] + 15, (weak["ra"], real["ra"])
+
+
+@pytest.mark.parametrize("threat", ["oblivious", "known_draws"])
+def test_a_surrogate_is_refused_where_the_attacker_does_not_differentiate_a_copy(threat):
+    with pytest.raises(PurebenchError, match="threat.surrogate"):
+        THREATS.build(threat, surrogate={"steps": 10})
