@@ -275,5 +275,5 @@ def test_a_surrogate_steers_the_attack_while_the_real_defense_is_evaluated(make_
 
 @pytest.mark.parametrize("threat", ["oblivious", "known_draws"])
 def test_a_surrogate_is_refused_where_the_attacker_does_not_differentiate_a_copy(threat):
-    with pytest.raises(PurebenchError, match="threat.surrogate"):
+    with pytest.raises(PurebenchError, match=r"threat\.surrogate"):
         THREATS.build(threat, surrogate={"steps": 10})
