@@ -53,6 +53,7 @@ COLUMNS = [
     *(column for _, low, high in BOUNDED for column in (low, high)),  # 95% Wilson bounds, appended (issue 16)
     "acc_purified_adv",  # accuracy on purify(x_adv) alone, what ra was before it was bounded (issue 21)
     "threat_surrogate",  # threat.surrogate's defense settings (Lee & Kim 2023), empty for the real gradient (issue 25)
+    "protocol",  # the recipe's protocol name (headline: the leaderboard's matrix), empty for other runs (issue 25)
 ]  # fmt: skip
 SUPERSEDED_FILE = "superseded.csv"  # run_id,reason: rows later runs replace (never deleted)
 # The figures that count an example only when its clean evaluation is correct (issue 21).

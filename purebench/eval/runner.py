@@ -537,6 +537,7 @@ def _evaluate(cfg: DictConfig, progress: Progress, supplied: Supplied | None) ->
         "threat_eot_iter": threat_info["threat_eot_iter"],
         "threat_backprop_steps": threat_info.get("threat_backprop_steps", ""),
         "threat_surrogate": threat_info.get("threat_surrogate", ""),
+        "protocol": settings["protocol"],
         "adv_cache": ("hit" if all(cache_hits) else "miss" if not any(cache_hits) else "partial") if cache else "",
         "defense_randomized": defense.randomized,
         "randomness_detected": detected,

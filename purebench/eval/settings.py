@@ -12,6 +12,7 @@ import logging
 import os
 import re
 from fractions import Fraction
+from typing import Any
 
 from omegaconf import DictConfig, open_dict
 
@@ -47,6 +48,19 @@ def switch(cfg: DictConfig, key: str) -> bool:
     return value
 
 
+def protocol_name(cfg: DictConfig) -> str:
+    """``cfg.protocol`` as a plain name ('' when null): it labels rows, so it must be one word a table can show."""
+    value = cfg.get("protocol")
+    if value is None:
+        return ""
+    if not isinstance(value, str) or not re.fullmatch(r"[A-Za-z0-9_.-]+", value):
+        raise PurebenchError(
+            f"protocol={value!r} is not valid: it names the protocol of a recipe (letters, digits, '_', '-', '.'), "
+            "e.g. protocol=headline, or null."
+        )
+    return value
+
+
 def fractions_to_numbers(group: DictConfig, name: str) -> None:
     """Replace values written as fractions (``attack.eps=8/255``) by their float, in place and
     before the config is hashed, so ``8/255`` and ``0.0313725...`` are the same setting."""
@@ -59,7 +73,7 @@ def fractions_to_numbers(group: DictConfig, name: str) -> None:
                 group[key] = float(numerator / denominator)
 
 
-def check_settings(cfg: DictConfig) -> dict[str, int]:
+def check_settings(cfg: DictConfig) -> dict[str, Any]:
     """Validate the top-level keys (and fractions in the attack group); returns the integer and
     switch settings. Runs first in :func:`purebench.eval.runner.evaluate`, before any output or model."""
     settings = {
@@ -69,6 +83,7 @@ def check_settings(cfg: DictConfig) -> dict[str, int]:
         "threads": whole_number(cfg, "threads", 0, "the number of torch CPU threads (0: torch's default)"),
         "figures": whole_number(cfg, "figures", 0, "the number of images in the purification figure (0: none)"),
         "skip_finished": switch(cfg, "skip_finished"),
+        "protocol": protocol_name(cfg),
     }
     if settings["seed"] > MAX_SEED:
         raise PurebenchError(
