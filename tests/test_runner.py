@@ -97,7 +97,7 @@ def test_leaderboard_command_writes_markdown_and_threat_pivot(make_cfg, data_roo
         [sys.executable, "-m", "purebench.leaderboard", f"results_dir={results}"], capture_output=True, text=True
     )
     assert done.returncode == 0, done.stderr
-    assert "## cifar10 — threat model: oblivious" in done.stdout and "threat model: adaptive" in done.stdout
+    assert "### cifar10 — threat model: oblivious" in done.stdout and "threat model: adaptive" in done.stdout
     pivot = (results / "leaderboard.md").read_text().split("## Across threat models")[1].strip().splitlines()
     header, line = [c.strip() for c in pivot[0].split("|")], [c.strip() for c in pivot[2].split("|")]
     assert header.index("RA % oblivious") < header.index("RA % adaptive")  # ladder order, weakest first

@@ -24,6 +24,7 @@ from purebench.eval.results import has_ra, read_rows, read_superseded
 from purebench.eval.threats import LADDER
 from purebench.leaderboard.html import html_leaderboard
 from purebench.leaderboard.latex import latex_tables
+from purebench.leaderboard.matrix import matrix_markdown
 from purebench.leaderboard.merge import merge_shards, unmerged
 from purebench.leaderboard.plots import ladder_plots, sa_ra_scatter
 from purebench.leaderboard.robustbench import robustbench_records
@@ -75,6 +76,8 @@ def _render(results_dir: Path) -> int:
         print(f"purebench.leaderboard: {_unmerged_note(shards, results_dir)}", file=sys.stderr)
     text = "\n".join(
         [
+            "# purebench leaderboard\n",
+            *([matrix] if (matrix := matrix_markdown(done, results_dir / "runs")) else []),
             grouped_markdown(rows),
             *([threat_pivot(rows, list(LADDER), results_dir / "runs"), defaults_legend(rows)] if done else []),
             *([f"## Unmerged shards\n\n{_unmerged_note(shards, results_dir)}\n"] if shards else []),

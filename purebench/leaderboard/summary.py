@@ -7,7 +7,7 @@ layers run one way: the CLI calls the runner and this module, and nothing below 
 from __future__ import annotations
 
 from purebench.leaderboard.params import changed
-from purebench.leaderboard.table import with_interval
+from purebench.leaderboard.table import eps_text, with_interval
 
 _FIELDS = [
     ("dataset", "dataset"), ("classifier", "classifier"), ("defense", "defense"), ("changed params", "defense_params"),
@@ -27,7 +27,7 @@ def print_summary(row: dict) -> None:
     width = max(len(label) for label, _ in _FIELDS)
     lines = ["", "purebench result", "-" * (width + 40)]
     for label, key in _FIELDS:
-        value = f"{row['norm']} eps={row['eps']:.5g}" if key is None else row[key]
+        value = f"{row['norm']} eps={eps_text(float(row['eps']))}" if key is None else row[key]
         if key in ("sa", "ra", "ra_worst", "ra_vote"):
             value = with_interval(row, key)  # 95% Wilson interval over the n images
         elif key == "defense_params":

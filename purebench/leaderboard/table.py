@@ -14,6 +14,7 @@ from pathlib import Path
 
 from purebench.eval.intervals import BOUNDED
 from purebench.eval.results import has_ra, per_example_worst
+from purebench.eval.threats import LADDER
 from purebench.leaderboard.merge import MERGED
 from purebench.leaderboard.params import changed, legend
 
@@ -43,7 +44,7 @@ def shown(row: dict[str, str], column: str) -> str:
     if column in _BOUNDS:
         return with_interval(row, column)
     if column == "eps":
-        return f"{row['norm']} {float(row['eps']):.5g}" if row.get("eps") else ""
+        return budget(row)
     if column == "defense_params":
         return changed(row["defense"], row.get("defense_params", ""))
     if column == "clean_acc_undefended":
@@ -51,6 +52,17 @@ def shown(row: dict[str, str], column: str) -> str:
     if column == "commit":
         return row.get("commit", "")[:7]
     return str(row.get(column, ""))
+
+
+def eps_text(eps: float) -> str:
+    """``8/255`` when eps x 255 is within 1e-3 of a whole number (how papers write Linf budgets), else ``0.5``."""
+    scaled = eps * 255
+    return f"{round(scaled)}/255" if round(scaled) >= 1 and abs(scaled - round(scaled)) <= 1e-3 else f"{eps:.5g}"
+
+
+def budget(row: dict[str, str]) -> str:
+    """A row's budget as papers write it: ``Linf 8/255``, ``L2 0.5``; empty when the row has none."""
+    return f"{row['norm']} {eps_text(float(row['eps']))}" if row.get("eps") else ""
 
 
 def interval(row: dict[str, str], figure: str) -> str:
@@ -96,22 +108,31 @@ def complete(rows: Sequence[dict[str, str]]) -> list[dict[str, str]]:
 
 
 def by_dataset_threat(rows: Sequence[dict[str, str]]) -> list[tuple[tuple[str, str], list[dict[str, str]]]]:
-    """The rows grouped by (dataset, threat model), groups in name order, rows by RA then SA (descending),
-    rows without an RA last."""
+    """The rows grouped by (dataset, threat model), groups by dataset then strongest rung first (oblivious
+    last), rows by RA then SA (descending), rows without an RA last."""
     groups: dict[tuple[str, str], list[dict[str, str]]] = defaultdict(list)
     for row in rows:
         groups[(row["dataset"], row["threat_model"])].append(row)
+    ordered = sorted(groups.items(), key=lambda item: (item[0][0], *strongest_first(item[0][1])))
     return [
         (key, sorted(members, key=lambda r: (not has_ra(r), -float(r["ra"] or 0), -float(r["sa"]))))
-        for key, members in sorted(groups.items())
+        for key, members in ordered
     ]
+
+
+def strongest_first(threat: str) -> tuple[int, str]:
+    """Sort key of a rung: the ladder's strongest attacker first, ``oblivious`` last (it is the weakest and the
+    one papers report, so a reader meets the informed rungs before it); unknown names before ``oblivious``."""
+    rung = threat.removesuffix("_surrogate")
+    order = list(reversed(LADDER))
+    return (order.index(rung) if rung in order else order.index("oblivious") - 1, threat)
 
 
 def grouped_markdown(rows: Sequence[dict[str, str]]) -> str:
     """One section per (dataset, threat model), rows sorted by RA (descending), then SA."""
-    sections = ["# purebench leaderboard", "", INTERVAL_NOTE, ""]
+    sections = ["## Every run, by threat model", "", INTERVAL_NOTE, ""]
     for (dataset, threat), members in by_dataset_threat(complete(rows)):
-        sections += [f"## {markdown_text(dataset)} — threat model: {markdown_text(threat)}", ""]
+        sections += [f"### {markdown_text(dataset)} — threat model: {markdown_text(threat)}", ""]
         sections += [markdown_table([h for h, _ in SHOWN], [[shown(r, c) for _, c in SHOWN] for r in members]), ""]
     return "\n".join(sections)
 
@@ -155,7 +176,7 @@ def threat_pivot(rows: Sequence[dict[str, str]], threat_order: Sequence[str], ru
         known = [t for t in cells if has_ra(cells[t])]  # a cell without RA cannot be the worst case
         worst = min(known, key=lambda t: float(cells[t]["ra"]), default=None)
         lines.append([
-            *key[:3], changed(key[2], key[3]), *key[4:6], f"{key[6]} {key[7]}", *[_cell(cells[t]) if t in cells else "" for t in threats],
+            *key[:3], changed(key[2], key[3]), *key[4:6], budget(dict(zip(PIVOT_KEY, key, strict=True))), *[_cell(cells[t]) if t in cells else "" for t in threats],
             f"{cells[worst]['ra']} ({worst})" if worst else "", _per_example_worst(list(cells.values()), runs_dir),
         ])  # fmt: skip
     return "\n".join(["## Across threat models", "", markdown_table(headers, lines), ""])

@@ -1,0 +1,217 @@
+"""The headline matrix: which purification defense keeps what robustness under which attacker.
+
+The rows of one protocol (``protocol=headline``, experiments/headline.yaml: one classifier, the same first
+images, one budget, one seed) are laid out one line per defense setting and one column per rung of the
+threat ladder, PGD-20 under each rung and AutoAttack rand under the oblivious and adaptive ones. Each cell
+is RA with its 95% interval; a cell on fewer images than the protocol's own says so. The last column is the
+per-example worst case over every rung that was run, given only when the white-box rungs (BPDA+EOT and
+adaptive) were: without them a "worst case" would be the oblivious figure in disguise. A sentence above the
+table states the finding in words, generated from the figures, so it cannot drift from them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from purebench.eval.intervals import percent_bounds
+from purebench.eval.results import has_ra, robust_rates, run_file, run_records
+from purebench.leaderboard.params import changed, split_params
+from purebench.leaderboard.table import budget, complete, interval, markdown_table
+
+HEADLINE = "headline"
+# (column header, attack, rung): the rungs a matrix shows, weakest attacker first. A surrogate rung
+# (threat.surrogate, Lee & Kim 2023) fills its full rung's column when that was not run, and says so.
+RUNGS = [
+    ("PGD oblivious", "pgd", "oblivious"),
+    ("PGD BPDA+EOT", "pgd", "bpda_eot"),
+    ("PGD adaptive", "pgd", "adaptive"),
+    ("PGD known draws", "pgd", "known_draws"),
+    ("AA-rand oblivious", "autoattack", "oblivious"),
+    ("AA-rand adaptive", "autoattack", "adaptive"),
+]
+WHITE_BOX = ("bpda_eot", "adaptive")  # both must have been run for the worst case over rungs to mean anything
+BROKEN = 5.0  # RA (%) at or below which a defense counts as broken in the finding sentence
+NOT_RUN = "not run"
+NOT_APPLICABLE = "n/a (deterministic)"
+
+
+@dataclass
+class Line:
+    """One defense setting of the protocol: its rows by column and the figures drawn from them."""
+
+    label: str
+    cells: dict[str, dict[str, str]] = field(default_factory=dict)  # column header -> row
+    randomized: bool = False
+    worst: float | None = None  # per-example worst over the rungs run, in %
+    worst_n: int = 0
+
+    @property
+    def main(self) -> dict[str, str]:
+        """The row SA and n are read from: the one on the most images (the oblivious one when tied)."""
+        return max(self.cells.values(), key=lambda r: (int(r["n_examples"]), r["threat_model"] == "oblivious"))
+
+
+def setting_label(row: dict[str, str]) -> str:
+    """The defense and what distinguishes the setting: its checkpoint's file name, else its changed keys."""
+    params = split_params(row.get("defense_params", ""))
+    checkpoint = params.get("checkpoint", "None")
+    if checkpoint not in ("None", ""):
+        return f"{row['defense']} ({Path(checkpoint).name})"
+    keys = [p for p in changed(row["defense"], row.get("defense_params", "")).split(", ") if "_sha256=" not in p]
+    keys = [k for k in keys if k and k != "defaults"]
+    return f"{row['defense']} ({', '.join(keys)})" if keys else row["defense"]
+
+
+def _column(row: dict[str, str]) -> str | None:
+    rung = row["threat_model"].removesuffix("_surrogate")
+    return next((header for header, attack, name in RUNGS if attack == row["attack"] and name == rung), None)
+
+
+def protocol_lines(rows: Sequence[dict[str, str]], runs_dir: Path | None, protocol: str = HEADLINE) -> list[Line]:
+    """The protocol's lines, the latest row per cell (a full-gradient row before a surrogate one, then the most
+    images), ordered by worst case over rungs, then adaptive RA, then oblivious RA (descending)."""
+    lines: dict[str, Line] = {}
+    ordered = sorted(complete(rows), key=lambda r: r["finished_at"])
+    for row in (r for r in ordered if r.get("protocol") == protocol and has_ra(r)):
+        column = _column(row)
+        if column is None:
+            continue
+        line = lines.setdefault(setting_label(row), Line(setting_label(row)))
+        line.randomized |= row.get("defense_randomized") == "True" or row.get("randomness_detected") == "True"
+        held = line.cells.get(column)
+        rank = lambda r: (not r["threat_model"].endswith("_surrogate"), int(r["n_examples"]))  # noqa: E731
+        if held is None or rank(row) >= rank(held):
+            line.cells[column] = row
+    for line in lines.values():
+        line.worst, line.worst_n = _worst_over_rungs(line, runs_dir)
+    return sorted(lines.values(), key=_order)
+
+
+def _ra(line: Line, column: str) -> float:
+    row = line.cells.get(column)
+    return float(row["ra"]) if row else -1.0
+
+
+def _order(line: Line) -> tuple[float, float, float]:
+    adaptive = max(_ra(line, "PGD adaptive"), _ra(line, "AA-rand adaptive"))
+    return (-(line.worst if line.worst is not None else -1.0), -adaptive, -_ra(line, "PGD oblivious"))
+
+
+def _worst_over_rungs(line: Line, runs_dir: Path | None) -> tuple[float | None, int]:
+    """Mean over the examples every rung evaluated of each example's lowest robust rate; None unless the
+    white-box rungs were run and every run file can be read."""
+    rungs = {row["threat_model"].removesuffix("_surrogate") for row in line.cells.values()}
+    if runs_dir is None or not all(r in rungs for r in WHITE_BOX):
+        return None, 0
+    rates: list[dict[int, float]] = []
+    try:
+        for row in line.cells.values():
+            examples = run_records(run_file(runs_dir, row["run_id"]))
+            n_eval = int(row.get("n_eval") or 1)
+            rates.append({e["index"]: r for e, r in zip(examples, robust_rates(examples, n_eval), strict=True)})
+    except (OSError, ValueError):
+        return None, 0
+    common = set.intersection(*(set(r) for r in rates))
+    if not common:
+        return None, 0
+    return 100.0 * sum(min(r[i] for r in rates) for i in common) / len(common), len(common)
+
+
+def _cell(line: Line, column: str, n: int) -> str:
+    row = line.cells.get(column)
+    if row is None:
+        return NOT_APPLICABLE if column == "PGD known draws" and not line.randomized else NOT_RUN
+    notes = [f"n={row['n_examples']}"] if int(row["n_examples"]) != n else []
+    if row.get("threat_surrogate"):
+        notes.append(f"surrogate {row['threat_surrogate']}")
+    return " ".join([row["ra"], interval(row, "ra"), *([f"({'; '.join(notes)})"] if notes else [])]).strip()
+
+
+def _worst_cell(line: Line, n: int) -> str:
+    if line.worst is None:
+        return ""
+    bounds = percent_bounds(line.worst, line.worst_n)
+    text = f"{line.worst:.2f}" + (f" [{bounds[0]:.1f}, {bounds[1]:.1f}]" if bounds else "")
+    return text + (f" (n={line.worst_n})" if line.worst_n != n else "")
+
+
+def matrix_table(lines: Sequence[Line]) -> tuple[list[str], list[list[str]]]:
+    """Headers and cells of the matrix (strings, for Markdown and HTML alike)."""
+    headers = ["defense", "SA % (95% CI)", "n", *(h for h, _, _ in RUNGS), "worst over rungs"]
+    table = []
+    for line in lines:
+        main = line.main
+        n = int(main["n_examples"])
+        sa = " ".join(p for p in (main["sa"], interval(main, "sa")) if p)
+        table.append([line.label, sa, str(n), *(_cell(line, h, n) for h, _, _ in RUNGS), _worst_cell(line, n)])
+    return headers, table
+
+
+def protocol_caption(lines: Sequence[Line]) -> str:
+    """What the protocol is, read from its rows (classifier, images, budget, seed, attacks, EOT, evaluations)."""
+    if not lines:
+        return ""
+    row = lines[0].main
+    rows = [r for line in lines for r in line.cells.values()]
+    steps = sorted({r["attack_steps"] for r in rows if r["attack"] == "pgd"})
+    randomized = [r for line in lines if line.randomized for r in line.cells.values()]
+    eot = max((int(r["threat_eot_iter"] or 1) for r in randomized), default=1)
+    evals = max((int(r["n_eval"] or 1) for r in randomized), default=1)
+    random_part = f", EOT-{eot} and {evals} evaluations for randomized defenses" if randomized else ""
+    return (
+        f"{row['classifier']} on the first {row['n_examples']} {row['dataset']} test images (fewer where a cell says "
+        f"n), {budget(row)}, seed {row['seed']}; {'/'.join(f'PGD-{s}' for s in steps) or 'PGD'} and AutoAttack "
+        f"rand{random_part}. RA % with its 95% interval; RA counts an example only if its clean input is also "
+        "classified correctly. The last column is each example's worst case over every rung run (given only once "
+        "BPDA+EOT and adaptive were)."
+    )
+
+
+def finding(lines: Sequence[Line]) -> str:
+    """One sentence (two at most) that states what the matrix shows, generated from its figures."""
+    if not lines:
+        return ""
+    judged = [line for line in lines if line.worst is not None and line.label != "none"]
+    pending = [line.label for line in lines if line.worst is None and line.label != "none"]
+    oblivious = [line for line in lines if "PGD oblivious" in line.cells and line.label != "none"]
+    parts = []
+    if oblivious:
+        best = max(oblivious, key=lambda line: _ra(line, "PGD oblivious"))
+        parts.append(
+            f"Against the oblivious attacker the purifiers look robust ({best.label} keeps "
+            f"{_ra(best, 'PGD oblivious'):.1f}% RA under PGD)"
+        )
+    if judged:
+        best = max(judged, key=lambda line: line.worst or 0.0)
+        broken = [line for line in judged if (line.worst or 0.0) <= BROKEN]
+        parts.append(
+            f"but once the attacker differentiates the defense, {len(broken)} of {len(judged)} defenses with "
+            f"white-box rungs fall to {BROKEN:.0f}% RA or less per example over the rungs, and the most robust, "
+            f"{best.label}, keeps {best.worst:.1f}% (SA {best.main['sa']}%)"
+        )
+    sentence = "; ".join(parts) + "." if parts else ""
+    if pending:
+        sentence += f" Still without white-box rungs: {', '.join(pending)}."
+    return sentence.strip()
+
+
+def matrix_markdown(rows: Sequence[dict[str, str]], runs_dir: Path | None, protocol: str = HEADLINE) -> str:
+    """The matrix section of leaderboard.md (and README's "Results at a glance"); empty without protocol rows."""
+    lines = protocol_lines(rows, runs_dir, protocol)
+    if not lines:
+        return ""
+    headers, table = matrix_table(lines)
+    return "\n".join(
+        [
+            f"## At a glance: every defense under every rung ({protocol} protocol)",
+            "",
+            finding(lines),
+            "",
+            markdown_table(headers, table),
+            "",
+            protocol_caption(lines),
+            "",
+        ]
+    )
