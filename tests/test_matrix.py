@@ -1,0 +1,84 @@
+"""The headline matrix (issue 25): the rows of one protocol laid out defense x rung, its worst case over
+rungs given only when the white-box rungs ran, and a finding sentence that follows the figures."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from purebench.eval.results import read_rows
+from purebench.eval.runner import evaluate
+from purebench.leaderboard.__main__ import main as leaderboard
+from purebench.leaderboard.matrix import NOT_APPLICABLE, NOT_RUN, finding, matrix_table, protocol_lines
+
+PGD = ["attack=pgd", "attack.steps=3", "attack.verbose=false", "batch_size=8", "protocol=headline"]
+
+
+@pytest.fixture(scope="module")
+def board(tmp_path_factory, data_root):
+    """A results folder with a deterministic blur under three rungs (one on fewer images), a randomized
+    defense under the oblivious rung only, and a run outside the protocol."""
+    from hydra import compose, initialize_config_dir
+
+    from purebench.config_paths import CONF_DIR
+
+    results = tmp_path_factory.mktemp("matrix") / "results"
+
+    def run(*overrides: str) -> dict:
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+            return evaluate(compose("config", overrides=[f"results_dir={results}", "figures=0", *overrides]))
+
+    rows = {
+        "oblivious": run("defense=gaussian_blur", *PGD, "n_examples=16"),
+        "bpda_eot": run("defense=gaussian_blur", *PGD, "n_examples=16", "threat=bpda_eot"),
+        "adaptive": run("defense=gaussian_blur", *PGD, "n_examples=8", "threat=adaptive"),
+        "noise": run("defense=gaussian_noise", *PGD, "n_examples=16", "threat.n_eval=2"),
+        "other": run("defense=median_blur", *PGD[:-1], "n_examples=16"),
+    }
+    return results, rows
+
+
+def test_one_line_per_setting_of_the_protocol_only(board):
+    results, rows = board
+    lines = protocol_lines(read_rows(results / "leaderboard.csv"), results / "runs")
+    assert [line.label for line in lines] == ["gaussian_blur", "gaussian_noise"]  # median_blur has no protocol
+    headers, table = matrix_table(lines)
+    blur = dict(zip(headers, table[0], strict=True))
+    assert blur["n"] == "16" and blur["SA % (95% CI)"].startswith(str(rows["oblivious"]["sa"]))
+    assert blur["PGD oblivious"].startswith(str(rows["oblivious"]["ra"]))
+    assert blur["PGD adaptive"].endswith("(n=8)")  # a cell on fewer images says so
+    assert blur["PGD known draws"] == NOT_APPLICABLE and blur["AA-rand oblivious"] == NOT_RUN
+    noise = dict(zip(headers, table[1], strict=True))
+    assert noise["PGD known draws"] == NOT_RUN and noise["worst over rungs"] == ""  # no white-box rungs: blank
+
+
+def test_worst_over_rungs_is_the_per_example_minimum_on_the_common_images(board):
+    results, rows = board
+    line = protocol_lines(read_rows(results / "leaderboard.csv"), results / "runs")[0]
+    records = [
+        {e["index"]: e["sa_correct"] * e["ra_hits"] for e in json.loads((results / "runs" / f"{rows[r]['run_id']}.json").read_text())["per_example"]}
+        for r in ("oblivious", "bpda_eot", "adaptive")
+    ]  # fmt: skip
+    assert line.worst_n == 8 and set(records[2]) == set(range(8))  # the adaptive cell's images
+    assert line.worst == pytest.approx(100 * sum(min(r[i] for r in records) for i in range(8)) / 8)
+    assert line.worst <= rows["adaptive"]["ra"]
+
+
+def test_the_finding_follows_the_figures(board):
+    results, _ = board
+    lines = protocol_lines(read_rows(results / "leaderboard.csv"), results / "runs")
+    text = finding(lines)
+    assert f"keeps {lines[0].worst:.1f}%" in text and "gaussian_blur" in text
+    assert "Still without white-box rungs: gaussian_noise." in text
+    lines[0].worst = 0.0
+    assert "1 of 1 defenses with white-box rungs fall" in finding(lines)
+
+
+def test_leaderboard_md_leads_with_the_matrix(board, capsys):
+    results, _ = board
+    assert leaderboard([f"results_dir={results}"]) == 0
+    text = (results / "leaderboard.md").read_text()
+    assert text.index("## At a glance") < text.index("## Every run, by threat model")
+    threats = [line for line in text.splitlines() if line.startswith("### ")]
+    assert threats[-1].endswith("oblivious") and "Linf 8/255" in text
