@@ -19,8 +19,7 @@ from typing import Any
 import jinja2
 
 from purebench.eval.atomic_files import is_safe_name
-from purebench.leaderboard.params import legend
-from purebench.leaderboard.plots import defense_label
+from purebench.leaderboard.params import legend, setting_label
 from purebench.leaderboard.table import (
     INTERVAL_NOTE,
     SHOWN,
@@ -59,7 +58,7 @@ def _purification_figures(rows: Sequence[dict[str, str]], results_dir: Path) -> 
     latest: dict[tuple[str, ...], dict[str, str]] = {}
     for row in sorted(rows, key=lambda r: r["finished_at"]):
         if is_safe_name(row["config_hash"]) and (results_dir / "figures" / f"{row['config_hash']}.png").is_file():
-            latest[(defense_label(row), row["classifier"])] = row
+            latest[(setting_label(row), row["classifier"])] = row
     return [
         {
             "caption": f"{key[0]}, {key[1]}, {row['attack']}, threat model {row['threat_model']}: "

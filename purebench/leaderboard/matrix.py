@@ -17,7 +17,7 @@ from pathlib import Path
 
 from purebench.eval.intervals import percent_bounds
 from purebench.eval.results import has_ra, robust_rates, run_file, run_records
-from purebench.leaderboard.params import changed, split_params
+from purebench.leaderboard.params import setting_label
 from purebench.leaderboard.table import budget, complete, interval, markdown_table
 
 HEADLINE = "headline"
@@ -51,17 +51,6 @@ class Line:
     def main(self) -> dict[str, str]:
         """The row SA and n are read from: the one on the most images (the oblivious one when tied)."""
         return max(self.cells.values(), key=lambda r: (int(r["n_examples"]), r["threat_model"] == "oblivious"))
-
-
-def setting_label(row: dict[str, str]) -> str:
-    """The defense and what distinguishes the setting: its checkpoint's file name, else its changed keys."""
-    params = split_params(row.get("defense_params", ""))
-    checkpoint = params.get("checkpoint", "None")
-    if checkpoint not in ("None", ""):
-        return f"{row['defense']} ({Path(checkpoint).name})"
-    keys = [p for p in changed(row["defense"], row.get("defense_params", "")).split(", ") if "_sha256=" not in p]
-    keys = [k for k in keys if k and k != "defaults"]
-    return f"{row['defense']} ({', '.join(keys)})" if keys else row["defense"]
 
 
 def _column(row: dict[str, str]) -> str | None:

@@ -11,6 +11,7 @@ import ast
 import functools
 import re
 from collections.abc import Sequence
+from pathlib import Path
 
 from purebench.errors import PurebenchError
 
@@ -68,6 +69,18 @@ def changed(defense: str, recorded: str) -> str:
         else:
             pairs.append(f"{key}={value}")
     return ", ".join(pairs) if pairs else "defaults"
+
+
+def setting_label(row: dict[str, str]) -> str:
+    """A defense setting's short name, the one the figures, the HTML page and the matrix use: the defense and
+    its checkpoint's file name, else the keys it changed from its defaults. Digests (``model_sha256=...``) are
+    left out: they tell weight files apart, not settings a reader chooses between."""
+    checkpoint = split_params(row.get("defense_params", "")).get("checkpoint", "None")
+    if checkpoint not in ("None", ""):
+        return f"{row['defense']} ({Path(checkpoint).name})"
+    keys = [k for k in changed(row["defense"], row.get("defense_params", "")).split(", ") if "_sha256=" not in k]
+    keys = [k for k in keys if k and k != "defaults"]
+    return f"{row['defense']} ({', '.join(keys)})" if keys else row["defense"]
 
 
 def _as_dict(value: str) -> dict | None:

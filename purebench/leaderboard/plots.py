@@ -8,7 +8,6 @@ its SA marked, one panel per (classifier, attack, budget). Sizes are chosen for 
 
 from __future__ import annotations
 
-import re
 from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
@@ -21,21 +20,12 @@ import matplotlib.pyplot as plt
 from purebench.eval.atomic_files import atomic_path, inside, link_target, safe_name
 from purebench.eval.results import has_ra
 from purebench.eval.threats import LADDER
-from purebench.leaderboard.params import changed
+from purebench.leaderboard.params import setting_label
 
 PANEL = (3.3, 2.6)  # inches: one paper column
 STYLE = {"font.size": 7, "axes.titlesize": 7, "legend.fontsize": 6}  # paper-column text, set per figure only
 
 Series = dict[str, dict[str, dict[str, str]]]  # defense label -> threat -> latest row
-
-
-def defense_label(row: dict[str, str]) -> str:
-    """The defense and the parameters it changed from its defaults (a checkpoint by its file name)."""
-    params = changed(row["defense"], row.get("defense_params", ""))
-    if params == "defaults":
-        return row["defense"]
-    params = re.sub(r"checkpoint=[^,]*?([^/,]+?)(\.pt)?(?=,|$)", r"\1", params)
-    return f"{row['defense']} ({params})"
 
 
 def ladder_series(rows: Sequence[dict[str, str]]) -> dict[str, dict[tuple[str, str, str], Series]]:
@@ -44,7 +34,7 @@ def ladder_series(rows: Sequence[dict[str, str]]) -> dict[str, dict[tuple[str, s
     series: dict[str, dict[tuple[str, str, str], Series]] = defaultdict(lambda: defaultdict(lambda: defaultdict(dict)))
     for row in sorted(filter(has_ra, rows), key=lambda r: r["finished_at"]):
         panel = (row["classifier"], row["attack"], f"{row['norm']} {float(row['eps']):.4g}")
-        series[row["dataset"]][panel][defense_label(row)][row["threat_model"]] = row
+        series[row["dataset"]][panel][setting_label(row)][row["threat_model"]] = row
     return series
 
 
@@ -108,15 +98,15 @@ def sa_ra_scatter(rows: Sequence[dict[str, str]], path: Path) -> Path:
     threats = rung_order({r["threat_model"] for r in rows})
     columns = min(3, len(threats))
     n_rows = -(-len(threats) // columns)
-    legend_height = 0.13 * -(-len({(defense_label(r), r["classifier"]) for r in rows}) // 2) + 0.1  # inches
+    legend_height = 0.13 * -(-len({(setting_label(r), r["classifier"]) for r in rows}) // 2) + 0.1  # inches
     height = PANEL[1] * n_rows + legend_height
     fig, axes = plt.subplots(n_rows, columns, figsize=(PANEL[0] * columns, height), squeeze=False)
-    labels = sorted({f"{defense_label(r)} / {r['classifier']}" for r in rows})
+    labels = sorted({f"{setting_label(r)} / {r['classifier']}" for r in rows})
     markers = "osD^v<>pP*Xh"
     styles = {label: (markers[k % len(markers)], plt.cm.tab10(k % 10)) for k, label in enumerate(labels)}
     for ax, threat in zip(axes.flat, threats, strict=False):
         for row in (r for r in rows if r["threat_model"] == threat):
-            marker, colour = styles[f"{defense_label(row)} / {row['classifier']}"]
+            marker, colour = styles[f"{setting_label(row)} / {row['classifier']}"]
             ax.errorbar(float(row["sa"]), float(row["ra"]), xerr=[[e] for e in _interval(row, "sa")],
                         yerr=[[e] for e in _interval(row, "ra")], marker=marker, color=colour, markersize=3,
                         linewidth=0.6, capsize=1.5, alpha=0.8)  # fmt: skip
