@@ -82,3 +82,33 @@ def test_leaderboard_md_leads_with_the_matrix(board, capsys):
     assert text.index("## At a glance") < text.index("## Every run, by threat model")
     threats = [line for line in text.splitlines() if line.startswith("### ")]
     assert threats[-1].endswith("oblivious") and "Linf 8/255" in text
+
+
+def test_the_readme_shows_the_matrix_the_committed_results_hold():
+    """README's "Results at a glance" is generated (``readme=README.md``); a row committed without
+    regenerating it, or a hand edit of its figures, fails here."""
+    from conftest import REPO
+
+    from purebench.eval.results import read_superseded
+    from purebench.leaderboard.matrix import README_END, README_START, matrix_body
+    from purebench.leaderboard.superseded import split_superseded
+    from purebench.leaderboard.table import complete
+
+    results = REPO / "results"
+    rows, _ = split_superseded(read_rows(results / "leaderboard.csv"), read_superseded(results))
+    shown = (REPO / "README.md").read_text().split(README_START)[1].split(README_END)[0]
+    assert shown.strip() == matrix_body(complete(rows), results / "runs").strip()
+
+
+def test_refresh_readme_needs_its_markers_and_replaces_only_the_block(tmp_path):
+    from purebench.errors import PurebenchError
+    from purebench.leaderboard.matrix import README_END, README_START, refresh_readme
+
+    readme = tmp_path / "README.md"
+    readme.write_text(f"intro\n{README_START}\nold\n{README_END}\nrest\n")
+    refresh_readme(readme, "new table")
+    assert readme.read_text() == f"intro\n{README_START}\nnew table\n{README_END}\nrest\n"
+    readme.write_text("no markers\n")
+    with pytest.raises(PurebenchError, match="needs one line"):
+        refresh_readme(readme, "x")
+    assert readme.read_text() == "no markers\n"

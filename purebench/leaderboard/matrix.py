@@ -15,6 +15,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from purebench.errors import PurebenchError
+from purebench.eval.atomic_files import atomic_write_text
 from purebench.eval.intervals import percent_bounds
 from purebench.eval.results import has_ra, robust_rates, run_file, run_records
 from purebench.leaderboard.params import setting_label
@@ -34,6 +36,9 @@ RUNGS = [
 WHITE_BOX = ("bpda_eot", "adaptive")  # both must have been run for the worst case over rungs to mean anything
 BROKEN = 5.0  # RA (%) at or below which a defense counts as broken in the finding sentence
 NOT_RUN = "not run"
+# The block of a README that ``python -m purebench.leaderboard ... readme=README.md`` keeps equal to the matrix.
+README_START = "<!-- headline matrix: python -m purebench.leaderboard results_dir=results readme=README.md -->"
+README_END = "<!-- end of the headline matrix -->"
 NOT_APPLICABLE = "n/a (deterministic)"
 
 
@@ -186,21 +191,30 @@ def finding(lines: Sequence[Line]) -> str:
     return sentence.strip()
 
 
-def matrix_markdown(rows: Sequence[dict[str, str]], runs_dir: Path | None, protocol: str = HEADLINE) -> str:
-    """The matrix section of leaderboard.md (and README's "Results at a glance"); empty without protocol rows."""
+def matrix_body(rows: Sequence[dict[str, str]], runs_dir: Path | None, protocol: str = HEADLINE) -> str:
+    """The finding, the table and its caption (README's "Results at a glance"); empty without protocol rows."""
     lines = protocol_lines(rows, runs_dir, protocol)
     if not lines:
         return ""
     headers, table = matrix_table(lines)
-    return "\n".join(
-        [
-            f"## At a glance: every defense under every rung ({protocol} protocol)",
-            "",
-            finding(lines),
-            "",
-            markdown_table(headers, table),
-            "",
-            protocol_caption(lines),
-            "",
-        ]
-    )
+    return "\n".join([finding(lines), "", markdown_table(headers, table), "", protocol_caption(lines), ""])
+
+
+def matrix_markdown(rows: Sequence[dict[str, str]], runs_dir: Path | None, protocol: str = HEADLINE) -> str:
+    """The matrix section that opens leaderboard.md; empty without protocol rows."""
+    body = matrix_body(rows, runs_dir, protocol)
+    return f"## At a glance: every defense under every rung ({protocol} protocol)\n\n{body}" if body else ""
+
+
+def refresh_readme(path: Path, body: str) -> None:
+    """Replace the block between :data:`README_START` and :data:`README_END` of ``path`` by ``body``, so the
+    README's first screen shows the figures the leaderboard holds, never an older copy of them."""
+    text = path.read_text() if path.is_file() else ""
+    if text.count(README_START) != 1 or text.count(README_END) != 1:
+        raise PurebenchError(
+            f"readme={path}: the file needs one line '{README_START}' and one '{README_END}' where the headline "
+            "matrix belongs (nothing was written)."
+        )
+    head, rest = text.split(README_START)
+    tail = rest.split(README_END)[1]
+    atomic_write_text(path, f"{head}{README_START}\n{body.strip()}\n{README_END}{tail}")
