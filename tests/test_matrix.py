@@ -112,3 +112,19 @@ def test_refresh_readme_needs_its_markers_and_replaces_only_the_block(tmp_path):
     with pytest.raises(PurebenchError, match="needs one line"):
         refresh_readme(readme, "x")
     assert readme.read_text() == "no markers\n"
+
+
+def test_the_pivot_gives_no_worst_case_for_a_single_rung(board):
+    """68 of 80 pivot lines had one rung yet read as a worst case (issue 25): a lone rung is left blank."""
+    from purebench.leaderboard.table import threat_pivot
+
+    results, _ = board
+    pivot = threat_pivot(read_rows(results / "leaderboard.csv"), ["oblivious", "bpda_eot", "adaptive"]).splitlines()
+    header = [c.strip() for c in pivot[2].split("|")]
+    cells = {
+        line.split("|")[3].strip(): dict(zip(header, [c.strip() for c in line.split("|")], strict=True))
+        for line in pivot[4:]
+        if line.startswith("|")
+    }
+    assert cells["median_blur"]["worst-case RA % (threat)"] == ""  # oblivious only
+    assert cells["gaussian_noise"]["worst-case RA % (threat)"] == ""

@@ -159,7 +159,7 @@ def threat_pivot(rows: Sequence[dict[str, str]], threat_order: Sequence[str], ru
     """RA of each (dataset, classifier, defense, attack, budget) under each threat model, latest run per cell.
 
     The last columns are the minimum RA over the threat models that were run for that line (an
-    upper bound on the worst case), and, when the run files in ``runs_dir`` hold the same examples
+    upper bound on the worst case; blank when only one was run, which is no worst case), and, when the run files in ``runs_dir`` hold the same examples
     for every cell, the per-example worst case: each example counts with its lowest RA over the
     threat models, so an example broken by any rung counts as broken. RA is bounded by clean
     correctness throughout (an example the defended model gets wrong clean counts 0).
@@ -174,7 +174,7 @@ def threat_pivot(rows: Sequence[dict[str, str]], threat_order: Sequence[str], ru
     lines = []
     for key, cells in sorted(latest.items()):
         known = [t for t in cells if has_ra(cells[t])]  # a cell without RA cannot be the worst case
-        worst = min(known, key=lambda t: float(cells[t]["ra"]), default=None)
+        worst = min(known, key=lambda t: float(cells[t]["ra"])) if len(known) > 1 else None
         lines.append([
             *key[:3], changed(key[2], key[3]), *key[4:6], budget(dict(zip(PIVOT_KEY, key, strict=True))), *[_cell(cells[t]) if t in cells else "" for t in threats],
             f"{cells[worst]['ra']} ({worst})" if worst else "", _per_example_worst(list(cells.values()), runs_dir),
