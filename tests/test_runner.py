@@ -301,6 +301,11 @@ def test_skip_finished_returns_the_leaderboard_row_instead_of_evaluating(make_cf
     monkeypatch.setattr(runner, "_evaluate_batch", lambda *a, **k: (calls.append(1), original(*a, **k))[1])
     again = evaluate(make_cfg("defense=gaussian_blur", *FAST, "skip_finished=true"))
     assert calls == [] and again == first
+    from purebench.eval.results import finished_row
+
+    results = tmp_path / "results"
+    assert finished_row(results, first["config_hash"], "", {})["run_id"] == first["run_id"]
+    assert finished_row(results, first["config_hash"], "", {"checkpoint_sha256": "0" * 16}) is None  # retrained
     board = tmp_path / "results" / "leaderboard.csv"
     assert len(board.read_text().splitlines()) == 2  # header and the one row
     (tmp_path / "results" / "superseded.csv").write_text(f"run_id,reason\n{first['run_id']},test\n")

@@ -264,15 +264,17 @@ def read_superseded(results_dir: Path) -> dict[str, str]:
         return {line["run_id"].strip(): line["reason"].strip() for line in reader if line["run_id"].strip()}
 
 
-def finished_row(results_dir: Path, config_hash: str, shard: str) -> dict[str, str] | None:
+def finished_row(results_dir: Path, config_hash: str, shard: str, weights: dict[str, str]) -> dict[str, str] | None:
     """The newest current (not superseded) leaderboard row of this configuration and shard whose run file
     exists, if any: what ``skip_finished=true`` returns instead of evaluating again. The code version is not compared
-    (config_hash leaves it out): a sweep resumed after an edit that changes no figure keeps its rows."""
+    (config_hash leaves it out): a sweep resumed after an edit that changes no figure keeps its rows. The
+    defense's checkpoints are (``weights``: the row's ``<key>_sha256`` entries): a retrained purifier is new."""
     reasons = read_superseded(results_dir)
     done = [
         row for row in read_rows(results_dir / "leaderboard.csv")
         if row["config_hash"] == config_hash and row["shard"] == shard and row["run_id"] not in reasons
         and run_file(results_dir / "runs", row["run_id"]).is_file()
+        and {f"{key}={digest}" for key, digest in weights.items()} <= set(row["defense_params"].split(","))
     ]  # fmt: skip
     return max(done, key=lambda row: row["finished_at"]) if done else None
 

@@ -464,7 +464,10 @@ def _evaluate(cfg: DictConfig, progress: Progress, supplied: Supplied | None) ->
     version = code_version()
     weights = "".join(f"-{digest[:8]}" for digest in checkpoints.values())  # a retrained file resumes nothing
     store = BatchStore(results_dir, f"{chash}-{version}{weights}")
-    if settings["skip_finished"] and (done := finished_row(results_dir, chash, shard_label)) is not None:
+    if (
+        settings["skip_finished"]
+        and (done := finished_row(results_dir, chash, shard_label, sha256_params(checkpoints))) is not None
+    ):
         log.info(
             "skip_finished: the leaderboard holds this configuration as run %s; nothing recomputed", done["run_id"]
         )
