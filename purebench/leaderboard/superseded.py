@@ -44,6 +44,8 @@ def superseded_markdown(old: Sequence[dict[str, str]], reasons: dict[str, str]) 
         "",
         f"Kept for traceability and left out of every table and figure above ({FILE_NAME} says why).",
         "",
+        f"<details><summary>{len(old)} superseded rows</summary>",  # folded: a reader wants the current ones
+        "",
     ]
     table = [[*(shown(row, column) for _, column in _SHOWN), reasons[row["run_id"]]] for row in old]
-    return "\n".join([*lines, markdown_table([*(h for h, _ in _SHOWN), "why superseded"], table), ""])
+    return "\n".join([*lines, markdown_table([*(h for h, _ in _SHOWN), "why superseded"], table), "", "</details>", ""])
