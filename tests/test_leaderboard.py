@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 from pathlib import Path
+
+import pytest
 
 from purebench.leaderboard.robustbench import robustbench_records
 
@@ -136,3 +139,89 @@ def test_superseded_rows_leave_every_table_and_are_listed_with_their_reason(tmp_
     assert "no-such-run" in caplog.text
     (results / "superseded.csv").write_text("id,why\nx,y\n")
     assert main([f"results_dir={results}"]) == 2
+
+
+@pytest.mark.parametrize(
+    ("eps", "text"), [(8 / 255, "8/255"), (0.5, "0.5"), (16 / 255, "16/255"), (0.03137, "8/255"), (0.1, "0.1")]
+)
+def test_budgets_print_as_papers_write_them(eps, text, data_root):
+    from purebench.leaderboard.latex import cell
+    from purebench.leaderboard.table import eps_text
+
+    assert eps_text(eps) == text
+    assert cell(_full_row(eps=str(eps)), "eps") == f"Linf {text}"  # the LaTeX tables as well
+
+
+# Ten defense settings of the headline protocol, the most robust first (distinct RA under each rung).
+HEADLINE_SETTINGS = [
+    ("zeropur", ""), ("atop", "checkpoint=results/checkpoints/atop_rt2_atop.pt"), ("impure_floor", ""),
+    ("atop", "checkpoint=results/checkpoints/atop_rt2_pre.pt"), ("atop_floor", ""), ("median_blur", ""),
+    ("impure", "checkpoint=results/checkpoints/impure.pt"), ("diffpure", ""), ("gaussian_blur", ""), ("none", ""),
+]  # fmt: skip
+
+
+def _headline_rows() -> list[dict[str, str]]:
+    rows = []
+    for k, (defense, params) in enumerate(HEADLINE_SETTINGS):
+        for step, (attack, threat) in enumerate(
+            [("pgd", "oblivious"), ("pgd", "bpda_eot"), ("pgd", "adaptive"), ("autoattack", "oblivious")]
+        ):
+            rows.append(_full_row(
+                defense=defense, defense_params=params, attack=attack, threat_model=threat, protocol="headline",
+                eps="0.03137", ra=str(64.0 - 4 * k - 8 * step), finished_at=f"2026-02-{k + 1:02d}T0{step}",
+                attack_steps="20", seed="0",
+            ))  # fmt: skip
+    return rows
+
+
+def _tick_labels_apart(ax) -> bool:
+    ax.figure.canvas.draw()
+    boxes = [label.get_window_extent() for label in ax.get_xticklabels() if label.get_text()]
+    return len(boxes) > 1 and not any(a.overlaps(b) for a, b in itertools.pairwise(boxes))
+
+
+def test_the_headline_ladder_draws_at_most_eight_settings_and_the_default_job(data_root):
+    import matplotlib.pyplot as plt
+
+    from purebench.leaderboard.matrix import protocol_lines
+    from purebench.leaderboard.plots import MAX_LINES, headline_ladder_figure
+
+    job = _full_row(attack="autoattack", eps="0.03137", ra="42.7", n_examples="512", finished_at="2026-03-01")
+    rows = [*_headline_rows(), job]
+    lines = protocol_lines(rows, None)
+    assert len(lines) == 10
+    fig = headline_ladder_figure(rows, lines)
+    panel, legend_area = fig.axes
+    entries = [t.get_text() for t in legend_area.get_legend().get_texts()]
+    drawn = [e for e in entries if e in {line.label for line in lines}]
+    assert drawn == [line.label for line in lines[:MAX_LINES]] and MAX_LINES == 8  # the matrix's order
+    assert "atop (atop_rt2_atop.pt)" in drawn  # a checkpoint by its file name
+    assert "default job (python -m purebench): zeropur, autoattack, n=512" in entries
+    notes = " ".join(t.get_text() for t in legend_area.texts)
+    assert "gaussian_blur" in notes and "none" in notes  # the two not drawn are named
+    assert "8/255" in panel.get_title() and _tick_labels_apart(panel)
+    plt.close(fig)
+
+
+def test_the_sa_ra_figure_keeps_its_legend_to_twelve_entries(data_root):
+    import matplotlib.pyplot as plt
+
+    from purebench.leaderboard.plots import MAX_LEGEND, MAX_LINES, ladder_figure, ladder_series, sa_ra_figure
+
+    rows = _headline_rows()
+    fig = sa_ra_figure(rows, None)
+    entries = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert len(entries) <= MAX_LEGEND == 12 and "2 other settings" in entries  # 10 settings, 3 rungs: 2 share grey
+    assert {"oblivious", "bpda_eot", "adaptive"} <= set(entries) and entries[0] == "zeropur"
+    assert sorted(ax.get_title() for ax in fig.axes if ax.get_title()) == [
+        "resnet20, autoattack, Linf 8/255", "resnet20, pgd, Linf 8/255"
+    ]  # fmt: skip
+    plt.close(fig)
+    # Without protocol rows: every rung of the ladder, ten settings under two rungs each, one panel.
+    plain = [{**row, "protocol": "", "threat_model": t} for row in rows[::4] for t in ("oblivious", "known_draws")]
+    plain += [{**rows[0], "protocol": "", "threat_model": t} for t in ("bpda", "eot", "adaptive")]
+    fig = ladder_figure("cifar10", ladder_series(plain)["cifar10"])
+    panel, legend_area = fig.axes
+    assert len(legend_area.get_legend().get_texts()) == MAX_LINES
+    assert "2 more settings" in legend_area.texts[0].get_text() and _tick_labels_apart(panel)
+    plt.close(fig)

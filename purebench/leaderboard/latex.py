@@ -6,12 +6,13 @@ from collections.abc import Sequence
 
 from purebench.eval.intervals import BOUNDED
 from purebench.eval.results import has_ra
-from purebench.leaderboard.table import UNDERIVED, by_dataset_threat
+from purebench.leaderboard.table import UNDERIVED, budget, by_dataset_threat
 
-# (header, column) pairs of the paper table; the CSV keeps everything else.
+# (header, column, alignment) of the paper table; the CSV keeps everything else.
 LATEX_COLUMNS = [
-    ("Classifier", "classifier"), ("Defense", "defense"), ("Attack", "attack"), ("$n$", "n_examples"),
-    ("SA (\\%)", "sa"), ("RA (\\%)", "ra"), ("RA worst (\\%)", "ra_worst"),
+    ("Classifier", "classifier", "l"), ("Defense", "defense", "l"), ("Attack", "attack", "l"),
+    ("Budget", "eps", "l"), ("$n$", "n_examples", "r"), ("SA (\\%)", "sa", "r"), ("RA (\\%)", "ra", "r"),
+    ("RA worst (\\%)", "ra_worst", "r"),
 ]  # fmt: skip
 _ESCAPES = {
     "\\": "\\textbackslash{}",
@@ -36,9 +37,12 @@ _FIGURES = {figure: (low, high) for figure, low, high in BOUNDED}
 
 
 def cell(row: dict[str, str], column: str) -> str:
-    """A table cell; figures carry their 95% interval in small type, an RA that could not be bounded a marker."""
+    """A table cell; figures carry their 95% interval in small type, an RA that could not be bounded a marker,
+    the budget reads as papers write it (``Linf 8/255``)."""
     if column == "ra" and not has_ra(row):
         return escape(UNDERIVED)
+    if column == "eps":
+        return escape(budget(row))
     value = escape(row.get(column, ""))
     low, high = (row.get(c, "") for c in _FIGURES.get(column, ("", "")))
     if column in _FIGURES and value and low != "":
@@ -54,9 +58,9 @@ def latex_tables(rows: Sequence[dict[str, str]]) -> str:
             f"\\caption{{{escape(dataset)}, threat model: {escape(threat)}. Accuracies in \\%, 95\\% Wilson "
             "intervals over the $n$ images in brackets. RA counts an example only when it is also classified "
             "correctly clean (RA $\\le$ SA).}",
-            "\\begin{tabular}{" + "l" * 3 + "r" * (len(LATEX_COLUMNS) - 3) + "}", "\\toprule",
-            " & ".join(h for h, _ in LATEX_COLUMNS) + " \\\\", "\\midrule",
+            "\\begin{tabular}{" + "".join(a for _, _, a in LATEX_COLUMNS) + "}", "\\toprule",
+            " & ".join(h for h, _, _ in LATEX_COLUMNS) + " \\\\", "\\midrule",
         ]  # fmt: skip
-        out += [" & ".join(cell(r, c) for _, c in LATEX_COLUMNS) + " \\\\" for r in members]
+        out += [" & ".join(cell(r, c) for _, c, _ in LATEX_COLUMNS) + " \\\\" for r in members]
         out += ["\\bottomrule", "\\end{tabular}", "\\end{table}", ""]
     return "\n".join(out)

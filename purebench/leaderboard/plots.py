@@ -1,13 +1,21 @@
-"""Figures of the leaderboard: the threat ladder per dataset and the SA-RA scatter per threat model.
+"""Figures of the leaderboard: the threat ladder per dataset and the SA-RA scatter.
 
 The ladder is the story a purification benchmark tells: a defense's RA as the attacker learns more
-(oblivious -> bpda -> eot -> bpda_eot -> adaptive), one line per defense with its 95% interval and
-its SA marked, one panel per (classifier, attack, budget). Sizes are chosen for a paper column
-(3.3 in wide per panel, 7 pt text).
+(oblivious -> bpda -> eot -> bpda_eot -> adaptive), one line per defense with its 95% interval and its SA
+marked. Where the leaderboard holds rows of the headline protocol (:mod:`purebench.leaderboard.matrix`), that
+dataset's ladder draws the matrix and nothing else: one line per defense setting in the matrix's order (PGD
+under each rung), AutoAttack rand and surrogate-gradient cells as markers of their own, and beside them the
+figure of the job a reader runs first (``python -m purebench``: conf/config.yaml's defense, attack and threat),
+so that number is read against the rungs above it. Without protocol rows: one panel per (classifier, attack,
+budget). A column-wide panel keeps at most :data:`MAX_LINES` lines apart and the SA-RA legend at most
+:data:`MAX_LEGEND` entries; what does not fit is named (ladder) or shares one grey entry (SA-RA), it is in the
+tables either way. Sizes are chosen for a paper column (3.3 in wide per panel, 7 pt text).
 """
 
 from __future__ import annotations
 
+import functools
+import textwrap
 from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
@@ -16,14 +24,28 @@ import matplotlib
 
 matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt
+from omegaconf import DictConfig, OmegaConf
 
+from purebench.config_paths import CONF_DIR
 from purebench.eval.atomic_files import atomic_path, inside, link_target, safe_name
 from purebench.eval.results import has_ra
 from purebench.eval.threats import LADDER
+from purebench.leaderboard.matrix import RUNGS, Line, protocol_lines
 from purebench.leaderboard.params import setting_label
+from purebench.leaderboard.table import budget
 
 PANEL = (3.3, 2.6)  # inches: one paper column
 STYLE = {"font.size": 7, "axes.titlesize": 7, "legend.fontsize": 6}  # paper-column text, set per figure only
+MAX_LINES = 8  # lines a column-wide ladder panel keeps apart
+MAX_LEGEND = 12  # entries of the SA-RA legend
+# Qualitative colours, one per defense setting and none repeated: tab10 without its grey, which is OTHER's.
+PALETTE = [colour for k, colour in enumerate(plt.cm.tab10.colors) if k != 7]
+OTHER = "0.6"  # the settings beyond the palette or the legend
+SURROGATE = "_surrogate"  # a rung's suffix when the attack followed a surrogate's gradient (Lee & Kim 2023)
+RUNG_MARKERS = dict(zip(LADDER, "osDv^Ph<>p", strict=False))  # SA-RA: one marker per rung (spares for new ones)
+TICKS = {"bpda": "BPDA", "eot": "EOT", "bpda_eot": "BPDA+EOT", "known_draws": "known draws"}
+LINE_ATTACK = RUNGS[0][1]  # the matrix's attack under every rung (PGD) draws the lines; the others are markers
+MARKERS = {"line": "o", "surrogate": "X", "other attack": "D", "default job": "*", "SA": "s"}
 
 Series = dict[str, dict[str, dict[str, str]]]  # defense label -> threat -> latest row
 
@@ -33,14 +55,22 @@ def ladder_series(rows: Sequence[dict[str, str]]) -> dict[str, dict[tuple[str, s
     without an RA, old ones whose run file could not bound it, are not drawn)."""
     series: dict[str, dict[tuple[str, str, str], Series]] = defaultdict(lambda: defaultdict(lambda: defaultdict(dict)))
     for row in sorted(filter(has_ra, rows), key=lambda r: r["finished_at"]):
-        panel = (row["classifier"], row["attack"], f"{row['norm']} {float(row['eps']):.4g}")
+        panel = (row["classifier"], row["attack"], budget(row))
         series[row["dataset"]][panel][setting_label(row)][row["threat_model"]] = row
     return series
 
 
 def rung_order(threats: set[str]) -> list[str]:
-    """The rungs that were run, weakest attacker first (unknown ones last, by name)."""
-    return [t for t in LADDER if t in threats] + sorted(threats - set(LADDER))
+    """The rungs that were run, weakest attacker first (unknown ones last, by name); a surrogate rung sits
+    on its full rung."""
+    rungs = {t.removesuffix(SURROGATE) for t in threats}
+    return [t for t in LADDER if t in rungs] + sorted(rungs - set(LADDER))
+
+
+def _by_rung(cells: dict[str, dict[str, str]]) -> dict[str, dict[str, str]]:
+    """rung -> row, a surrogate row only where its full rung was not run (as the matrix fills its cells)."""
+    ordered = sorted(cells.items(), key=lambda item: not item[0].endswith(SURROGATE))  # full rungs written last
+    return {threat.removesuffix(SURROGATE): row for threat, row in ordered}
 
 
 def _interval(row: dict[str, str], figure: str) -> tuple[float, float]:
@@ -48,76 +78,245 @@ def _interval(row: dict[str, str], figure: str) -> tuple[float, float]:
     return value - low, high - value
 
 
+@functools.cache
+def default_job() -> dict[str, str]:
+    """What ``python -m purebench`` runs without arguments: conf/config.yaml's choice per config group."""
+    config = OmegaConf.load(CONF_DIR / "config.yaml")
+    return {k: str(v) for entry in config.defaults if isinstance(entry, DictConfig) for k, v in entry.items()}
+
+
+def default_job_row(rows: Sequence[dict[str, str]], like: dict[str, str]) -> dict[str, str] | None:
+    """The default job's row on ``like``'s dataset, classifier and budget (the defense at its defaults, no
+    protocol): the one on the most images, the latest when tied; None when it was not run there."""
+    job = default_job()
+    matches = [
+        r for r in filter(has_ra, rows)
+        if not r.get("protocol") and r["threat_model"] == job["threat"] and setting_label(r) == r["defense"]
+        and all(r[k] == job[k] for k in ("dataset", "classifier", "defense", "attack")) and budget(r) == budget(like)
+    ]  # fmt: skip
+    return max(matches, key=lambda r: (int(r["n_examples"]), r["finished_at"]), default=None)
+
+
 @plt.rc_context(STYLE)
 def ladder_plots(rows: Sequence[dict[str, str]], folder: Path) -> list[Path]:
-    """One figure per dataset (``ladder_<dataset>.png``, the dataset cell made a plain file name), one
-    column-wide panel per (classifier, attack, budget) where some defense setting was run under two rungs
-    or more; only such settings get a line (a single rung is no ladder: it is in the tables and the SA-RA
-    panels). Returns the files written."""
+    """One figure per dataset (``ladder_<dataset>.png``, the dataset cell made a plain file name): the headline
+    matrix's where ``rows`` hold protocol rows (:func:`headline_ladder_figure`), else one column-wide panel
+    per (classifier, attack, budget) where some defense setting was run under two rungs or more (a single
+    rung is no ladder: it is in the tables and the SA-RA panels). Returns the files written."""
+    lines = protocol_lines(rows, folder / "runs")
+    headline = lines[0].main["dataset"] if lines else None
     written = []
+    if lines:
+        path = inside(folder, folder / f"ladder_{safe_name(headline)}.png")
+        written.append(_save(headline_ladder_figure(rows, lines), path))
     for dataset, panels in sorted(ladder_series(rows).items()):
-        drawn = {
-            key: {label: cells for label, cells in lines.items() if len(cells) > 1} for key, lines in panels.items()
-        }
-        keys = sorted(key for key, lines in drawn.items() if lines)
-        if not keys:
-            continue
-        heights = [h for key in keys for h in (PANEL[1], 0.55 + 0.14 * len(drawn[key]))]  # panel, its legend
-        fig, axes = plt.subplots(len(heights), 1, figsize=(PANEL[0], sum(heights)), squeeze=False,
-                                 gridspec_kw={"height_ratios": heights})  # fmt: skip
-        for k, key in enumerate(keys):
-            panel, legend_area = axes[2 * k, 0], axes[2 * k + 1, 0]
-            _ladder_panel(panel, key, drawn[key])
-            legend_area.axis("off")
-            legend_area.legend(*panel.get_legend_handles_labels(), loc="lower center", frameon=False, ncol=1)
-        fig.suptitle(f"{dataset}: robust accuracy (correct clean and attacked) up the threat ladder", fontsize=8)
-        written.append(_save(fig, inside(folder, folder / f"ladder_{safe_name(dataset)}.png")))
+        figure = None if dataset == headline else ladder_figure(dataset, panels)
+        if figure is not None:
+            written.append(_save(figure, inside(folder, folder / f"ladder_{safe_name(dataset)}.png")))
     return written
 
 
-def _ladder_panel(ax: plt.Axes, key: tuple[str, str, str], lines: Series) -> None:
-    rungs = rung_order({t for cells in lines.values() for t in cells})
-    for k, (label, cells) in enumerate(sorted(lines.items())):
-        run = [t for t in rungs if t in cells]
-        shift = (k - (len(lines) - 1) / 2) * 0.05  # keep overlapping error bars apart
-        errors = list(zip(*(_interval(cells[t], "ra") for t in run), strict=True))
-        line = ax.errorbar([rungs.index(t) + shift for t in run], [float(cells[t]["ra"]) for t in run], yerr=errors,
-                           marker="o", markersize=3, linewidth=1, capsize=2, label=label)  # fmt: skip
-        ax.plot([-1 + shift], [float(cells[run[0]]["sa"])], marker="s", markersize=3, color=line[0].get_color())
+@plt.rc_context(STYLE)
+def ladder_figure(dataset: str, panels: dict[tuple[str, str, str], Series]) -> plt.Figure | None:
+    """The panels of :func:`ladder_series` for one dataset; None when no setting was run under two rungs.
+    A panel draws the settings run under the most rungs (at most :data:`MAX_LINES`) and names how many more
+    there are."""
+    drawn = {
+        key: {label: by_rung for label, cells in lines.items() if len(by_rung := _by_rung(cells)) > 1}
+        for key, lines in panels.items()
+    }
+    keys = sorted(key for key, lines in drawn.items() if lines)
+    if not keys:
+        return None
+    heights = [h for key in keys for h in (PANEL[1], 0.7 + 0.14 * min(len(drawn[key]), MAX_LINES))]  # panel, legend
+    fig, axes = plt.subplots(len(heights), 1, figsize=(PANEL[0], sum(heights)), squeeze=False, layout="constrained",
+                             gridspec_kw={"height_ratios": heights})  # fmt: skip
+    for k, key in enumerate(keys):
+        ranked = sorted(drawn[key].items(), key=lambda item: (-len(item[1]), item[0]))
+        rungs = rung_order({t for _, cells in ranked for t in cells})
+        panel, shown = axes[2 * k, 0], ranked[:MAX_LINES]
+        surrogate = [
+            _ladder_line(panel, rungs, label, cells, cells[next(t for t in rungs if t in cells)], PALETTE[n],
+                         _shift(n, len(shown)))  # SA: the weakest rung's row
+            for n, (label, cells) in enumerate(shown)
+        ]  # fmt: skip
+        _keys(panel, any(surrogate))
+        _ladder_axes(panel, rungs, ", ".join(key))
+        more = len(ranked) - len(shown)
+        _ladder_legend(axes[2 * k + 1, 0], panel, f"{more} more settings in the tables" if more else "")
+    fig.suptitle(f"{dataset}: robust accuracy (correct clean and attacked) up the threat ladder", fontsize=8)
+    return fig
+
+
+@plt.rc_context(STYLE)
+def headline_ladder_figure(rows: Sequence[dict[str, str]], lines: Sequence[Line]) -> plt.Figure:
+    """The matrix as a ladder: its first :data:`MAX_LINES` lines (the most robust; the rest named under the
+    panel), the PGD cells joined, AutoAttack rand cells and surrogate-gradient cells as their own markers,
+    and the default job's cell (:func:`default_job_row`) as a star."""
+    rungs = list(dict.fromkeys(rung for _, _, rung in RUNGS))
+    drawn = lines[:MAX_LINES]
+    heights = (PANEL[1], 0.9 + 0.14 * len(drawn))  # the panel, its legend (the settings and up to four keys)
+    fig, (panel, legend_area) = plt.subplots(2, 1, figsize=(PANEL[0], sum(heights)), layout="constrained",
+                                             gridspec_kw={"height_ratios": heights})  # fmt: skip
+    others, surrogate = [], False
+    for n, line in enumerate(drawn):
+        colour, shift = PALETTE[n], _shift(n, len(drawn))
+        by_attack: dict[str, dict[str, dict[str, str]]] = defaultdict(dict)
+        for header, attack, rung in RUNGS:
+            if header in line.cells:
+                by_attack[attack][rung] = line.cells[header]
+        surrogate |= _ladder_line(panel, rungs, line.label, by_attack.pop(LINE_ATTACK, {}), line.main, colour, shift)
+        for attack, cells in by_attack.items():
+            others.append(attack)
+            _points(panel, rungs, cells, shift, marker=MARKERS["other attack"], color=colour, markerfacecolor="white")
+    main = drawn[0].main
+    job = default_job_row(rows, main)
+    if job is not None and job["threat_model"] in rungs:
+        _points(panel, rungs, {job["threat_model"]: job}, 0.0, marker=MARKERS["default job"], color="black",
+                markersize=7, zorder=3)  # fmt: skip
+    _keys(panel, surrogate, LINE_ATTACK, list(dict.fromkeys(others)), job)
+    _ladder_axes(panel, rungs, f"{main['classifier']}, {budget(main)}")
+    rest = [line.label for line in lines[MAX_LINES:]]
+    _ladder_legend(legend_area, panel, f"Not drawn (in the matrix): {', '.join(rest)}" if rest else "")
+    fig.suptitle(f"{main['dataset']}: RA up the threat ladder, headline protocol", fontsize=8)
+    return fig
+
+
+def _shift(n: int, count: int) -> float:
+    """The n-th of ``count`` settings' offset along x, which keeps overlapping error bars apart."""
+    return (n - (count - 1) / 2) * 0.05
+
+
+def _points(ax: plt.Axes, rungs: list[str], cells: dict[str, dict[str, str]], shift: float, **style: object) -> None:
+    """RA with its 95% interval at each cell's rung (no line between them unless ``style`` draws one)."""
+    run = [t for t in rungs if t in cells]
+    errors = list(zip(*(_interval(cells[t], "ra") for t in run), strict=True))
+    ax.errorbar([rungs.index(t) + shift for t in run], [float(cells[t]["ra"]) for t in run], yerr=errors or None,
+                capsize=2, **{"linewidth": 1, "linestyle": "", "markersize": 3, **style})  # fmt: skip
+
+
+def _ladder_line(
+    ax: plt.Axes,
+    rungs: list[str],
+    label: str,
+    cells: dict[str, dict[str, str]],
+    sa_row: dict[str, str],
+    colour: object,
+    shift: float,
+) -> bool:
+    """One setting: its SA (``sa_row``'s) at the left, which is its legend entry, and its RA up the rungs
+    (``cells``: rung -> row) joined, a surrogate-gradient cell marked; whether there was one."""
+    ax.plot([-1 + shift], [float(sa_row["sa"])], marker=MARKERS["SA"], markersize=3, color=colour, linestyle="",
+            label=label)  # fmt: skip
+    if not cells:  # a setting of the matrix without PGD cells yet: its other markers only
+        return False
+    _points(ax, rungs, cells, shift, marker=MARKERS["line"], color=colour, linestyle="-")
+    surrogate = {t: row for t, row in cells.items() if row["threat_model"].endswith(SURROGATE)}
+    if surrogate:
+        _points(ax, rungs, surrogate, shift, marker=MARKERS["surrogate"], color=colour, markersize=5, zorder=3)
+    return bool(surrogate)
+
+
+def _keys(
+    ax: plt.Axes,
+    surrogate: bool,
+    line_attack: str = "",
+    others: Sequence[str] = (),
+    job: dict[str, str] | None = None,
+) -> None:
+    """Legend keys after the settings' colours: what the joined markers, the other attacks' markers, the
+    surrogate-gradient marker and the default job's star stand for (the ones drawn)."""
+    if line_attack:
+        ax.plot(
+            [], [], marker=MARKERS["line"], color="black", markersize=3, linewidth=1, label=f"{line_attack} (joined)"
+        )
+    for attack in others:
+        ax.plot([], [], linestyle="", marker=MARKERS["other attack"], color="black", markerfacecolor="white",
+                markersize=3, label=attack)  # fmt: skip
+    if surrogate:
+        ax.plot([], [], linestyle="", marker=MARKERS["surrogate"], color="black", label="surrogate gradient")
+    if job is not None:
+        ax.plot([], [], linestyle="", marker=MARKERS["default job"], color="black", markersize=7,
+                label=f"default job (python -m purebench): {job['defense']}, {job['attack']}, n={job['n_examples']}")  # fmt: skip
+
+
+def _ladder_axes(ax: plt.Axes, rungs: list[str], title: str) -> None:
+    """Rung ticks rotated so that neighbours never overlap (upright where there are many)."""
     ax.axvline(-0.5, color="0.7", linewidth=0.6)
-    ax.set_xticks(range(-1, len(rungs)), ["SA", *rungs], rotation=20)
-    ax.set(xlim=(-1.5, len(rungs) - 0.5), ylim=(-2, 102), ylabel="RA % (95% CI)", title=", ".join(key))
+    ax.set_xticks(range(-1, len(rungs)), ["SA", *(TICKS.get(t, t) for t in rungs)],
+                  rotation=45 if len(rungs) <= 4 else 90, ha="right", rotation_mode="anchor")  # fmt: skip
+    ax.set(xlim=(-1.5, len(rungs) - 0.5), ylim=(-2, 102), ylabel="RA % (95% CI)", title=title)
     ax.grid(alpha=0.3)
+
+
+def _ladder_legend(area: plt.Axes, panel: plt.Axes, note: str) -> None:
+    """The panel's legend, and ``note`` under it, in ``area`` below the panel."""
+    area.axis("off")
+    area.legend(*panel.get_legend_handles_labels(), loc="upper center", frameon=False, ncol=1)
+    if note:
+        area.text(0.5, 0.0, textwrap.fill(note, 80), transform=area.transAxes, ha="center", va="bottom",
+                  fontsize=5, color="0.3")  # fmt: skip
 
 
 @plt.rc_context(STYLE)
 def sa_ra_scatter(rows: Sequence[dict[str, str]], path: Path) -> Path:
-    """One panel per threat model: each defense's (SA, RA) with both intervals, named in a legend (rows
-    without an RA are not drawn)."""
+    """Write :func:`sa_ra_figure` to ``path``; the run files beside it (``runs/``) order the headline lines."""
+    return _save(sa_ra_figure(rows, path.parent / "runs"), path)
+
+
+@plt.rc_context(STYLE)
+def sa_ra_figure(rows: Sequence[dict[str, str]], runs_dir: Path | None) -> plt.Figure:
+    """One panel per (classifier, attack, budget): each row's (SA, RA) with both intervals, one colour per
+    defense setting and one marker per rung (rows without an RA are not drawn). With protocol rows only
+    theirs, coloured as in the ladder (the matrix's order); else the settings with the most rows get the
+    colours. At most :data:`MAX_LEGEND` legend entries: settings beyond them share one grey entry."""
     rows = list(filter(has_ra, rows))
-    threats = rung_order({r["threat_model"] for r in rows})
-    columns = min(3, len(threats))
-    n_rows = -(-len(threats) // columns)
-    legend_height = 0.13 * -(-len({(setting_label(r), r["classifier"]) for r in rows}) // 2) + 0.1  # inches
+    lines = protocol_lines(rows, runs_dir)
+    if lines:
+        rows = [row for line in lines for row in line.cells.values()]
+        order = [line.label for line in lines]
+    else:
+        counts: dict[str, int] = defaultdict(int)
+        for row in rows:
+            counts[setting_label(row)] += 1
+        order = sorted(counts, key=lambda label: (-counts[label], label))
+    rungs = rung_order({r["threat_model"] for r in rows})
+    surrogate = any(r["threat_model"].endswith(SURROGATE) for r in rows)
+    room = min(MAX_LEGEND - len(rungs) - surrogate, len(PALETTE))
+    coloured = order if len(order) <= room else order[: room - 1]
+    colours = {label: PALETTE[k] for k, label in enumerate(coloured)}
+    entries = {label: _entry("s", colour) for label, colour in colours.items()}
+    if len(order) > len(coloured):
+        entries[f"{len(order) - len(coloured)} other settings"] = _entry("s", OTHER)
+    entries |= {rung: _entry(RUNG_MARKERS.get(rung, "X"), "black") for rung in rungs}
+    if surrogate:
+        entries["hollow: surrogate gradient"] = _entry("o", "black", markerfacecolor="white")
+    panels = sorted({(r["classifier"], r["attack"], budget(r)) for r in rows})
+    columns = min(3, len(panels))
+    n_rows = -(-len(panels) // columns)
+    legend_height = 0.13 * -(-len(entries) // 2) + 0.1  # inches
     height = PANEL[1] * n_rows + legend_height
     fig, axes = plt.subplots(n_rows, columns, figsize=(PANEL[0] * columns, height), squeeze=False)
-    labels = sorted({f"{setting_label(r)} / {r['classifier']}" for r in rows})
-    markers = "osD^v<>pP*Xh"
-    styles = {label: (markers[k % len(markers)], plt.cm.tab10(k % 10)) for k, label in enumerate(labels)}
-    for ax, threat in zip(axes.flat, threats, strict=False):
-        for row in (r for r in rows if r["threat_model"] == threat):
-            marker, colour = styles[f"{setting_label(row)} / {row['classifier']}"]
+    for ax, key in zip(axes.flat, panels, strict=False):
+        for row in (r for r in rows if (r["classifier"], r["attack"], budget(r)) == key):
+            rung = row["threat_model"].removesuffix(SURROGATE)
+            colour = colours.get(setting_label(row), OTHER)
             ax.errorbar(float(row["sa"]), float(row["ra"]), xerr=[[e] for e in _interval(row, "sa")],
-                        yerr=[[e] for e in _interval(row, "ra")], marker=marker, color=colour, markersize=3,
+                        yerr=[[e] for e in _interval(row, "ra")], marker=RUNG_MARKERS.get(rung, "X"), color=colour,
+                        markerfacecolor="white" if row["threat_model"].endswith(SURROGATE) else colour, markersize=3,
                         linewidth=0.6, capsize=1.5, alpha=0.8)  # fmt: skip
-        ax.set(xlim=(0, 100), ylim=(0, 100), xlabel="SA %", ylabel="RA %", title=f"threat model: {threat}")
+        ax.set(xlim=(0, 100), ylim=(0, 100), xlabel="SA %", ylabel="RA %", title=", ".join(key))
         ax.grid(alpha=0.3)
-    for ax in list(axes.flat)[len(threats) :]:
+    for ax in list(axes.flat)[len(panels) :]:
         ax.axis("off")
-    handles = [plt.Line2D([], [], marker=m, color=c, linestyle="", markersize=4) for m, c in styles.values()]
-    fig.legend(handles, list(styles), loc="lower center", ncol=2, frameon=False, fontsize=5)
+    fig.legend(list(entries.values()), list(entries), loc="lower center", ncol=2, frameon=False, fontsize=5)
     fig.tight_layout(rect=(0, legend_height / height, 1, 1))
-    return _save(fig, path)
+    return fig
+
+
+def _entry(marker: str, colour: object, **style: object) -> plt.Line2D:
+    """A legend key: a marker without line."""
+    return plt.Line2D([], [], marker=marker, color=colour, linestyle="", markersize=4, **style)
 
 
 def _save(fig: plt.Figure, path: Path) -> Path:
