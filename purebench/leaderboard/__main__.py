@@ -89,7 +89,7 @@ def _render(results_dir: Path) -> int:
     if any(map(has_ra, done)):  # nothing to draw when no row has a (bounded) RA
         sa_ra_scatter(done, results_dir / "sa_ra.png")
     ladder_plots(done, results_dir)
-    _write(results_dir / "leaderboard.html", html_leaderboard(rows, results_dir))
+    _write(results_dir / "leaderboard.html", html_leaderboard(rows, results_dir, old, reasons))
     robustbench_records(rows, results_dir / "robustbench")
     print(text)
     return 0

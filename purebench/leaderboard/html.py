@@ -1,28 +1,36 @@
-"""The self-contained HTML leaderboard: sortable tables, the figures embedded, each row linked to its run.
+"""The self-contained HTML leaderboard: the headline matrix first, then every run in sortable tables.
 
-Rendered with Jinja2 (templates/leaderboard.html.j2, autoescaped): one table per (dataset, threat model)
-with the Markdown tables' columns, each figure's 95% interval beside it, a click on a header sorts by
-that column; the ladder plots, the SA-RA panels and the latest purification figure of each defense
-setting are embedded as data URIs, so the one file can be mailed or attached to a paper's supplement.
-The run id links to the run file (config, per-example records) relative to the results folder; an id or
-config hash that is not a plain file name (a foreign or hand-edited CSV) gets no link and no figure.
+Rendered with Jinja2 (templates/leaderboard.html.j2, autoescaped). The page leads with what the benchmark
+found: the finding sentence and the headline matrix (:mod:`purebench.leaderboard.matrix`), then the ladder
+figure. Below them, collapsed, one table per (dataset, threat model), strongest rung first and ``oblivious``
+last, with the Markdown tables' columns, each figure's 95% interval beside it; a click on a header sorts by
+that column, select boxes above keep only one classifier, budget or n. Superseded rows are in the tables but
+hidden until "show superseded rows" is ticked, each with the reason it was superseded. Long cells (parameters,
+run ids, commits) are cut short with the full text on hover, so every column fits a 1400 px window. The other
+figures, the latest purification figure of each defense setting and the defaults close the page; figures
+are embedded as data URIs, so the one file can be mailed or attached to a paper's supplement. The run id
+links to the run file (config, per-example records) relative to the results folder; an id or config hash
+that is not a plain file name (a foreign or hand-edited CSV) gets no link and no figure.
 """
 
 from __future__ import annotations
 
 import base64
 import datetime as dt
-from collections.abc import Sequence
+import re
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import jinja2
 
 from purebench.eval.atomic_files import is_safe_name
+from purebench.leaderboard.matrix import finding, matrix_table, protocol_caption, protocol_lines
 from purebench.leaderboard.params import legend, setting_label
 from purebench.leaderboard.table import (
     INTERVAL_NOTE,
     SHOWN,
+    budget,
     by_dataset_threat,
     complete,
     interval,
@@ -35,17 +43,56 @@ _TEMPLATES = jinja2.Environment(
     autoescape=jinja2.select_autoescape(["html", "j2"]),
 )
 _NUMERIC = {"n_examples", "sa", "ra", "ra_worst", "ra_vote", "n_eval", "threat_eot_iter"}
+# Characters a long cell keeps before "…" (the full text is its title): what a 1400 px window has room for.
+_ABBREVIATED = {"defense_params": 40, "attack_params": 28, "run_id": 15}
+_CHECKPOINT_FOLDER = re.compile(r"(?<![^ ,])checkpoint=[^,]*/")  # a checkpoint shown by its file name
+# (label, how a row reads it) of the select boxes above the per-threat tables.
+FILTERS = [("classifier", lambda r: r["classifier"]), ("budget", budget), ("n", lambda r: r["n_examples"])]
+# What the tables' and the matrix's abbreviations mean (the page's legend).
+TERMS = [
+    ("SA", "standard accuracy: the defended model (purify, then classify) on the clean images."),
+    ("RA", "robust accuracy: the share of images classified correctly both clean and after the attack; for a "
+           "randomized defense the mean over its evaluations."),
+    ("worst", "RA worst: an image counts only if it is robust in every one of the n_eval evaluations."),
+    ("vote", "RA vote: the majority vote of the predictions over the evaluations decides."),
+    ("evals", "n_eval: how many times each adversarial image is purified and classified (randomized defenses)."),
+    ("EOT", "draws of the defense's randomness averaged per attack gradient (expectation over transformation)."),
+    ("worst over rungs", "the matrix's last column: each image counts with its lowest RA over every rung run for "
+                         "that defense, so an image broken by any attacker counts as broken."),
+]  # fmt: skip
 
 
 def _cell(row: dict[str, str], column: str) -> dict[str, Any]:
+    """A table cell: its text (a long one cut short, the full text its title), the value it sorts by, its
+    interval and link."""
     bounded = column in ("sa", "ra", "ra_worst", "ra_vote") and row.get(column, "") != ""  # interval apart
-    text = row[column] if bounded else shown(row, column)  # an RA that could not be bounded is marked
-    cell: dict[str, Any] = {"text": text, "value": row.get(column, text), "numeric": column in _NUMERIC}
+    full = row[column] if bounded else shown(row, column)  # an RA that could not be bounded is marked
+    text = _CHECKPOINT_FOLDER.sub("checkpoint=", full) if column == "defense_params" else full
+    limit = _ABBREVIATED.get(column)
+    text = text[:limit] + "…" if limit and len(text) > limit else text
+    cell: dict[str, Any] = {"text": text, "value": row.get(column, full)}
+    cell["class"] = "long" if limit else "num" if column in _NUMERIC else ""  # a long cell may break anywhere
+    if text != full or column == "commit":
+        cell["title"] = row.get("commit", "") if column == "commit" else full
     if bounded:
         cell["interval"] = interval(row, column)
     if column == "run_id" and is_safe_name(row["run_id"]):
         cell["href"] = f"runs/{row['run_id']}.json"
     return cell
+
+
+def _row(row: dict[str, str], superseded: str | None) -> dict[str, Any]:
+    """A table row: its cells, what the filters read, and why it was superseded (None for a current row)."""
+    return {
+        "cells": [_cell(row, column) for _, column in SHOWN],
+        "filters": {name: read(row) for name, read in FILTERS},
+        "superseded": superseded,
+    }
+
+
+def _natural(value: str) -> tuple[bool, int, str]:
+    """Sort key of a select box's options: numbers by value (n: 64 before 128), then names."""
+    return (not value.isdigit(), int(value) if value.isdigit() else 0, value)
 
 
 def _png(path: Path) -> str:
@@ -71,26 +118,50 @@ def _purification_figures(rows: Sequence[dict[str, str]], results_dir: Path) -> 
     ]
 
 
-def html_leaderboard(rows: Sequence[dict[str, str]], results_dir: Path) -> str:
-    """The page for ``rows`` (whole evaluations only), embedding the PNGs already in ``results_dir``."""
-    done = complete(rows)
-    sections = [
-        {
-            "anchor": f"{dataset}-{threat}",
-            "title": f"{dataset} — threat model: {threat}",
-            "rows": [[_cell(r, column) for _, column in SHOWN] for r in members],
-        }
-        for (dataset, threat), members in by_dataset_threat(done)
-    ]
-    plots = [
+def _figures(results_dir: Path) -> tuple[list[dict[str, str]], list[dict[str, str]]]:
+    """(the ladder figures, the others) already drawn in ``results_dir``."""
+    ladders = [
         {"caption": f"{path.stem.removeprefix('ladder_')}: RA up the threat ladder (95% intervals; SA at the left)",
          "data": _png(path)}
         for path in sorted(results_dir.glob("ladder_*.png"))
     ]  # fmt: skip
+    others = []
     if (results_dir / "sa_ra.png").is_file():
-        plots.append({"caption": "SA vs RA, one panel per threat model", "data": _png(results_dir / "sa_ra.png")})
+        others.append({"caption": "SA vs RA, one colour per defense setting, one marker per rung",
+                       "data": _png(results_dir / "sa_ra.png")})  # fmt: skip
+    return ladders, others
+
+
+def html_leaderboard(
+    rows: Sequence[dict[str, str]],
+    results_dir: Path,
+    superseded: Sequence[dict[str, str]] = (),
+    reasons: Mapping[str, str] | None = None,
+) -> str:
+    """The page for the current ``rows`` (whole evaluations only) and the ``superseded`` ones (hidden until
+    asked for, each with its entry of ``reasons``), embedding the PNGs already in ``results_dir``. The matrix,
+    the figures and the defaults are the current rows' alone."""
+    done, old = complete(rows), complete(superseded)
+    why = {row["run_id"]: (reasons or {}).get(row["run_id"], "") for row in old}  # a current row has none
+    lines = protocol_lines(done, results_dir / "runs")
+    headers, table = matrix_table(lines)
+    sections = [
+        {
+            "anchor": f"{dataset}-{threat}",
+            "title": f"{dataset} — threat model: {threat}",
+            "rows": [_row(r, why.get(r["run_id"])) for r in members],
+            "n_superseded": sum(r["run_id"] in why for r in members),
+        }
+        for (dataset, threat), members in by_dataset_threat([*done, *old])
+    ]
+    filters = [
+        {"name": name, "options": sorted({read(r) for r in [*done, *old]}, key=_natural)} for name, read in FILTERS
+    ]
+    ladders, plots = _figures(results_dir)
     return _TEMPLATES.get_template("leaderboard.html.j2").render(
-        note=INTERVAL_NOTE, generated=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), n_rows=len(done),
+        finding=finding(lines), matrix_headers=headers, matrix=table, matrix_caption=protocol_caption(lines),
+        ladders=ladders, terms=TERMS, note=INTERVAL_NOTE, filters=filters, n_superseded=len(old),
         headers=[h for h, _ in SHOWN], sections=sections, plots=plots,
-        purifications=_purification_figures(done, results_dir), legend=[line[2:] for line in legend(done)],
+        purifications=_purification_figures(done, results_dir), legend=[line[2:] for line in legend([*done, *old])],
+        generated=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), n_rows=len(done),
     )  # fmt: skip
