@@ -144,7 +144,8 @@ def test_superseded_rows_leave_every_table_and_are_listed_with_their_reason(tmp_
 
 
 @pytest.mark.parametrize(
-    ("eps", "text"), [(8 / 255, "8/255"), (0.5, "0.5"), (16 / 255, "16/255"), (0.03137, "8/255"), (0.1, "0.1")]
+    ("eps", "text"),
+    [(8 / 255, "8/255"), (0.5, "0.5"), (16 / 255, "16/255"), (0.03137, "8/255"), (0.1, "0.1"), (0.06275, "16/255")],
 )
 def test_budgets_print_as_papers_write_them(eps, text, data_root):
     from purebench.leaderboard.latex import cell
@@ -152,6 +153,7 @@ def test_budgets_print_as_papers_write_them(eps, text, data_root):
 
     assert eps_text(eps) == text
     assert cell(_full_row(eps=str(eps)), "eps") == f"Linf {text}"  # the LaTeX tables as well
+    assert eps_text(eps, "L2") == f"{eps:.5g}"  # an L2 budget is no fraction of 255
 
 
 # Ten defense settings of the headline protocol, the most robust first (distinct RA under each rung).

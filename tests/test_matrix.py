@@ -128,3 +128,19 @@ def test_the_pivot_gives_no_worst_case_for_a_single_rung(board):
     }
     assert cells["median_blur"]["worst-case RA % (threat)"] == ""  # oblivious only
     assert cells["gaussian_noise"]["worst-case RA % (threat)"] == ""
+
+
+def test_the_leaderboard_command_refreshes_a_readme_block_or_stops_before_any_output(board, tmp_path):
+    from purebench.leaderboard.matrix import README_END, README_START
+
+    results, _ = board
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# mine\n{README_START}\nstale\n{README_END}\n")
+    assert leaderboard([f"results_dir={results}", f"readme={readme}"]) == 0
+    assert "stale" not in readme.read_text() and "| gaussian_blur |" in readme.read_text()
+    fresh = tmp_path / "fresh"
+    fresh.mkdir()
+    (fresh / "leaderboard.csv").write_text((results / "leaderboard.csv").read_text())
+    readme.write_text("no markers\n")
+    assert leaderboard([f"results_dir={fresh}", f"readme={readme}"]) == 2
+    assert not (fresh / "leaderboard.md").exists()

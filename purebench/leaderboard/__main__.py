@@ -1,13 +1,19 @@
-"""``python -m purebench.leaderboard [merge] results_dir=DIR`` (and ``worst``: :mod:`purebench.leaderboard.worst`).
+"""``python -m purebench.leaderboard [merge] results_dir=DIR [readme=README.md]`` (and ``worst``:
+:mod:`purebench.leaderboard.worst`).
 
-Rows listed in ``DIR/superseded.csv`` are left out of everything below and listed at the end of the
-Markdown (see :mod:`purebench.leaderboard.superseded`). Without ``merge``: print and write ``DIR/leaderboard.md`` (per-threat-model tables and the pivot of
-each defense across threat models), ``DIR/leaderboard.tex`` (booktabs), ``DIR/sa_ra.png`` (one panel per
+Rows listed in ``DIR/superseded.csv`` are left out of every table and figure below; the Markdown lists them
+at its end and the HTML page holds them hidden until asked for (see :mod:`purebench.leaderboard.superseded`).
+Without ``merge``: print and write ``DIR/leaderboard.md`` (the headline matrix of
+:mod:`purebench.leaderboard.matrix` first, then per-threat-model tables and the pivot of each defense across
+threat models), ``DIR/leaderboard.tex`` (booktabs), ``DIR/sa_ra.png`` (one panel per
 threat model), ``DIR/ladder_<dataset>.png`` (RA up the threat ladder), ``DIR/leaderboard.html`` (all of
 it in one self-contained page) and
 RobustBench-style records in ``DIR/robustbench/``. With ``merge``: first join complete sets of shards into one
 row each (see :mod:`purebench.leaderboard.merge`). Shard rows not merged yet are in none of these: a
 note in the Markdown and on stderr says so (with only such rows there is nothing to draw or pivot).
+
+``readme=PATH`` also replaces the headline-matrix block of that README (between the markers of
+:func:`purebench.leaderboard.matrix.refresh_readme`), so its first screen shows the figures the board holds.
 
 Names of outputs built from CSV cells are plain file names inside ``DIR`` (a cell such as
 ``x/../../tmp/escaped`` cannot write elsewhere), and outputs behind links are updated where the links lead.
@@ -24,7 +30,7 @@ from purebench.eval.results import has_ra, read_rows, read_superseded
 from purebench.eval.threats import LADDER
 from purebench.leaderboard.html import html_leaderboard
 from purebench.leaderboard.latex import latex_tables
-from purebench.leaderboard.matrix import matrix_markdown
+from purebench.leaderboard.matrix import matrix_body, matrix_markdown, refresh_readme
 from purebench.leaderboard.merge import merge_shards, unmerged
 from purebench.leaderboard.plots import ladder_plots, sa_ra_scatter
 from purebench.leaderboard.robustbench import robustbench_records
@@ -33,7 +39,7 @@ from purebench.leaderboard.table import complete, defaults_legend, grouped_markd
 from purebench.leaderboard.worst import worst_case_report
 
 USAGE = (
-    "usage: python -m purebench.leaderboard [merge] results_dir=DIR\n"
+    "usage: python -m purebench.leaderboard [merge] results_dir=DIR [readme=README.md]\n"
     "       python -m purebench.leaderboard worst results_dir=DIR RUN_ID RUN_ID [...]"
 )
 
@@ -43,7 +49,8 @@ def main(argv: list[str]) -> int:
     args = argv[1:] if command else argv
     options = dict(arg.split("=", 1) for arg in args if "=" in arg)
     run_ids = [a for a in args if "=" not in a] if command == "worst" else []
-    unknown = [a for a in args if a not in run_ids and ("=" not in a or a.split("=", 1)[0] != "results_dir")]
+    keys = ("results_dir",) if command == "worst" else ("results_dir", "readme")
+    unknown = [a for a in args if a not in run_ids and ("=" not in a or a.split("=", 1)[0] not in keys)]
     if unknown:
         print(f"purebench.leaderboard: unknown argument(s) {unknown}; {USAGE}", file=sys.stderr)
         return 2
@@ -54,14 +61,16 @@ def main(argv: list[str]) -> int:
             return 0
         if command == "merge":
             merge_shards(results_dir)
-        return _render(results_dir)
+        readme = Path(options["readme"]) if "readme" in options else None
+        return _render(results_dir, readme)
     except PurebenchError as exc:
         print(f"purebench.leaderboard: error: {exc}", file=sys.stderr)
         return 2
 
 
-def _render(results_dir: Path) -> int:
-    """Write every output of the leaderboard in ``results_dir``; 2 when it has no rows."""
+def _render(results_dir: Path, readme: Path | None = None) -> int:
+    """Write every output of the leaderboard in ``results_dir`` (and the matrix block of ``readme``); 2 when it
+    has no rows."""
     reasons = read_superseded(results_dir)
     rows, old = split_superseded(read_rows(results_dir / "leaderboard.csv"), reasons)
     if not rows:
@@ -71,6 +80,8 @@ def _render(results_dir: Path) -> int:
         )
         return 2
     done = complete(rows)  # unsharded runs and merged shards
+    if readme is not None:  # first: a README without the markers stops the command before any output
+        refresh_readme(readme, matrix_body(done, results_dir / "runs"))
     shards = unmerged(rows)
     if shards:
         print(f"purebench.leaderboard: {_unmerged_note(shards, results_dir)}", file=sys.stderr)

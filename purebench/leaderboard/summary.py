@@ -27,7 +27,7 @@ def print_summary(row: dict) -> None:
     width = max(len(label) for label, _ in _FIELDS)
     lines = ["", "purebench result", "-" * (width + 40)]
     for label, key in _FIELDS:
-        value = f"{row['norm']} eps={eps_text(float(row['eps']))}" if key is None else row[key]
+        value = f"{row['norm']} eps={eps_text(float(row['eps']), row['norm'])}" if key is None else row[key]
         if key in ("sa", "ra", "ra_worst", "ra_vote"):
             value = with_interval(row, key)  # 95% Wilson interval over the n images
         elif key == "defense_params":

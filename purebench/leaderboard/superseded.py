@@ -2,8 +2,8 @@
 
 A row is superseded when the code, a default or a checkpoint that produced it was corrected (a default that
 was not the authors', a purifier re-trained). Its CSV line stays exactly as it was written; the tables,
-the pivot, the plots, the HTML page and the RobustBench records are built from the current rows only, and
-``leaderboard.md`` ends with the superseded ones and why, so every number ever published stays traceable.
+the pivot, the plots and the RobustBench records are built from the current rows only; ``leaderboard.md`` ends
+with the superseded ones and why, and the HTML page holds them hidden until asked for, so every number ever published stays traceable.
 The file has two columns, ``run_id`` and ``reason``; an id that names no row is reported, not ignored.
 """
 

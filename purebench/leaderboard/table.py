@@ -54,15 +54,18 @@ def shown(row: dict[str, str], column: str) -> str:
     return str(row.get(column, ""))
 
 
-def eps_text(eps: float) -> str:
-    """``8/255`` when eps x 255 is within 1e-3 of a whole number (how papers write Linf budgets), else ``0.5``."""
-    scaled = eps * 255
-    return f"{round(scaled)}/255" if round(scaled) >= 1 and abs(scaled - round(scaled)) <= 1e-3 else f"{eps:.5g}"
+def eps_text(eps: float, norm: str = "Linf") -> str:
+    """An Linf budget as ``8/255`` when eps x 255 is within 1e-3 of a whole number k, or eps is k/255 written to 4 significant
+    digits (configs hold 16/255 as 0.06275: x 255 = 16.00125), as papers write them; else (and every L2
+    budget) the number: ``0.5``."""
+    k = round(eps * 255)
+    whole = norm == "Linf" and k >= 1 and (abs(eps * 255 - k) <= 1e-3 or f"{k / 255:.4g}" == f"{eps:.4g}")
+    return f"{k}/255" if whole else f"{eps:.5g}"
 
 
 def budget(row: dict[str, str]) -> str:
     """A row's budget as papers write it: ``Linf 8/255``, ``L2 0.5``; empty when the row has none."""
-    return f"{row['norm']} {eps_text(float(row['eps']))}" if row.get("eps") else ""
+    return f"{row['norm']} {eps_text(float(row['eps']), row['norm'])}" if row.get("eps") else ""
 
 
 def interval(row: dict[str, str], figure: str) -> str:
