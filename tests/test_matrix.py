@@ -69,10 +69,13 @@ def test_the_finding_follows_the_figures(board):
     results, _ = board
     lines = protocol_lines(read_rows(results / "leaderboard.csv"), results / "runs")
     text = finding(lines)
-    assert f"keeps {lines[0].worst:.1f}%" in text and "gaussian_blur" in text
-    assert "Still without white-box rungs: gaussian_noise." in text
+    assert "Not yet attacked with white-box rungs: gaussian_noise." in text
+    lines[0].worst = 30.0
+    assert "0 of the 1 defenses with white-box rungs fall" in finding(
+        lines
+    ) and "gaussian_blur, keeps 30.0%" in finding(lines)
     lines[0].worst = 0.0
-    assert "1 of 1 defenses with white-box rungs fall" in finding(lines)
+    assert "every one of the 1 defenses with white-box rungs falls to 0.0% or less" in finding(lines)
 
 
 def test_leaderboard_md_leads_with_the_matrix(board, capsys):

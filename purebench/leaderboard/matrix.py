@@ -165,29 +165,41 @@ def protocol_caption(lines: Sequence[Line]) -> str:
 
 def finding(lines: Sequence[Line]) -> str:
     """One sentence (two at most) that states what the matrix shows, generated from its figures."""
-    if not lines:
-        return ""
-    judged = [line for line in lines if line.worst is not None and line.label != "none"]
-    pending = [line.label for line in lines if line.worst is None and line.label != "none"]
-    oblivious = [line for line in lines if "PGD oblivious" in line.cells and line.label != "none"]
+    defenses = [line for line in lines if line.label != "none"]
+    oblivious = sorted(
+        (line for line in defenses if "PGD oblivious" in line.cells), key=lambda x: _ra(x, "PGD oblivious")
+    )
+    judged = sorted((line for line in defenses if line.worst is not None), key=lambda line: line.worst or 0.0)
+    pending = [line.label for line in defenses if line.worst is None]
     parts = []
     if oblivious:
-        best = max(oblivious, key=lambda line: _ra(line, "PGD oblivious"))
+        low, high = _ra(oblivious[0], "PGD oblivious"), _ra(oblivious[-1], "PGD oblivious")
         parts.append(
-            f"Against the oblivious attacker the purifiers look robust ({best.label} keeps "
-            f"{_ra(best, 'PGD oblivious'):.1f}% RA under PGD)"
+            f"Against the oblivious attacker (the papers' protocol) the purifiers keep {low:.1f}-{high:.1f}% RA "
+            f"under PGD (best: {oblivious[-1].label})"
         )
     if judged:
-        best = max(judged, key=lambda line: line.worst or 0.0)
+        best = judged[-1]
         broken = [line for line in judged if (line.worst or 0.0) <= BROKEN]
-        parts.append(
-            f"but once the attacker differentiates the defense, {len(broken)} of {len(judged)} defenses with "
-            f"white-box rungs fall to {BROKEN:.0f}% RA or less per example over the rungs, and the most robust, "
-            f"{best.label}, keeps {best.worst:.1f}% (SA {best.main['sa']}%)"
+        lead = (
+            "but once the attacker differentiates the defense"
+            if parts
+            else "Once the attacker differentiates the defense"
         )
+        if len(broken) == len(judged):
+            parts.append(
+                f"{lead}, every one of the {len(judged)} defenses with white-box rungs falls to "
+                f"{best.worst:.1f}% or less (per example, worst over the rungs)"
+            )
+        else:
+            parts.append(
+                f"{lead}, {len(broken)} of the {len(judged)} defenses with white-box rungs fall to {BROKEN:.0f}% or "
+                f"less (per example, worst over the rungs) and the most robust, {best.label}, keeps {best.worst:.1f}% "
+                f"(SA {best.main['sa']}%)"
+            )
     sentence = "; ".join(parts) + "." if parts else ""
     if pending:
-        sentence += f" Still without white-box rungs: {', '.join(pending)}."
+        sentence += f" Not yet attacked with white-box rungs: {', '.join(pending)}."
     return sentence.strip()
 
 
