@@ -25,7 +25,7 @@ import json
 import os
 import re
 import subprocess
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -96,25 +96,26 @@ def git_commit() -> str:
     return commit + ("-dirty" if dirty else "")
 
 
-def _files(root: Path, suffixes: tuple[str, ...], skip: Path | None = None) -> list[tuple[str, Path]]:
+def _files(root: Path, suffixes: tuple[str, ...], skip: Sequence[Path] = ()) -> list[tuple[str, Path]]:
     """(path relative to ``root``, path) of the files under ``root`` with ``suffixes``, through
-    links (conf/experiment is a link to experiments/), leaving out ``skip`` and bytecode caches."""
+    links (conf/experiment is a link to experiments/), leaving out the folders ``skip`` and bytecode caches."""
     found = []
     for folder, dirs, names in os.walk(root, followlinks=True):
-        dirs[:] = sorted(d for d in dirs if d != "__pycache__" and Path(folder, d).resolve() != skip)
+        dirs[:] = sorted(d for d in dirs if d != "__pycache__" and Path(folder, d).resolve() not in skip)
         found += [
             (Path(folder, n).relative_to(root).as_posix(), Path(folder, n)) for n in names if n.endswith(suffixes)
         ]
     return sorted(found)
 
 
-def source_digest(package_dir: Path, conf_dir: Path) -> str:
+def source_digest(package_dir: Path, conf_dir: Path, leave_out: Sequence[str] = ()) -> str:
     """SHA-256 (16 hex digits) of the package's source files and package data under ``package_dir``
     and the configs under ``conf_dir``, each with its path relative to its root, so a checkout and an
     installed copy of the same code agree (the wheel's ``purebench/conf/`` is hashed as the configs,
-    not as package files)."""
+    not as package files); ``leave_out`` names subpackages not to hash."""
     h = hashlib.sha256()
-    roots = [("package", package_dir, SOURCE_SUFFIXES, conf_dir.resolve()), ("conf", conf_dir, CONFIG_SUFFIXES, None)]
+    skipped = [conf_dir.resolve(), *((package_dir / name).resolve() for name in leave_out)]
+    roots = [("package", package_dir, SOURCE_SUFFIXES, skipped), ("conf", conf_dir, CONFIG_SUFFIXES, [])]
     for label, root, suffixes, skip in roots:
         for name, path in _files(root, suffixes, skip):
             h.update(f"{label}/{name}\0".encode())
@@ -128,6 +129,17 @@ def code_version() -> str:
     part of every resume and cache key. Computed once per process (it is read for every run of a
     sweep), as the code a process runs is the code it imported."""
     return source_digest(PACKAGE_DIR, CONF_DIR)
+
+
+# Subpackages that never change a figure: the tables, plots and pages drawn from finished rows.
+NOT_COMPUTING = ("leaderboard",)
+
+
+@functools.cache
+def compute_version() -> str:
+    """:func:`code_version` without :data:`NOT_COMPUTING`: the key of resume files and of cached adversarial
+    examples, so that editing how the leaderboard draws a table does not recompute an attack."""
+    return source_digest(PACKAGE_DIR, CONF_DIR, NOT_COMPUTING)
 
 
 def row_code_version(row: Mapping[str, str]) -> str:

@@ -117,7 +117,7 @@ def test_a_write_failing_mid_run_says_what_was_kept_and_the_rerun_resumes(
     make_cfg, data_root, tmp_path, monkeypatch, failure, reason
 ):
     results = tmp_path / "results"
-    monkeypatch.setattr(runner, "code_version", lambda: "fixed")  # resume keys survive edits elsewhere
+    monkeypatch.setattr(runner, "compute_version", lambda: "fixed")  # resume keys survive edits elsewhere
     reference = evaluate(make_cfg(*FAST, f"results_dir={tmp_path / 'reference'}"))
     original = BatchStore.save
 

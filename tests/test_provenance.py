@@ -17,7 +17,7 @@ import purebench
 from purebench import provenance
 from purebench.config_paths import CONF_DIR
 from purebench.eval.runner import evaluate
-from purebench.provenance import code_version, git_commit, source_digest
+from purebench.provenance import code_version, compute_version, git_commit, source_digest
 
 PACKAGE = Path(purebench.__file__).resolve().parent
 FAST = ["attack=fgsm", "attack.verbose=false", "n_examples=8", "batch_size=4", "figures=0", "threads=1"]
@@ -88,6 +88,7 @@ def test_one_oblivious_attack_serves_every_defense_while_the_checkout_changes(
 
     def run(defense: str) -> dict[str, object]:
         code_version.cache_clear()  # each run reads the version afresh, as a new process would
+        compute_version.cache_clear()
         return evaluate(make_cfg(f"defense={defense}", *FAST))
 
     rows = []
@@ -97,9 +98,12 @@ def test_one_oblivious_attack_serves_every_defense_while_the_checkout_changes(
     assert [r["adv_cache"] for r in rows] == ["miss", "hit", "hit"] and len(calls) == 2  # two batches, attacked once
     assert {r["version"] for r in rows} == {source_digest(package, conf)} and rows[0]["commit"] == git_commit()
     assert len({r["adv_acc_undefended"] for r in rows}) == 1
+    _edited(package / "leaderboard" / "table.py", "\n# an edit\n")  # how tables are drawn: no figure changes
+    redrawn = run("gaussian_blur")
+    assert redrawn["adv_cache"] == "hit" and redrawn["version"] != rows[0]["version"]  # the row names the code
     _edited(package / "defenses" / "blur.py", "\n# an edit\n")
     edited = run("gaussian_blur")
-    assert edited["adv_cache"] == "miss" and edited["version"] != rows[0]["version"]  # other code, attacked afresh
+    assert edited["adv_cache"] == "miss" and edited["version"] != redrawn["version"]  # other code, attacked afresh
 
 
 def test_the_same_job_hashes_the_same_wherever_its_data_and_outputs_are(make_cfg, data_root, tmp_path):

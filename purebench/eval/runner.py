@@ -59,6 +59,7 @@ from purebench.eval.threats import THREATS, ThreatModel, draws_per_call
 from purebench.provenance import (
     NOT_DECISIVE,
     code_version,
+    compute_version,
     evaluation_hash,
     git_commit,
     record_checkpoints,
@@ -461,9 +462,9 @@ def _evaluate(cfg: DictConfig, progress: Progress, supplied: Supplied | None) ->
     commit = git_commit()
     shard_label = "" if shard is None else f"{shard[0]}/{shard[1]}"
     batches = batches[shard[0] :: shard[1]] if shard else batches  # whole batches: shards equal the full run
-    version = code_version()
+    version, computing = code_version(), compute_version()
     weights = "".join(f"-{digest[:8]}" for digest in checkpoints.values())  # a retrained file resumes nothing
-    store = BatchStore(results_dir, f"{chash}-{version}{weights}")
+    store = BatchStore(results_dir, f"{chash}-{computing}{weights}")
     if (
         settings["skip_finished"]
         and (done := finished_row(results_dir, chash, shard_label, sha256_params(checkpoints))) is not None
@@ -485,7 +486,7 @@ def _evaluate(cfg: DictConfig, progress: Progress, supplied: Supplied | None) ->
             "attack": group_params(cfg.attack, *NOT_DECISIVE["attack"]), "seed": seed,
             "numerics": {"amp": classifier.amp, "channels_last": classifier.channels_last,
                          "compile": classifier.compile_backend},
-            "code": version, "torch": torch.__version__,
+            "code": computing, "torch": torch.__version__,
         }  # fmt: skip
         cache = ObliviousCache(results_dir, cache_key, images)
     figure_path = results_dir / "figures" / f"{chash}.png"
