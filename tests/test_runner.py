@@ -110,7 +110,7 @@ def test_leaderboard_command_writes_markdown_and_threat_pivot(make_cfg, data_roo
     tex = (results / "leaderboard.tex").read_text()
     assert tex.count("\\begin{tabular}") == tex.count("\\end{tabular}") == 2  # one table per threat model
     body = [line for line in tex.splitlines() if line.endswith("\\\\") and "toprule" not in line]
-    assert all(line.count(" & ") == 6 for line in body) and "gaussian\\_blur" in tex
+    assert all(line.count(" & ") == 7 for line in body) and "gaussian\\_blur" in tex and "Linf 8/255" in tex
     assert (results / "sa_ra.png").read_bytes()[:4] == b"\x89PNG"
     [path] = (results / "robustbench" / "cifar10" / "adaptive").glob("resnet20--gaussian_blur--*.json")
     record = json.loads(path.read_text())
