@@ -228,7 +228,7 @@ def test_filters_keep_the_rows_of_one_classifier_budget_or_n(browser, page):
         return kept
 
     assert only("classifier", "resnet56") == ["resnet56"]
-    assert only("budget", "Linf 0.06275") == ["wide-budget"]
+    assert only("budget", "Linf 16/255") == ["wide-budget"]
     assert sorted(only("n", "32")) == ["resnet56", "wide-budget"]
     assert only("n", "128") == ["default-job"] and _visible_runs(browser) == every
 
