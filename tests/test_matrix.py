@@ -45,8 +45,8 @@ def test_one_line_per_setting_of_the_protocol_only(board):
     assert [line.label for line in lines] == ["gaussian_blur", "gaussian_noise"]  # median_blur has no protocol
     headers, table = matrix_table(lines)
     blur = dict(zip(headers, table[0], strict=True))
-    assert blur["n"] == "16" and blur["SA % (95% CI)"].startswith(str(rows["oblivious"]["sa"]))
-    assert blur["PGD oblivious"].startswith(str(rows["oblivious"]["ra"]))
+    assert blur["n"] == "16" and blur["SA % (95% CI)"].startswith(f"{rows['oblivious']['sa']:.2f} [")
+    assert blur["PGD oblivious"].startswith(f"{rows['oblivious']['ra']:.2f} [")
     assert blur["PGD adaptive"].endswith("(n=8)")  # a cell on fewer images says so
     assert blur["PGD known draws"] == NOT_APPLICABLE and blur["AA-rand oblivious"] == NOT_RUN
     noise = dict(zip(headers, table[1], strict=True))
@@ -66,16 +66,22 @@ def test_worst_over_rungs_is_the_per_example_minimum_on_the_common_images(board)
 
 
 def test_the_finding_follows_the_figures(board):
-    results, _ = board
+    results, rows = board
     lines = protocol_lines(read_rows(results / "leaderboard.csv"), results / "runs")
     text = finding(lines)
-    assert "Not yet attacked with white-box rungs: gaussian_noise." in text
-    lines[0].worst = 30.0
-    assert "0 of the 1 defenses with white-box rungs fall" in finding(
+    low, high = sorted(rows[k]["ra"] for k in ("oblivious", "noise"))
+    assert f"the 2 purifiers keep {low:.1f}-{high:.1f}% RA under PGD" in text
+    assert "Not yet run under the headline protocol's adaptive rung: gaussian_noise." in text
+    blur = lines[0]
+    blur.cells["PGD adaptive"] = {**blur.cells["PGD adaptive"], "ra": "30.0"}
+    assert "0 of the 1 run there fall to 5% RA or below and the most robust, gaussian_blur, keeps 30.0%" in finding(
         lines
-    ) and "gaussian_blur, keeps 30.0%" in finding(lines)
-    lines[0].worst = 0.0
-    assert "every one of the 1 defenses with white-box rungs falls to 0.0% or less" in finding(lines)
+    )
+    blur.cells["PGD adaptive"] = {**blur.cells["PGD adaptive"], "ra": "0.0"}
+    assert "every one of the 1 run there falls to 0.0% RA" in finding(lines)
+    blur.cells["PGD BPDA+EOT"] = {**blur.cells["PGD BPDA+EOT"], "ra": "99.0"}  # a rung above the oblivious one
+    assert "a weaker attack rather than robustness: BPDA+EOT on gaussian_blur" in finding(lines)
+    assert matrix_table(lines)[1][0][4].endswith("▲")
 
 
 def test_leaderboard_md_leads_with_the_matrix(board, capsys):
