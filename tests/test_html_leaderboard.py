@@ -192,6 +192,13 @@ def test_the_page_leads_with_the_finding_and_the_matrix(tmp_path, browser, page)
     assert order == ["matrix", "ladder", "terms", *threats, "figures", "defaults"]
     terms = [dt.text for dt in browser.find_elements(By.CSS_SELECTOR, "dl.terms dt")]
     assert {"SA", "RA", "worst", "vote", "evals", "EOT", "worst over rungs"} <= set(terms)
+    assert {"oblivious", "BPDA", "BPDA+EOT", "adaptive", "known draws", "surrogate", "AutoAttack (rand)",
+            "<paper>_floor"} <= set(terms)  # fmt: skip
+    # Rungs by their display names in the section titles (the anchors keep the recorded names).
+    titles = [s.get_attribute("textContent") for s in browser.find_elements(By.CSS_SELECTOR, "details.threat summary")]
+    assert [t.split(" (")[0] for t in titles] == [
+        "cifar10 — threat model: adaptive", "cifar10 — threat model: BPDA+EOT", "cifar10 — threat model: oblivious"
+    ]  # fmt: skip
     assert all(not d.get_attribute("open") for d in browser.find_elements(By.CSS_SELECTOR, "details.threat"))
     ladder = browser.find_element(By.CSS_SELECTOR, "figure.ladder img")
     assert browser.execute_script("return arguments[0].naturalWidth", ladder) > 300
@@ -231,6 +238,54 @@ def test_filters_keep_the_rows_of_one_classifier_budget_or_n(browser, page):
     assert only("budget", "Linf 16/255") == ["wide-budget"]
     assert sorted(only("n", "32")) == ["resnet56", "wide-budget"]
     assert only("n", "128") == ["default-job"] and _visible_runs(browser) == every
+    # The menus offer the values of current rows only: n=16 is the superseded row's alone.
+    options = [o.text for o in Select(browser.find_element(By.CSS_SELECTOR, "select[data-filter='n']")).options]
+    assert options == ["all", "32", "64", "128"]
+
+
+def test_filters_update_the_counts_and_say_when_a_table_is_left_empty(browser, page):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
+
+    _open(browser, page)
+
+    def state(anchor: str) -> tuple[str, str | None]:
+        section = browser.find_element(By.ID, anchor)
+        empty = section.find_element(By.CSS_SELECTOR, "tfoot tr.empty")
+        return section.find_element(
+            By.CSS_SELECTOR, "summary .count"
+        ).text, empty.text if empty.is_displayed() else None
+
+    assert state("cifar10-oblivious") == ("(23 rows, 1 superseded)", None)
+    assert state("cifar10-adaptive") == ("(10 rows)", None)
+    select = Select(browser.find_element(By.CSS_SELECTOR, "select[data-filter='classifier']"))
+    select.select_by_visible_text("resnet56")
+    assert state("cifar10-oblivious") == ("(1 of 23 rows, 0 of 1 superseded)", None)
+    assert state("cifar10-adaptive") == ("(0 of 10 rows)", "no matching rows")
+    select.select_by_visible_text("all")
+    assert state("cifar10-adaptive") == ("(10 rows)", None)
+
+
+def test_figures_and_intervals_are_laid_out_alike_and_steps_show(browser, page):
+    from selenium.webdriver.common.by import By
+
+    _open(browser, page)
+    # Every interval on the line under its figure, in the matrix and in every table, so columns align.
+    offsets = browser.execute_script(
+        "return Array.from(document.querySelectorAll('#matrix .ci, table.leaderboard .ci')).filter(function (ci) {"
+        "  return ci.offsetParent !== null; }).map(function (ci) {"
+        "  var td = ci.closest('td').getBoundingClientRect(), box = ci.getBoundingClientRect();"
+        "  return [Math.round(box.top - td.top), Math.round(box.height)]; });"
+    )
+    assert len(offsets) > 100 and len({tuple(o) for o in offsets}) == 1
+    ((top, height),) = {tuple(o) for o in offsets}
+    assert top >= height  # below the figure's line, not beside it
+    # The page's own header for the undefended figures; the attack's steps lead its parameters.
+    headers = [th.text for th in browser.find_elements(By.CSS_SELECTOR, "#cifar10-oblivious th")]
+    assert "undefended: clean / adv %" in headers and not any("undef.)" in h for h in headers)
+    row = browser.find_element(By.XPATH, "//tr[.//a[text()='h00']]")
+    cells = [td.text for td in row.find_elements(By.TAG_NAME, "td")]
+    assert cells[headers.index("attack")] == "PGD" and cells[headers.index("attack params")].startswith("steps=20, ")
 
 
 def test_every_column_fits_a_1400_px_window(browser, page):

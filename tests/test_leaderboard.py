@@ -164,16 +164,17 @@ HEADLINE_SETTINGS = [
 ]  # fmt: skip
 
 
-def _headline_rows() -> list[dict[str, str]]:
+def _headline_rows(settings=HEADLINE_SETTINGS, adaptive_ra: str | None = None) -> list[dict[str, str]]:
     rows = []
-    for k, (defense, params) in enumerate(HEADLINE_SETTINGS):
+    for k, (defense, params) in enumerate(settings):
         for step, (attack, threat) in enumerate(
             [("pgd", "oblivious"), ("pgd", "bpda_eot"), ("pgd", "adaptive"), ("autoattack", "oblivious")]
         ):
+            ra = adaptive_ra if adaptive_ra is not None and threat == "adaptive" else str(64.0 - 4 * k - 8 * step)
             rows.append(_full_row(
                 defense=defense, defense_params=params, attack=attack, threat_model=threat, protocol="headline",
-                eps="0.03137", ra=str(64.0 - 4 * k - 8 * step), finished_at=f"2026-02-{k + 1:02d}T0{step}",
-                attack_steps="20", seed="0",
+                eps="0.03137", ra=ra, finished_at=f"2026-02-{k + 1:02d}T0{step}", attack_steps="20", seed="0",
+                attack_params="version=rand" if attack == "autoattack" else "steps=20",
             ))  # fmt: skip
     return rows
 
@@ -200,7 +201,9 @@ def test_the_headline_ladder_draws_at_most_eight_settings_and_the_default_job(da
     drawn = [e for e in entries if e in {line.label for line in lines}]
     assert drawn == [line.label for line in lines[:MAX_LINES]] and MAX_LINES == 8  # the matrix's order
     assert "atop (atop_rt2_atop.pt)" in drawn  # a checkpoint by its file name
-    assert "default job (python -m purebench): zeropur, autoattack, n=512" in entries
+    (star,) = [e for e in entries if e.startswith("default job")]
+    assert "python -m purebench" in star and "zeropur, AutoAttack (rand)" in star.replace("\n", " ")
+    assert "n=512" in star
     notes = " ".join(t.get_text() for t in legend_area.texts)
     assert "gaussian_blur" in notes and "none" in notes  # the two not drawn are named
     assert "8/255" in panel.get_title() and _tick_labels_apart(panel)
@@ -210,15 +213,16 @@ def test_the_headline_ladder_draws_at_most_eight_settings_and_the_default_job(da
 def test_the_sa_ra_figure_keeps_its_legend_to_twelve_entries(data_root):
     import matplotlib.pyplot as plt
 
+    from purebench.leaderboard.params import setting_label
     from purebench.leaderboard.plots import MAX_LEGEND, MAX_LINES, ladder_figure, ladder_series, sa_ra_figure
 
     rows = _headline_rows()
     fig = sa_ra_figure(rows, None)
     entries = [t.get_text() for t in fig.legends[0].get_texts()]
     assert len(entries) <= MAX_LEGEND == 12 and "2 other settings" in entries  # 10 settings, 3 rungs: 2 share grey
-    assert {"oblivious", "bpda_eot", "adaptive"} <= set(entries) and entries[0] == "zeropur"
+    assert {"oblivious", "BPDA+EOT", "adaptive"} <= set(entries) and entries[0] == "zeropur"  # rungs by name
     assert sorted(ax.get_title() for ax in fig.axes if ax.get_title()) == [
-        "resnet20, autoattack, Linf 8/255", "resnet20, pgd, Linf 8/255"
+        "resnet20, AutoAttack (rand), Linf 8/255", "resnet20, PGD, Linf 8/255"
     ]  # fmt: skip
     plt.close(fig)
     # Without protocol rows: every rung of the ladder, ten settings under two rungs each, one panel.
@@ -226,6 +230,102 @@ def test_the_sa_ra_figure_keeps_its_legend_to_twelve_entries(data_root):
     plain += [{**rows[0], "protocol": "", "threat_model": t} for t in ("bpda", "eot", "adaptive")]
     fig = ladder_figure("cifar10", ladder_series(plain)["cifar10"])
     panel, legend_area = fig.axes
-    assert len(legend_area.get_legend().get_texts()) == MAX_LINES
+    labels = {setting_label(row) for row in plain}
+    assert sum(t.get_text() in labels for t in legend_area.get_legend().get_texts()) == MAX_LINES
     assert "2 more settings" in legend_area.texts[0].get_text() and _tick_labels_apart(panel)
+    ticks = [label.get_text() for label in panel.get_xticklabels()]
+    assert ticks == ["SA", "oblivious", "BPDA", "EOT", "adaptive", "known draws"]
+    assert legend_area.get_position().x0 >= panel.get_position().x1  # the legend right of the axes
+    plt.close(fig)
+
+
+@pytest.mark.parametrize(
+    ("threat", "name"),
+    [("oblivious", "oblivious"), ("bpda", "BPDA"), ("eot", "EOT"), ("bpda_eot", "BPDA+EOT"), ("adaptive", "adaptive"),
+     ("known_draws", "known draws"), ("adaptive_surrogate", "adaptive (surrogate)"),
+     ("bpda_eot_surrogate", "BPDA+EOT (surrogate)"), ("my_rung", "my_rung")],
+)  # fmt: skip
+def test_every_output_names_a_rung_one_way(threat, name):
+    from purebench.leaderboard.params import attack_name, rung_name
+
+    assert rung_name(threat) == name
+    assert attack_name("pgd") == "PGD" and attack_name("autoattack", "version=rand,attacks=apgd-ce") == (
+        "AutoAttack (rand)"
+    )
+    assert attack_name("autoattack", "version=standard") == "AutoAttack (standard)" and attack_name("x") == "x"
+
+
+def _markers(panel, rung: int) -> list[tuple[float, float, object]]:
+    """(x, RA, colour) of every marker an error bar draws in the column of rung index ``rung``."""
+    import matplotlib.colors as mcolors
+
+    points = []
+    for container in panel.containers:
+        line = container.lines[0]
+        for x, y in zip(line.get_xdata(), line.get_ydata(), strict=True):
+            if rung - 0.5 < x < rung + 0.5:
+                points.append((float(x), float(y), mcolors.to_hex(line.get_color()), line))
+    return points
+
+
+def test_the_headline_ladder_keeps_every_defense_apart_where_all_sit_at_zero(data_root):
+    import matplotlib.colors as mcolors
+    import matplotlib.pyplot as plt
+
+    from purebench.leaderboard.matrix import protocol_lines
+    from purebench.leaderboard.plots import DETERMINISTIC, NOT_RUN, headline_ladder_figure
+
+    settings = [*HEADLINE_SETTINGS[:7], HEADLINE_SETTINGS[-1]]  # seven defenses and the undefended model
+    job = _full_row(attack="autoattack", attack_params="version=rand", eps="0.03137", ra="60.0", n_examples="512",
+                    finished_at="2026-03-01")  # fmt: skip
+    rows = [*_headline_rows(settings, adaptive_ra="0.0"), job]
+    lines = protocol_lines(rows, None)
+    fig = headline_ladder_figure(rows, lines)
+    panel, legend_area = fig.axes
+    ticks = [label.get_text() for label in panel.get_xticklabels()]
+    assert ticks == ["SA", "oblivious", "BPDA+EOT", "adaptive", "known draws"]
+    adaptive = _markers(panel, ticks.index("adaptive") - 1)
+    xs = sorted(x for x, _, _, _ in adaptive)
+    assert len(adaptive) == 8 and all(y == 0.0 for _, y, _, _ in adaptive)
+    assert min(b - a for a, b in itertools.pairwise(xs)) >= 0.05  # every defense's marker apart from the others'
+    assert len({colour for _, _, colour, _ in adaptive}) == 8  # one colour per defense
+    (none,) = [line for _, _, _, line in adaptive if line.get_linestyle() == "--"]  # the undefended model: dashed
+    r, g, b = mcolors.to_rgb(none.get_color())
+    assert r == g == b  # grey
+    # The default job's star sits right of every marker of its rung, with a white edge, and is labelled.
+    oblivious = _markers(panel, ticks.index("oblivious") - 1)
+    (star,) = [line for _, _, _, line in oblivious if line.get_marker() == "*"]
+    others = [x for x, _, _, line in oblivious if line is not star]
+    assert star.get_xdata()[0] - max(others) >= 0.05 and star.get_xdata()[0] < 0.5
+    assert mcolors.to_hex(star.get_markeredgecolor()) == "#ffffff"
+    assert any(t.get_text().startswith("default job") for t in legend_area.get_legend().get_texts())
+    # No drawn defense is randomized: the known-draws column says why it is empty.
+    (note,) = panel.texts
+    assert note.get_text() == DETERMINISTIC and note.get_position()[0] == ticks.index("known draws") - 1
+    # The legend right of the axes; the figure wide rather than tall.
+    assert legend_area.get_position().x0 >= panel.get_position().x1
+    width, height = fig.get_size_inches()
+    assert width >= 2 * height
+    plt.close(fig)
+    rows[0] = {**rows[0], "defense_randomized": "True"}  # a randomized defense not yet run under known draws
+    fig = headline_ladder_figure(rows, protocol_lines(rows, None))
+    assert [t.get_text() for t in fig.axes[0].texts] == [NOT_RUN]
+    plt.close(fig)
+
+
+def test_the_latex_captions_name_rungs_as_the_page_does():
+    from purebench.leaderboard.latex import latex_tables
+
+    tex = latex_tables(_headline_rows())
+    assert "threat model: BPDA+EOT." in tex and "bpda\\_eot" not in tex
+
+
+def test_the_sa_ra_axes_show_markers_at_zero_whole(data_root):
+    import matplotlib.pyplot as plt
+
+    from purebench.leaderboard.plots import sa_ra_figure
+
+    fig = sa_ra_figure(_headline_rows(adaptive_ra="0.0"), None)
+    for ax in (ax for ax in fig.axes if ax.get_title()):
+        assert ax.get_xlim() == ax.get_ylim() == (-3, 102)  # the adaptive markers at RA 0 are not cut in half
     plt.close(fig)

@@ -6,6 +6,7 @@ from collections.abc import Sequence
 
 from purebench.eval.intervals import BOUNDED
 from purebench.eval.results import has_ra
+from purebench.leaderboard.params import rung_name
 from purebench.leaderboard.table import UNDERIVED, budget, by_dataset_threat
 
 # (header, column, alignment) of the paper table; the CSV keeps everything else.
@@ -55,7 +56,7 @@ def latex_tables(rows: Sequence[dict[str, str]]) -> str:
     for (dataset, threat), members in by_dataset_threat(rows):
         out += [
             "\\begin{table}[t]", "\\centering",
-            f"\\caption{{{escape(dataset)}, threat model: {escape(threat)}. Accuracies in \\%, 95\\% Wilson "
+            f"\\caption{{{escape(dataset)}, threat model: {escape(rung_name(threat))}. Accuracies in \\%, 95\\% Wilson "
             "intervals over the $n$ images in brackets. RA counts an example only when it is also classified "
             "correctly clean (RA $\\le$ SA).}",
             "\\begin{tabular}{" + "".join(a for _, _, a in LATEX_COLUMNS) + "}", "\\toprule",

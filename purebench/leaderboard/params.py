@@ -102,3 +102,37 @@ def legend(rows: Sequence[dict[str, str]]) -> list[str]:
         if base:
             lines.append(f"- `{defense}` defaults: " + ", ".join(f"{k}={v}" for k, v in base.items()))
     return lines
+
+
+# How every output names a rung of the threat ladder and an attack: the figures' ticks and legends, the HTML
+# page's headers and section titles (the CSV and the run files keep the recorded names).
+RUNG_NAMES = {
+    "oblivious": "oblivious",
+    "bpda": "BPDA",
+    "eot": "EOT",
+    "bpda_eot": "BPDA+EOT",
+    "adaptive": "adaptive",
+    "known_draws": "known draws",
+}
+SURROGATE_SUFFIX = "_surrogate"  # a rung whose attack followed a surrogate's gradient (Lee & Kim 2023)
+ATTACK_NAMES = {
+    "pgd": "PGD", "pgdl2": "PGD-L2", "eotpgd": "EOT-PGD", "apgd": "APGD", "fgsm": "FGSM", "mifgsm": "MI-FGSM",
+    "difgsm": "DI-FGSM", "cw": "CW", "deepfool": "DeepFool", "square": "Square", "autoattack": "AutoAttack",
+}  # fmt: skip
+
+
+def rung_name(threat: str) -> str:
+    """A threat model's display name: ``bpda_eot`` -> ``BPDA+EOT``, ``adaptive_surrogate`` -> ``adaptive
+    (surrogate)``; a rung not in :data:`RUNG_NAMES` (a plugin's) keeps its recorded name."""
+    if threat.endswith(SURROGATE_SUFFIX) and threat != SURROGATE_SUFFIX:
+        return f"{rung_name(threat.removesuffix(SURROGATE_SUFFIX))} (surrogate)"
+    return RUNG_NAMES.get(threat, threat)
+
+
+def attack_name(attack: str, params: str = "") -> str:
+    """An attack's display name: ``pgd`` -> ``PGD``; AutoAttack with its version, ``AutoAttack (rand)`` (the
+    version the recorded ``params`` name, rand when they name none: the one the headline protocol runs)."""
+    name = ATTACK_NAMES.get(attack, attack)
+    if attack == "autoattack":
+        return f"{name} ({split_params(params).get('version', 'rand')})"
+    return name

@@ -7,9 +7,12 @@ dataset's ladder draws the matrix and nothing else: one line per defense setting
 under each rung), AutoAttack rand and surrogate-gradient cells as markers of their own, and beside them the
 figure of the job a reader runs first (``python -m purebench``: conf/config.yaml's defense, attack and threat),
 so that number is read against the rungs above it. Without protocol rows: one panel per (classifier, attack,
-budget). A column-wide panel keeps at most :data:`MAX_LINES` lines apart and the SA-RA legend at most
-:data:`MAX_LEGEND` entries; what does not fit is named (ladder) or shares one grey entry (SA-RA), it is in the
-tables either way. Sizes are chosen for a paper column (3.3 in wide per panel, 7 pt text).
+budget). A ladder panel keeps at most :data:`MAX_LINES` lines apart, each setting's markers a little to the side of
+the others' (at the adaptive rung every defense may sit at 0), its legend to its right; the undefended model
+(``none``) is a dashed grey line. The SA-RA legend keeps at most :data:`MAX_LEGEND` entries; what does not fit is
+named (ladder) or shares one grey entry (SA-RA), it is in the tables either way. Rungs and attacks are named by
+:func:`purebench.leaderboard.params.rung_name` and :func:`~purebench.leaderboard.params.attack_name`. Text is
+7 pt, an SA-RA panel 3.3 in wide (a paper column), a ladder with its legend a page wide.
 """
 
 from __future__ import annotations
@@ -31,21 +34,29 @@ from purebench.eval.atomic_files import atomic_path, inside, link_target, safe_n
 from purebench.eval.results import has_ra
 from purebench.eval.threats import LADDER
 from purebench.leaderboard.matrix import RUNGS, Line, protocol_lines
-from purebench.leaderboard.params import setting_label
+from purebench.leaderboard.params import SURROGATE_SUFFIX, attack_name, rung_name, setting_label
 from purebench.leaderboard.table import budget
 
 PANEL = (3.3, 2.6)  # inches: one paper column
+LADDER_PANEL = (4.2, 2.8)  # inches: a ladder's axes, the legend beside them (LEGEND_WIDTH) makes it a page wide
+LEGEND_WIDTH = 2.7  # inches
 STYLE = {"font.size": 7, "axes.titlesize": 7, "legend.fontsize": 6}  # paper-column text, set per figure only
 MAX_LINES = 8  # lines a column-wide ladder panel keeps apart
 MAX_LEGEND = 12  # entries of the SA-RA legend
 # Qualitative colours, one per defense setting and none repeated: tab10 without its grey, which is OTHER's.
 PALETTE = [colour for k, colour in enumerate(plt.cm.tab10.colors) if k != 7]
 OTHER = "0.6"  # the settings beyond the palette or the legend
-SURROGATE = "_surrogate"  # a rung's suffix when the attack followed a surrogate's gradient (Lee & Kim 2023)
+UNDEFENDED = "none"  # the setting without defense: the reference every figure draws in UNDEFENDED_STYLE
+UNDEFENDED_STYLE = {"color": "0.35", "linestyle": "--"}
+SURROGATE = SURROGATE_SUFFIX  # a rung's suffix when the attack followed a surrogate's gradient (Lee & Kim 2023)
 RUNG_MARKERS = dict(zip(LADDER, "osDv^Ph<>p", strict=False))  # SA-RA: one marker per rung (spares for new ones)
-TICKS = {"bpda": "BPDA", "eot": "EOT", "bpda_eot": "BPDA+EOT", "known_draws": "known draws"}
 LINE_ATTACK = RUNGS[0][1]  # the matrix's attack under every rung (PGD) draws the lines; the others are markers
 MARKERS = {"line": "o", "surrogate": "X", "other attack": "D", "default job": "*", "SA": "s"}
+SPREAD = 0.56  # the x width (in rungs) over which a rung's markers are spread apart, one place per setting
+STAR = 0.44  # the default job's star: this far right of its rung, past every setting's markers
+LIMITS = (-3, 102)  # SA-RA axes: a marker at 0 or 100 shows whole
+DETERMINISTIC = "n/a: deterministic"  # a column no drawn setting can have: known draws of deterministic defenses
+NOT_RUN = "not run"  # a column none of the drawn settings was run under yet
 
 Series = dict[str, dict[str, dict[str, str]]]  # defense label -> threat -> latest row
 
@@ -128,53 +139,65 @@ def ladder_figure(dataset: str, panels: dict[tuple[str, str, str], Series]) -> p
     keys = sorted(key for key, lines in drawn.items() if lines)
     if not keys:
         return None
-    heights = [h for key in keys for h in (PANEL[1], 0.7 + 0.14 * min(len(drawn[key]), MAX_LINES))]  # panel, legend
-    fig, axes = plt.subplots(len(heights), 1, figsize=(PANEL[0], sum(heights)), squeeze=False, layout="constrained",
-                             gridspec_kw={"height_ratios": heights})  # fmt: skip
+    fig, axes = plt.subplots(len(keys), 2, figsize=(LADDER_PANEL[0] + LEGEND_WIDTH, LADDER_PANEL[1] * len(keys)),
+                             squeeze=False, layout="constrained",
+                             gridspec_kw={"width_ratios": (LADDER_PANEL[0], LEGEND_WIDTH)})  # fmt: skip
     for k, key in enumerate(keys):
         ranked = sorted(drawn[key].items(), key=lambda item: (-len(item[1]), item[0]))
         rungs = rung_order({t for _, cells in ranked for t in cells})
-        panel, shown = axes[2 * k, 0], ranked[:MAX_LINES]
+        panel, shown = axes[k, 0], ranked[:MAX_LINES]
+        colours = setting_colours([label for label, _ in shown])
         surrogate = [
-            _ladder_line(panel, rungs, label, cells, cells[next(t for t in rungs if t in cells)], PALETTE[n],
+            _ladder_line(panel, rungs, label, cells, cells[next(t for t in rungs if t in cells)], colours[label],
                          _shift(n, len(shown)))  # SA: the weakest rung's row
             for n, (label, cells) in enumerate(shown)
         ]  # fmt: skip
-        _keys(panel, any(surrogate))
-        _ladder_axes(panel, rungs, ", ".join(key))
+        attack = attack_name(key[1], next(iter(shown[0][1].values()))["attack_params"])
+        _keys(panel, any(surrogate), attack)
+        _ladder_axes(panel, rungs, f"{key[0]}, {attack}, {key[2]}")
         more = len(ranked) - len(shown)
-        _ladder_legend(axes[2 * k + 1, 0], panel, f"{more} more settings in the tables" if more else "")
+        _ladder_legend(axes[k, 1], panel, f"{more} more settings in the tables" if more else "")
     fig.suptitle(f"{dataset}: robust accuracy (correct clean and attacked) up the threat ladder", fontsize=8)
     return fig
 
 
 @plt.rc_context(STYLE)
 def headline_ladder_figure(rows: Sequence[dict[str, str]], lines: Sequence[Line]) -> plt.Figure:
-    """The matrix as a ladder: its first :data:`MAX_LINES` lines (the most robust; the rest named under the
+    """The matrix as a ladder: its first :data:`MAX_LINES` lines (the most robust; the rest named beside the
     panel), the PGD cells joined, AutoAttack rand cells and surrogate-gradient cells as their own markers,
-    and the default job's cell (:func:`default_job_row`) as a star."""
+    and the default job's cell (:func:`default_job_row`) as a star right of the markers of its rung. A rung
+    none of the drawn lines has a cell under says why: :data:`DETERMINISTIC` where every drawn defense is
+    deterministic (known draws are the draws of a randomized defense), else :data:`NOT_RUN`."""
     rungs = list(dict.fromkeys(rung for _, _, rung in RUNGS))
     drawn = lines[:MAX_LINES]
-    heights = (PANEL[1], 0.9 + 0.14 * len(drawn))  # the panel, its legend (the settings and up to four keys)
-    fig, (panel, legend_area) = plt.subplots(2, 1, figsize=(PANEL[0], sum(heights)), layout="constrained",
-                                             gridspec_kw={"height_ratios": heights})  # fmt: skip
-    others, surrogate = [], False
+    fig, (panel, legend_area) = plt.subplots(1, 2, figsize=(LADDER_PANEL[0] + LEGEND_WIDTH, LADDER_PANEL[1]),
+                                             layout="constrained",
+                                             gridspec_kw={"width_ratios": (LADDER_PANEL[0], LEGEND_WIDTH)})  # fmt: skip
+    colours = setting_colours([line.label for line in drawn])
+    others: dict[str, str] = {}  # attack -> its display name
+    surrogate, filled = False, set()
     for n, line in enumerate(drawn):
-        colour, shift = PALETTE[n], _shift(n, len(drawn))
+        colour, shift = colours[line.label], _shift(n, len(drawn))
         by_attack: dict[str, dict[str, dict[str, str]]] = defaultdict(dict)
         for header, attack, rung in RUNGS:
             if header in line.cells:
                 by_attack[attack][rung] = line.cells[header]
+                filled.add(rung)
         surrogate |= _ladder_line(panel, rungs, line.label, by_attack.pop(LINE_ATTACK, {}), line.main, colour, shift)
         for attack, cells in by_attack.items():
-            others.append(attack)
-            _points(panel, rungs, cells, shift, marker=MARKERS["other attack"], color=colour, markerfacecolor="white")
+            others.setdefault(attack, attack_name(attack, next(iter(cells.values()))["attack_params"]))
+            _points(panel, rungs, cells, shift + _step(len(drawn)) / 2, marker=MARKERS["other attack"],
+                    color=colour["color"], markerfacecolor="white", markersize=3.5)  # fmt: skip
+    for k, rung in enumerate(rungs):
+        if rung not in filled:
+            text = DETERMINISTIC if not any(line.randomized for line in drawn) else NOT_RUN
+            panel.text(k, 50, text, rotation=90, ha="center", va="center", fontsize=6, color="0.4")
     main = drawn[0].main
     job = default_job_row(rows, main)
     if job is not None and job["threat_model"] in rungs:
-        _points(panel, rungs, {job["threat_model"]: job}, 0.0, marker=MARKERS["default job"], color="black",
-                markersize=7, zorder=3)  # fmt: skip
-    _keys(panel, surrogate, LINE_ATTACK, list(dict.fromkeys(others)), job)
+        _points(panel, rungs, {job["threat_model"]: job}, STAR, marker=MARKERS["default job"], color="black",
+                markersize=8, markeredgecolor="white", markeredgewidth=0.5, zorder=4)  # fmt: skip
+    _keys(panel, surrogate, attack_name(LINE_ATTACK), list(others.values()), job)
     _ladder_axes(panel, rungs, f"{main['classifier']}, {budget(main)}")
     rest = [line.label for line in lines[MAX_LINES:]]
     _ladder_legend(legend_area, panel, f"Not drawn (in the matrix): {', '.join(rest)}" if rest else "")
@@ -182,9 +205,26 @@ def headline_ladder_figure(rows: Sequence[dict[str, str]], lines: Sequence[Line]
     return fig
 
 
+def setting_colours(labels: Sequence[str]) -> dict[str, dict[str, object]]:
+    """label -> its line style: one palette colour per setting in ``labels``' order, :data:`OTHER` beyond the
+    palette, and the undefended model (:data:`UNDEFENDED`) dashed grey without taking a colour, so a setting has
+    the same colour in the ladder and the SA-RA figure."""
+    palette = iter(PALETTE)
+    return {
+        label: dict(UNDEFENDED_STYLE) if label == UNDEFENDED else {"color": next(palette, OTHER), "linestyle": "-"}
+        for label in labels
+    }
+
+
+def _step(count: int) -> float:
+    """The x distance between neighbouring settings' markers at a rung: :data:`SPREAD` shared by ``count``."""
+    return min(0.12, SPREAD / max(count - 1, 1))
+
+
 def _shift(n: int, count: int) -> float:
-    """The n-th of ``count`` settings' offset along x, which keeps overlapping error bars apart."""
-    return (n - (count - 1) / 2) * 0.05
+    """The n-th of ``count`` settings' offset along x: markers that sit at the same RA (every defense at 0 under
+    the adaptive rung) stay apart, as do their error bars."""
+    return (n - (count - 1) / 2) * _step(count)
 
 
 def _points(ax: plt.Axes, rungs: list[str], cells: dict[str, dict[str, str]], shift: float, **style: object) -> None:
@@ -201,16 +241,18 @@ def _ladder_line(
     label: str,
     cells: dict[str, dict[str, str]],
     sa_row: dict[str, str],
-    colour: object,
+    style: dict[str, object],
     shift: float,
 ) -> bool:
-    """One setting: its SA (``sa_row``'s) at the left, which is its legend entry, and its RA up the rungs
-    (``cells``: rung -> row) joined, a surrogate-gradient cell marked; whether there was one."""
-    ax.plot([-1 + shift], [float(sa_row["sa"])], marker=MARKERS["SA"], markersize=3, color=colour, linestyle="",
-            label=label)  # fmt: skip
+    """One setting: its SA (``sa_row``'s) at the left, and its RA up the rungs (``cells``: rung -> row) joined
+    in ``style`` (:func:`setting_colours`), which is its legend entry, a surrogate-gradient cell marked; whether
+    there was one."""
+    colour = style["color"]
+    ax.plot([-1 + shift], [float(sa_row["sa"])], marker=MARKERS["SA"], markersize=3, color=colour, linestyle="")
+    ax.plot([], [], marker=MARKERS["line"], markersize=3, linewidth=1, label=label, **style)  # the legend entry
     if not cells:  # a setting of the matrix without PGD cells yet: its other markers only
         return False
-    _points(ax, rungs, cells, shift, marker=MARKERS["line"], color=colour, linestyle="-")
+    _points(ax, rungs, cells, shift, marker=MARKERS["line"], **style)
     surrogate = {t: row for t, row in cells.items() if row["threat_model"].endswith(SURROGATE)}
     if surrogate:
         _points(ax, rungs, surrogate, shift, marker=MARKERS["surrogate"], color=colour, markersize=5, zorder=3)
@@ -224,8 +266,9 @@ def _keys(
     others: Sequence[str] = (),
     job: dict[str, str] | None = None,
 ) -> None:
-    """Legend keys after the settings' colours: what the joined markers, the other attacks' markers, the
-    surrogate-gradient marker and the default job's star stand for (the ones drawn)."""
+    """Legend keys after the settings' colours: what the SA squares, the joined markers, the other attacks'
+    markers, the surrogate-gradient marker and the default job's star stand for (the ones drawn)."""
+    ax.plot([], [], linestyle="", marker=MARKERS["SA"], color="black", markersize=3, label="SA (left column)")
     if line_attack:
         ax.plot(
             [], [], marker=MARKERS["line"], color="black", markersize=3, linewidth=1, label=f"{line_attack} (joined)"
@@ -237,24 +280,37 @@ def _keys(
         ax.plot([], [], linestyle="", marker=MARKERS["surrogate"], color="black", label="surrogate gradient")
     if job is not None:
         ax.plot([], [], linestyle="", marker=MARKERS["default job"], color="black", markersize=7,
-                label=f"default job (python -m purebench): {job['defense']}, {job['attack']}, n={job['n_examples']}")  # fmt: skip
+                label=default_job_label(job))  # fmt: skip
+
+
+def default_job_label(job: dict[str, str]) -> str:
+    """The star's legend entry: what ``python -m purebench`` runs and where the star is drawn."""
+    return textwrap.fill(
+        f"default job (python -m purebench, star right of its rung): {job['defense']}, "
+        f"{attack_name(job['attack'], job.get('attack_params', ''))}, n={job['n_examples']}",
+        44,
+    )
 
 
 def _ladder_axes(ax: plt.Axes, rungs: list[str], title: str) -> None:
-    """Rung ticks rotated so that neighbours never overlap (upright where there are many)."""
+    """Rung ticks (:func:`rung_name`) upright, slanted where there are many, so that neighbours never overlap;
+    a faint line between rungs; y from -3 so that markers at RA 0 show whole."""
     ax.axvline(-0.5, color="0.7", linewidth=0.6)
-    ax.set_xticks(range(-1, len(rungs)), ["SA", *(TICKS.get(t, t) for t in rungs)],
-                  rotation=45 if len(rungs) <= 4 else 90, ha="right", rotation_mode="anchor")  # fmt: skip
-    ax.set(xlim=(-1.5, len(rungs) - 0.5), ylim=(-2, 102), ylabel="RA % (95% CI)", title=title)
-    ax.grid(alpha=0.3)
+    for k in range(len(rungs) - 1):  # rungs apart: a marker belongs to the rung of its column
+        ax.axvline(k + 0.5, color="0.9", linewidth=0.5)
+    upright = len(rungs) <= 5
+    ax.set_xticks(range(-1, len(rungs)), ["SA", *(rung_name(t) for t in rungs)], rotation=0 if upright else 30,
+                  ha="center" if upright else "right", rotation_mode="anchor")  # fmt: skip
+    ax.set(xlim=(-1.5, len(rungs) - 0.5), ylim=(-3, 102), ylabel="RA % (95% CI)", title=title)
+    ax.grid(alpha=0.3, axis="y")
 
 
 def _ladder_legend(area: plt.Axes, panel: plt.Axes, note: str) -> None:
-    """The panel's legend, and ``note`` under it, in ``area`` below the panel."""
+    """The panel's legend, and ``note`` under it, in ``area`` right of the panel."""
     area.axis("off")
-    area.legend(*panel.get_legend_handles_labels(), loc="upper center", frameon=False, ncol=1)
+    area.legend(*panel.get_legend_handles_labels(), loc="upper left", frameon=False, ncol=1, borderaxespad=0)
     if note:
-        area.text(0.5, 0.0, textwrap.fill(note, 80), transform=area.transAxes, ha="center", va="bottom",
+        area.text(0.0, 0.0, textwrap.fill(note, 60), transform=area.transAxes, ha="left", va="bottom",
                   fontsize=5, color="0.3")  # fmt: skip
 
 
@@ -282,13 +338,13 @@ def sa_ra_figure(rows: Sequence[dict[str, str]], runs_dir: Path | None) -> plt.F
         order = sorted(counts, key=lambda label: (-counts[label], label))
     rungs = rung_order({r["threat_model"] for r in rows})
     surrogate = any(r["threat_model"].endswith(SURROGATE) for r in rows)
-    room = min(MAX_LEGEND - len(rungs) - surrogate, len(PALETTE))
+    room = min(MAX_LEGEND - len(rungs) - surrogate, len(PALETTE) + (UNDEFENDED in order))
     coloured = order if len(order) <= room else order[: room - 1]
-    colours = {label: PALETTE[k] for k, label in enumerate(coloured)}
+    colours = {label: style["color"] for label, style in setting_colours(coloured).items()}
     entries = {label: _entry("s", colour) for label, colour in colours.items()}
     if len(order) > len(coloured):
         entries[f"{len(order) - len(coloured)} other settings"] = _entry("s", OTHER)
-    entries |= {rung: _entry(RUNG_MARKERS.get(rung, "X"), "black") for rung in rungs}
+    entries |= {rung_name(rung): _entry(RUNG_MARKERS.get(rung, "X"), "black") for rung in rungs}
     if surrogate:
         entries["hollow: surrogate gradient"] = _entry("o", "black", markerfacecolor="white")
     panels = sorted({(r["classifier"], r["attack"], budget(r)) for r in rows})
@@ -297,15 +353,17 @@ def sa_ra_figure(rows: Sequence[dict[str, str]], runs_dir: Path | None) -> plt.F
     legend_height = 0.13 * -(-len(entries) // 2) + 0.1  # inches
     height = PANEL[1] * n_rows + legend_height
     fig, axes = plt.subplots(n_rows, columns, figsize=(PANEL[0] * columns, height), squeeze=False)
-    for ax, key in zip(axes.flat, panels, strict=False):
-        for row in (r for r in rows if (r["classifier"], r["attack"], budget(r)) == key):
+    for ax, (classifier, attack, width) in zip(axes.flat, panels, strict=False):
+        members = [r for r in rows if (r["classifier"], r["attack"], budget(r)) == (classifier, attack, width)]
+        key = (classifier, attack_name(attack, members[0]["attack_params"]), width)
+        for row in members:
             rung = row["threat_model"].removesuffix(SURROGATE)
             colour = colours.get(setting_label(row), OTHER)
             ax.errorbar(float(row["sa"]), float(row["ra"]), xerr=[[e] for e in _interval(row, "sa")],
                         yerr=[[e] for e in _interval(row, "ra")], marker=RUNG_MARKERS.get(rung, "X"), color=colour,
                         markerfacecolor="white" if row["threat_model"].endswith(SURROGATE) else colour, markersize=3,
                         linewidth=0.6, capsize=1.5, alpha=0.8)  # fmt: skip
-        ax.set(xlim=(0, 100), ylim=(0, 100), xlabel="SA %", ylabel="RA %", title=", ".join(key))
+        ax.set(xlim=LIMITS, ylim=LIMITS, xlabel="SA %", ylabel="RA %", title=", ".join(key))
         ax.grid(alpha=0.3)
     for ax in list(axes.flat)[len(panels) :]:
         ax.axis("off")
