@@ -48,7 +48,7 @@ def test_one_line_per_setting_of_the_protocol_only(board):
     assert blur["n"] == "16" and blur["SA % (95% CI)"].startswith(f"{rows['oblivious']['sa']:.2f} [")
     assert blur["PGD oblivious"].startswith(f"{rows['oblivious']['ra']:.2f} [")
     assert blur["PGD adaptive"].endswith("(n=8)")  # a cell on fewer images says so
-    assert blur["PGD known draws"] == NOT_APPLICABLE and blur["AA-rand oblivious"] == NOT_RUN
+    assert blur["PGD known draws"] == NOT_APPLICABLE and blur["AutoAttack (rand) oblivious"] == NOT_RUN
     noise = dict(zip(headers, table[1], strict=True))
     assert noise["PGD known draws"] == NOT_RUN and noise["worst over rungs"] == ""  # no white-box rungs: blank
 

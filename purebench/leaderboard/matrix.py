@@ -19,20 +19,20 @@ from purebench.errors import PurebenchError
 from purebench.eval.atomic_files import atomic_write_text
 from purebench.eval.intervals import percent_bounds
 from purebench.eval.results import has_ra, robust_rates, run_file, run_records
-from purebench.leaderboard.params import setting_label
+from purebench.leaderboard.params import attack_name, rung_name, setting_label
 from purebench.leaderboard.table import budget, complete, interval, markdown_table
 
 HEADLINE = "headline"
 # (column header, attack, rung): the rungs a matrix shows, weakest attacker first. A surrogate rung
 # (threat.surrogate, Lee & Kim 2023) fills its full rung's column when that was not run, and says so.
 RUNGS = [
-    ("PGD oblivious", "pgd", "oblivious"),
-    ("PGD BPDA+EOT", "pgd", "bpda_eot"),
-    ("PGD adaptive", "pgd", "adaptive"),
-    ("PGD known draws", "pgd", "known_draws"),
-    ("AA-rand oblivious", "autoattack", "oblivious"),
-    ("AA-rand adaptive", "autoattack", "adaptive"),
-]
+    (f"{attack_name(attack)} {rung_name(rung)}", attack, rung)
+    for attack, rung in [
+        ("pgd", "oblivious"), ("pgd", "bpda_eot"), ("pgd", "adaptive"), ("pgd", "known_draws"),
+        ("autoattack", "oblivious"), ("autoattack", "adaptive"),
+    ]
+]  # fmt: skip
+PGD_OBLIVIOUS, PGD_ADAPTIVE, PGD_KNOWN_DRAWS, AA_ADAPTIVE = (RUNGS[i][0] for i in (0, 2, 3, 5))
 WHITE_BOX = ("bpda_eot", "adaptive")  # both must have been run for the worst case over rungs to mean anything
 BROKEN = 5.0  # RA (%) at or below which a defense counts as broken in the finding sentence
 NOT_RUN = "not run"
@@ -91,8 +91,8 @@ def _ra(line: Line, column: str) -> float:
 
 
 def _order(line: Line) -> tuple[float, float, float]:
-    adaptive = max(_ra(line, "PGD adaptive"), _ra(line, "AA-rand adaptive"))
-    return (-(line.worst if line.worst is not None else -1.0), -adaptive, -_ra(line, "PGD oblivious"))
+    adaptive = max(_ra(line, PGD_ADAPTIVE), _ra(line, AA_ADAPTIVE))
+    return (-(line.worst if line.worst is not None else -1.0), -adaptive, -_ra(line, PGD_OBLIVIOUS))
 
 
 def _worst_over_rungs(line: Line, runs_dir: Path | None) -> tuple[float | None, int]:
@@ -118,7 +118,7 @@ def _worst_over_rungs(line: Line, runs_dir: Path | None) -> tuple[float | None, 
 def _cell(line: Line, column: str, n: int) -> str:
     row = line.cells.get(column)
     if row is None:
-        return NOT_APPLICABLE if column == "PGD known draws" and not line.randomized else NOT_RUN
+        return NOT_APPLICABLE if column == PGD_KNOWN_DRAWS and not line.randomized else NOT_RUN
     notes = [f"n={row['n_examples']}"] if int(row["n_examples"]) != n else []
     if row.get("threat_surrogate"):
         notes.append(f"surrogate {row['threat_surrogate']}")
@@ -195,11 +195,11 @@ def finding(lines: Sequence[Line]) -> str:
     """Two or three sentences that state what the matrix shows, generated from its figures: the oblivious
     range, what the adaptive rung leaves, and any informed rung that scores above the oblivious one."""
     purifiers = [line for line in lines if line.label != "none"]  # the undefended classifier is the reference
-    oblivious = sorted((x for x in purifiers if "PGD oblivious" in x.cells), key=lambda x: _ra(x, "PGD oblivious"))
-    adaptive = sorted((x for x in purifiers if "PGD adaptive" in x.cells), key=lambda x: _ra(x, "PGD adaptive"))
+    oblivious = sorted((x for x in purifiers if PGD_OBLIVIOUS in x.cells), key=lambda x: _ra(x, PGD_OBLIVIOUS))
+    adaptive = sorted((x for x in purifiers if PGD_ADAPTIVE in x.cells), key=lambda x: _ra(x, PGD_ADAPTIVE))
     sentences = []
     if oblivious:
-        low, high = _ra(oblivious[0], "PGD oblivious"), _ra(oblivious[-1], "PGD oblivious")
+        low, high = _ra(oblivious[0], PGD_OBLIVIOUS), _ra(oblivious[-1], PGD_OBLIVIOUS)
         sentences.append(
             f"Against the oblivious attacker (the papers' protocol) the {len(oblivious)} purifiers keep "
             f"{low:.1f}-{high:.1f}% RA under PGD (best: {oblivious[-1].label})"
@@ -208,22 +208,18 @@ def finding(lines: Sequence[Line]) -> str:
         best = adaptive[-1]
         lead = "but under" if sentences else "Under"
         rung = "the adaptive attacker (PGD through the purifier, with EOT when it is random)"
-        top = _ra(best, "PGD adaptive")
+        top = _ra(best, PGD_ADAPTIVE)
         if top <= BROKEN:
             floor = "0.0% RA" if top == 0 else f"at most {top:.1f}% RA"
             sentences.append(f"{lead} {rung} every one of the {len(adaptive)} run there falls to {floor}")
         else:
-            broken = sum(_ra(x, "PGD adaptive") <= BROKEN for x in adaptive)
+            broken = sum(_ra(x, PGD_ADAPTIVE) <= BROKEN for x in adaptive)
             sentences.append(
                 f"{lead} {rung} {broken} of the {len(adaptive)} run there fall to {BROKEN:.0f}% RA or below and the "
-                f"most robust, {best.label}, keeps {_ra(best, 'PGD adaptive'):.1f}% (SA {best.main['sa']}%)"
+                f"most robust, {best.label}, keeps {_ra(best, PGD_ADAPTIVE):.1f}% (SA {best.main['sa']}%)"
             )
     text = "; ".join(sentences) + "." if sentences else ""
-    weak = [
-        f"{c.removeprefix('PGD ').removeprefix('AA-rand ')} on {x.label}"
-        for x in purifiers
-        for c in _above_oblivious(x)
-    ]
+    weak = [f"{c.removeprefix(attack_name('pgd') + ' ')} on {x.label}" for x in purifiers for c in _above_oblivious(x)]
     if weak:
         text += (
             f" {ABOVE_OBLIVIOUS} Above the oblivious figure, a weaker attack rather than robustness: {', '.join(weak)}."

@@ -24,7 +24,7 @@ SHOWN = [
     ("classifier", "classifier"), ("defense", "defense"), ("changed params", "defense_params"),
     ("attack", "attack"), ("attack params", "attack_params"), ("budget", "eps"), ("n", "n_examples"),
     ("SA % (95% CI)", "sa"), ("RA % (95% CI)", "ra"), ("RA worst %", "ra_worst"), ("RA vote %", "ra_vote"),
-    ("evals", "n_eval"), ("EOT", "threat_eot_iter"), ("clean / adv % (undef.)", "clean_acc_undefended"),
+    ("evals", "n_eval"), ("EOT", "threat_eot_iter"), ("undefended: clean / adv %", "clean_acc_undefended"),
     ("run", "run_id"), ("commit", "commit"),
 ]  # fmt: skip
 _BOUNDS = {figure: (low, high) for figure, low, high in BOUNDED}
