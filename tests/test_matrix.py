@@ -153,3 +153,15 @@ def test_the_leaderboard_command_refreshes_a_readme_block_or_stops_before_any_ou
     readme.write_text("no markers\n")
     assert leaderboard([f"results_dir={fresh}", f"readme={readme}"]) == 2
     assert not (fresh / "leaderboard.md").exists()
+
+
+def test_a_cell_with_fewer_eot_draws_than_the_protocol_says_so(board):
+    results, _ = board
+    lines = protocol_lines(read_rows(results / "leaderboard.csv"), results / "runs")
+    noise = next(x for x in lines if x.label == "gaussian_noise")
+    base = noise.cells["PGD oblivious"]
+    noise.cells["PGD BPDA+EOT"] = {**base, "threat_model": "bpda_eot", "threat_eot_iter": "20", "ra": "1.0"}
+    noise.cells["PGD adaptive"] = {**base, "threat_model": "adaptive", "threat_eot_iter": "5", "ra": "0.0"}
+    headers, table = matrix_table(lines)
+    cells = dict(zip(headers, table[[x.label for x in lines].index("gaussian_noise")], strict=True))
+    assert cells["PGD adaptive"].endswith("(EOT-5)") and "EOT" not in cells["PGD BPDA+EOT"]

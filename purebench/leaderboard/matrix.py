@@ -115,11 +115,26 @@ def _worst_over_rungs(line: Line, runs_dir: Path | None) -> tuple[float | None, 
     return 100.0 * sum(min(r[i] for r in rates) for i in common) / len(common), len(common)
 
 
-def _cell(line: Line, column: str, n: int) -> str:
+def _informed(row: dict[str, str]) -> bool:
+    """Whether a row's rung draws EOT samples of a randomized defense (PGD under eot, bpda_eot, adaptive)."""
+    return row["attack"] == "pgd" and row["threat_model"].removesuffix("_surrogate") in INFORMED
+
+
+def _protocol_eot(lines: Sequence[Line]) -> int:
+    """The EOT draws per gradient of the protocol: the most any informed row of a randomized defense used."""
+    return max(
+        (int(r["threat_eot_iter"] or 1) for x in lines if x.randomized for r in x.cells.values() if _informed(r)),
+        default=1,
+    )
+
+
+def _cell(line: Line, column: str, n: int, protocol_eot: int) -> str:
     row = line.cells.get(column)
     if row is None:
         return NOT_APPLICABLE if column == PGD_KNOWN_DRAWS and not line.randomized else NOT_RUN
     notes = [f"n={row['n_examples']}"] if int(row["n_examples"]) != n else []
+    if line.randomized and _informed(row) and int(row["threat_eot_iter"] or 1) < protocol_eot:
+        notes.append(f"EOT-{row['threat_eot_iter']}")  # fewer draws per gradient than the protocol's
     if row.get("threat_surrogate"):
         notes.append(f"surrogate {row['threat_surrogate']}")
     flag = [ABOVE_OBLIVIOUS] if column in _above_oblivious(line) else []
@@ -151,12 +166,12 @@ def _worst_cell(line: Line, n: int) -> str:
 def matrix_table(lines: Sequence[Line]) -> tuple[list[str], list[list[str]]]:
     """Headers and cells of the matrix (strings, for Markdown and HTML alike)."""
     headers = ["defense", "SA % (95% CI)", "n", *(h for h, _, _ in RUNGS), "worst over rungs"]
-    table = []
+    table, eot = [], _protocol_eot(lines)
     for line in lines:
         main = line.main
         n = int(main["n_examples"])
         sa = " ".join(p for p in (f"{float(main['sa']):.2f}", interval(main, "sa")) if p)
-        table.append([line.label, sa, str(n), *(_cell(line, h, n) for h, _, _ in RUNGS), _worst_cell(line, n)])
+        table.append([line.label, sa, str(n), *(_cell(line, h, n, eot) for h, _, _ in RUNGS), _worst_cell(line, n)])
     return headers, table
 
 
@@ -167,12 +182,9 @@ def protocol_caption(lines: Sequence[Line]) -> str:
     row = lines[0].main
     rows = [r for line in lines for r in line.cells.values()]
     steps = sorted({r["attack_steps"] for r in rows if r["attack"] == "pgd"})
-    informed = [
-        r for line in lines if line.randomized for r in line.cells.values()
-        if r["attack"] == "pgd" and r["threat_model"].removesuffix("_surrogate") in INFORMED
-    ]  # fmt: skip
+    informed = [r for line in lines if line.randomized for r in line.cells.values() if _informed(r)]
     random_part = (
-        f"; randomized defenses: EOT-{max(int(r['threat_eot_iter'] or 1) for r in informed)} per gradient and "
+        f"; randomized defenses: EOT-{_protocol_eot(lines)} per gradient (fewer where a cell says EOT-k) and "
         f"{max(int(r['n_eval'] or 1) for r in informed)} evaluations per adversarial image (RA their mean)"
         if informed
         else ""
