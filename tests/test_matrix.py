@@ -81,6 +81,9 @@ def test_the_finding_follows_the_figures(board):
     assert "every one of the 1 run there falls to 0.0% RA" in finding(lines)
     blur.cells["PGD BPDA+EOT"] = {**blur.cells["PGD BPDA+EOT"], "ra": "99.0"}  # a rung above the oblivious one
     assert "a weaker attack rather than robustness: BPDA+EOT on gaussian_blur" in finding(lines)
+    noise = next(x for x in lines if x.label == "gaussian_noise")
+    noise.cells["PGD known draws"] = {**noise.cells["PGD oblivious"], "threat_model": "known_draws", "ra": "0.0"}
+    assert "(known draws), 1 of the 1 randomized purifiers run there fall to 5% RA or below" in finding(lines)
     assert matrix_table(lines)[1][0][4].endswith("▲")
 
 

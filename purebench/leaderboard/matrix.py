@@ -231,6 +231,14 @@ def finding(lines: Sequence[Line]) -> str:
                 f"most robust, {best.label}, keeps {_ra(best, PGD_ADAPTIVE):.1f}% (SA {best.main['sa']}%)"
             )
     text = "; ".join(sentences) + "." if sentences else ""
+    known = [x for x in purifiers if PGD_KNOWN_DRAWS in x.cells]
+    if known:
+        broken = [x for x in known if _ra(x, PGD_KNOWN_DRAWS) <= BROKEN]
+        text += (
+            f" Given the evaluation's own random draws (known draws), {len(broken)} of the {len(known)} randomized "
+            f"purifiers run there fall to {BROKEN:.0f}% RA or below: whatever they keep under EOT is owed to "
+            "their randomness."
+        )
     weak = [f"{c.removeprefix(attack_name('pgd') + ' ')} on {x.label}" for x in purifiers for c in _above_oblivious(x)]
     if weak:
         text += (
