@@ -29,7 +29,7 @@ COMMAND = re.compile(r"python -m purebench(\.train)?(?![.\w])([^`#;&\n]*)")
 
 def _sweep_variants(overrides: list[str]) -> list[list[str]]:
     """The overrides with every sweep at its first value, then each other sweep value in turn."""
-    sweeps = {i: o.split("=", 1) for i, o in enumerate(overrides) if "," in o.split("=", 1)[1] and "=[" not in o}
+    sweeps = {i: o.split("=", 1) for i, o in enumerate(overrides) if "," in o.partition("=")[2] and "=[" not in o}
     base = [f"{sweeps[i][0]}={sweeps[i][1].split(',')[0]}" if i in sweeps else o for i, o in enumerate(overrides)]
     variants = [base]
     for i, (key, values) in sweeps.items():
@@ -55,7 +55,7 @@ def _commands() -> list[tuple[str, str, list[str]]]:
             for token in shlex.split(args):
                 token = token.removeprefix("[") if token.startswith("[") else token
                 token = token.removesuffix("]") if token.endswith("]") and "=[" not in token else token
-                if "=" in token:
+                if "=" in token or token.startswith("~"):  # ~key deletes a key (Hydra's override grammar)
                     overrides.append(token)
                 else:  # only --multirun and prose placeholders ("...") carry no override
                     assert token in ("--multirun", "..."), f"{doc}: unexpected argument {token!r} in {args!r}"
