@@ -305,11 +305,13 @@ def run_records(path: Path) -> list[dict[str, int]]:
     return examples
 
 
-def per_example_worst(rows: Sequence[dict[str, str]], runs_dir: Path) -> dict[int, float]:
+def per_example_worst(rows: Sequence[dict[str, str]], runs_dir: Path, common: bool = False) -> dict[int, float]:
     """Each example's lowest robust rate (:func:`robust_rates`) over the runs of ``rows``: an example
     broken by any of them counts as broken (the per-example worst case of an attack ensemble or a
     threat ladder). A ValueError when a row has no (bounded) RA, a run file has no records, or the
-    runs do not cover the same examples; an OSError when a run file cannot be read."""
+    runs do not cover the same examples (with ``common``: share none; the worst case is then taken over the
+    examples every run evaluated, e.g. a 64-image rung beside 256-image ones); an OSError when a run file
+    cannot be read."""
     rates: list[dict[int, float]] = []
     for row in rows:
         if not has_ra(row):
@@ -317,9 +319,10 @@ def per_example_worst(rows: Sequence[dict[str, str]], runs_dir: Path) -> dict[in
         examples = run_records(run_file(runs_dir, row["run_id"]))
         n_eval = int(row.get("n_eval") or 1)
         rates.append({e["index"]: rate for e, rate in zip(examples, robust_rates(examples, n_eval), strict=True)})
-    if not rates or any(r.keys() != rates[0].keys() for r in rates):
+    shared = set.intersection(*(set(r) for r in rates)) if rates else set()
+    if not shared or (not common and any(r.keys() != rates[0].keys() for r in rates)):
         raise ValueError("the runs do not cover the same examples")
-    return {i: min(r[i] for r in rates) for i in rates[0]}
+    return {i: min(r[i] for r in rates) for i in sorted(shared)}
 
 
 def summarise(examples: Sequence[dict[str, int]], n_eval: int) -> dict[str, Any]:

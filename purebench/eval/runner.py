@@ -464,7 +464,6 @@ def _evaluate(cfg: DictConfig, progress: Progress, supplied: Supplied | None) ->
     batches = batches[shard[0] :: shard[1]] if shard else batches  # whole batches: shards equal the full run
     version, computing = code_version(), compute_version()
     weights = "".join(f"-{digest[:8]}" for digest in checkpoints.values())  # a retrained file resumes nothing
-    store = BatchStore(results_dir, f"{chash}-{computing}{weights}")
     if (
         settings["skip_finished"]
         and (done := finished_row(results_dir, chash, shard_label, sha256_params(checkpoints))) is not None
@@ -474,6 +473,7 @@ def _evaluate(cfg: DictConfig, progress: Progress, supplied: Supplied | None) ->
         )
         earlier = load_run_file(results_dir, done["run_id"])
         return {"row": earlier["row"], "run_file": earlier}
+    store = BatchStore(results_dir, f"{chash}-{computing}{weights}")
     finished_run = store.load_run(shard_label)
     if finished_run is not None:  # killed while publishing: publish the same row, do not add a second one
         log.info("resumed: run %s had finished; writing its results", finished_run["row"]["run_id"])

@@ -50,6 +50,13 @@ from purebench.registry import Registry
 from purebench.seeding import UnknownDraws, draw_generators, replay_attack_draws, stacked_draws
 
 GRADIENTS = ("classifier", "bpda", "exact")
+SURROGATE_SUFFIX = "_surrogate"  # a rung whose attack followed a surrogate's gradient (Lee & Kim 2023)
+
+
+def base_rung(threat: str) -> str:
+    """The rung a recorded threat model belongs to: ``adaptive_surrogate`` -> ``adaptive``."""
+    return threat.removesuffix(SURROGATE_SUFFIX)
+
 
 # Pixels (batch x H x W) per stacked call when threat.eot_batch is null. CPU: 256 CIFAR images (larger
 # batches gain nothing per image on the 2-core development machine and cost memory, benchmarks/README);
@@ -188,7 +195,7 @@ class ThreatModel:
     def describe(self, randomized: bool) -> dict[str, Any]:
         """Threat-model parameters recorded in the result row."""
         info: dict[str, Any] = {
-            "threat_model": f"{self.name}_surrogate" if self.surrogate else self.name,
+            "threat_model": f"{self.name}{SURROGATE_SUFFIX}" if self.surrogate else self.name,
             "threat_gradient": self.gradient,
             "threat_eot_iter": self.effective_eot_iter(randomized),
             "threat_n_eval": self.n_eval if randomized and not self.known_draws else 1,

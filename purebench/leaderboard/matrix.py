@@ -18,7 +18,8 @@ from pathlib import Path
 from purebench.errors import PurebenchError
 from purebench.eval.atomic_files import atomic_write_text
 from purebench.eval.intervals import percent_bounds
-from purebench.eval.results import has_ra, robust_rates, run_file, run_records
+from purebench.eval.results import has_ra, per_example_worst
+from purebench.eval.threats import SURROGATE_SUFFIX
 from purebench.leaderboard.params import attack_name, rung_name, setting_label
 from purebench.leaderboard.table import budget, complete, interval, markdown_table
 
@@ -61,7 +62,7 @@ class Line:
 
 
 def _column(row: dict[str, str]) -> str | None:
-    rung = row["threat_model"].removesuffix("_surrogate")
+    rung = row["threat_model"].removesuffix(SURROGATE_SUFFIX)
     return next((header for header, attack, name in RUNGS if attack == row["attack"] and name == rung), None)
 
 
@@ -77,7 +78,7 @@ def protocol_lines(rows: Sequence[dict[str, str]], runs_dir: Path | None, protoc
         line = lines.setdefault(setting_label(row), Line(setting_label(row)))
         line.randomized |= row.get("defense_randomized") == "True" or row.get("randomness_detected") == "True"
         held = line.cells.get(column)
-        rank = lambda r: (not r["threat_model"].endswith("_surrogate"), int(r["n_examples"]))  # noqa: E731
+        rank = lambda r: (not r["threat_model"].endswith(SURROGATE_SUFFIX), int(r["n_examples"]))  # noqa: E731
         if held is None or rank(row) >= rank(held):
             line.cells[column] = row
     for line in lines.values():
@@ -98,26 +99,19 @@ def _order(line: Line) -> tuple[float, float, float]:
 def _worst_over_rungs(line: Line, runs_dir: Path | None) -> tuple[float | None, int]:
     """Mean over the examples every rung evaluated of each example's lowest robust rate; None unless the
     white-box rungs were run and every run file can be read."""
-    rungs = {row["threat_model"].removesuffix("_surrogate") for row in line.cells.values()}
+    rungs = {row["threat_model"].removesuffix(SURROGATE_SUFFIX) for row in line.cells.values()}
     if runs_dir is None or not all(r in rungs for r in WHITE_BOX):
         return None, 0
-    rates: list[dict[int, float]] = []
     try:
-        for row in line.cells.values():
-            examples = run_records(run_file(runs_dir, row["run_id"]))
-            n_eval = int(row.get("n_eval") or 1)
-            rates.append({e["index"]: r for e, r in zip(examples, robust_rates(examples, n_eval), strict=True)})
-    except (OSError, ValueError):
+        worst = per_example_worst(list(line.cells.values()), runs_dir, common=True)
+    except (OSError, ValueError):  # a run file missing or without records
         return None, 0
-    common = set.intersection(*(set(r) for r in rates))
-    if not common:
-        return None, 0
-    return 100.0 * sum(min(r[i] for r in rates) for i in common) / len(common), len(common)
+    return 100.0 * sum(worst.values()) / len(worst), len(worst)
 
 
 def _informed(row: dict[str, str]) -> bool:
     """Whether a row's rung draws EOT samples of a randomized defense (PGD under eot, bpda_eot, adaptive)."""
-    return row["attack"] == "pgd" and row["threat_model"].removesuffix("_surrogate") in INFORMED
+    return row["attack"] == "pgd" and row["threat_model"].removesuffix(SURROGATE_SUFFIX) in INFORMED
 
 
 def _protocol_eot(lines: Sequence[Line]) -> int:

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from purebench.errors import PurebenchError
+from purebench.eval.threats import SURROGATE_SUFFIX
 
 _PAIR_START = re.compile(r",(?=[A-Za-z_][A-Za-z0-9_]*=)")  # a comma that starts the next key=value pair
 
@@ -114,7 +115,6 @@ RUNG_NAMES = {
     "adaptive": "adaptive",
     "known_draws": "known draws",
 }
-SURROGATE_SUFFIX = "_surrogate"  # a rung whose attack followed a surrogate's gradient (Lee & Kim 2023)
 ATTACK_NAMES = {
     "pgd": "PGD", "pgdl2": "PGD-L2", "eotpgd": "EOT-PGD", "apgd": "APGD", "fgsm": "FGSM", "mifgsm": "MI-FGSM",
     "difgsm": "DI-FGSM", "cw": "CW", "deepfool": "DeepFool", "square": "Square", "autoattack": "AutoAttack",

@@ -32,9 +32,9 @@ from omegaconf import DictConfig, OmegaConf
 from purebench.config_paths import CONF_DIR
 from purebench.eval.atomic_files import atomic_path, inside, link_target, safe_name
 from purebench.eval.results import has_ra
-from purebench.eval.threats import LADDER
+from purebench.eval.threats import LADDER, SURROGATE_SUFFIX
 from purebench.leaderboard.matrix import RUNGS, Line, protocol_lines
-from purebench.leaderboard.params import SURROGATE_SUFFIX, attack_name, rung_name, setting_label
+from purebench.leaderboard.params import attack_name, rung_name, setting_label
 from purebench.leaderboard.table import budget
 
 PANEL = (3.3, 2.6)  # inches: one paper column
@@ -48,7 +48,6 @@ PALETTE = [colour for k, colour in enumerate(plt.cm.tab10.colors) if k != 7]
 OTHER = "0.6"  # the settings beyond the palette or the legend
 UNDEFENDED = "none"  # the setting without defense: the reference every figure draws in UNDEFENDED_STYLE
 UNDEFENDED_STYLE = {"color": "0.35", "linestyle": "--"}
-SURROGATE = SURROGATE_SUFFIX  # a rung's suffix when the attack followed a surrogate's gradient (Lee & Kim 2023)
 RUNG_MARKERS = dict(zip(LADDER, "osDv^Ph<>p", strict=False))  # SA-RA: one marker per rung (spares for new ones)
 LINE_ATTACK = RUNGS[0][1]  # the matrix's attack under every rung (PGD) draws the lines; the others are markers
 MARKERS = {"line": "o", "surrogate": "X", "other attack": "D", "default job": "*", "SA": "s"}
@@ -74,14 +73,14 @@ def ladder_series(rows: Sequence[dict[str, str]]) -> dict[str, dict[tuple[str, s
 def rung_order(threats: set[str]) -> list[str]:
     """The rungs that were run, weakest attacker first (unknown ones last, by name); a surrogate rung sits
     on its full rung."""
-    rungs = {t.removesuffix(SURROGATE) for t in threats}
+    rungs = {t.removesuffix(SURROGATE_SUFFIX) for t in threats}
     return [t for t in LADDER if t in rungs] + sorted(rungs - set(LADDER))
 
 
 def _by_rung(cells: dict[str, dict[str, str]]) -> dict[str, dict[str, str]]:
     """rung -> row, a surrogate row only where its full rung was not run (as the matrix fills its cells)."""
-    ordered = sorted(cells.items(), key=lambda item: not item[0].endswith(SURROGATE))  # full rungs written last
-    return {threat.removesuffix(SURROGATE): row for threat, row in ordered}
+    ordered = sorted(cells.items(), key=lambda item: not item[0].endswith(SURROGATE_SUFFIX))  # full rungs written last
+    return {threat.removesuffix(SURROGATE_SUFFIX): row for threat, row in ordered}
 
 
 def _interval(row: dict[str, str], figure: str) -> tuple[float, float]:
@@ -253,7 +252,7 @@ def _ladder_line(
     if not cells:  # a setting of the matrix without PGD cells yet: its other markers only
         return False
     _points(ax, rungs, cells, shift, marker=MARKERS["line"], **style)
-    surrogate = {t: row for t, row in cells.items() if row["threat_model"].endswith(SURROGATE)}
+    surrogate = {t: row for t, row in cells.items() if row["threat_model"].endswith(SURROGATE_SUFFIX)}
     if surrogate:
         _points(ax, rungs, surrogate, shift, marker=MARKERS["surrogate"], color=colour, markersize=5, zorder=3)
     return bool(surrogate)
@@ -337,7 +336,7 @@ def sa_ra_figure(rows: Sequence[dict[str, str]], runs_dir: Path | None) -> plt.F
             counts[setting_label(row)] += 1
         order = sorted(counts, key=lambda label: (-counts[label], label))
     rungs = rung_order({r["threat_model"] for r in rows})
-    surrogate = any(r["threat_model"].endswith(SURROGATE) for r in rows)
+    surrogate = any(r["threat_model"].endswith(SURROGATE_SUFFIX) for r in rows)
     room = min(MAX_LEGEND - len(rungs) - surrogate, len(PALETTE) + (UNDEFENDED in order))
     coloured = order if len(order) <= room else order[: room - 1]
     colours = {label: style["color"] for label, style in setting_colours(coloured).items()}
@@ -357,11 +356,11 @@ def sa_ra_figure(rows: Sequence[dict[str, str]], runs_dir: Path | None) -> plt.F
         members = [r for r in rows if (r["classifier"], r["attack"], budget(r)) == (classifier, attack, width)]
         key = (classifier, attack_name(attack, members[0]["attack_params"]), width)
         for row in members:
-            rung = row["threat_model"].removesuffix(SURROGATE)
+            rung = row["threat_model"].removesuffix(SURROGATE_SUFFIX)
             colour = colours.get(setting_label(row), OTHER)
             ax.errorbar(float(row["sa"]), float(row["ra"]), xerr=[[e] for e in _interval(row, "sa")],
                         yerr=[[e] for e in _interval(row, "ra")], marker=RUNG_MARKERS.get(rung, "X"), color=colour,
-                        markerfacecolor="white" if row["threat_model"].endswith(SURROGATE) else colour, markersize=3,
+                        markerfacecolor="white" if row["threat_model"].endswith(SURROGATE_SUFFIX) else colour, markersize=3,
                         linewidth=0.6, capsize=1.5, alpha=0.8)  # fmt: skip
         ax.set(xlim=LIMITS, ylim=LIMITS, xlabel="SA %", ylabel="RA %", title=", ".join(key))
         ax.grid(alpha=0.3)

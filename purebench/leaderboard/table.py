@@ -14,7 +14,7 @@ from pathlib import Path
 
 from purebench.eval.intervals import BOUNDED
 from purebench.eval.results import has_ra, per_example_worst
-from purebench.eval.threats import LADDER
+from purebench.eval.threats import LADDER, base_rung
 from purebench.leaderboard.merge import MERGED
 from purebench.leaderboard.params import changed, legend
 
@@ -126,7 +126,7 @@ def by_dataset_threat(rows: Sequence[dict[str, str]]) -> list[tuple[tuple[str, s
 def strongest_first(threat: str) -> tuple[int, str]:
     """Sort key of a rung: the ladder's strongest attacker first, ``oblivious`` last (it is the weakest and the
     one papers report, so a reader meets the informed rungs before it); unknown names before ``oblivious``."""
-    rung = threat.removesuffix("_surrogate")
+    rung = base_rung(threat)
     order = list(reversed(LADDER))
     return (order.index(rung) if rung in order else order.index("oblivious") - 1, threat)
 
