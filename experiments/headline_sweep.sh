@@ -44,19 +44,8 @@ for defense in none gaussian_blur median_blur impure_floor; do
 done
 # 3. PGD-20 oblivious for the purifiers.
 for defense in defense=atop_floor defense=zeropur "$ATOP_PRE" "$ATOP_FT" "$IMPURE"; do cell headline $defense threat=oblivious; done
-# 4. known_draws (randomized defenses: the evaluation's own draws, one gradient each), then BPDA+EOT.
-for defense in defense=atop_floor "$ATOP_PRE" "$ATOP_FT" "$IMPURE"; do cell headline $defense threat=known_draws; done
-cell headline defense=zeropur threat=known_draws n_examples=64  # ZeroPur's GS random start makes it randomized
-for defense in defense=atop_floor "$IMPURE" "$ATOP_PRE" "$ATOP_FT"; do cell headline $defense threat=bpda_eot; done
-cell headline defense=zeropur threat=bpda_eot n_examples=64  # 64 x 20 x 20 purifications: ~3 h here
-# 5. Full adaptive (EOT-20 through the purifier), then AutoAttack rand adaptive for the cheaper purifiers.
-for defense in defense=atop_floor "$IMPURE" "$ATOP_PRE" "$ATOP_FT"; do cell headline $defense threat=adaptive; done
-# ZeroPur unrolled with EOT-20 would take ~10 h on 64 images here: EOT-5 (the cell says so); its only
-# randomness is the Guided Shift's random start inside the purification budget.
-cell headline defense=zeropur threat=adaptive threat.eot_iter=5 n_examples=64
-cell headline_autoattack defense=atop_floor threat=adaptive threat.eot_iter=1
-# 6. DiffPure (the 100-step reverse SDE per purification, ~1 s per image and thread), last: its model may be
-# retrained meanwhile (issue 23). Oblivious PGD and AutoAttack and known draws at the full chain; BPDA+EOT and
+# 4. DiffPure (the 100-step reverse SDE per purification, ~1 s per image and thread), its shipped model fixed
+# since session 9 (issue 23). Oblivious PGD and AutoAttack and known draws at the full chain; BPDA+EOT and
 # adaptive through a 10-step surrogate chain (Lee & Kim 2023: at the full chain EOT-20 costs ~3.5 h per rung
 # on 64 images here), and one small full-gradient cell beside the surrogate on the same images.
 cell headline defense=diffpure threat=oblivious n_examples=64
@@ -66,6 +55,18 @@ cell headline defense=diffpure threat=adaptive 'threat.surrogate={steps:10}' n_e
 cell headline defense=diffpure threat=bpda_eot 'threat.surrogate={steps:10}' n_examples=64
 cell headline defense=diffpure threat=adaptive 'threat.surrogate={steps:10}' n_examples=16
 cell headline defense=diffpure threat=adaptive n_examples=16
+
+# 5. known_draws (randomized defenses: the evaluation's own draws, one gradient each), then BPDA+EOT.
+for defense in defense=atop_floor "$ATOP_PRE" "$ATOP_FT" "$IMPURE"; do cell headline $defense threat=known_draws; done
+cell headline defense=zeropur threat=known_draws n_examples=64  # ZeroPur's GS random start makes it randomized
+for defense in defense=atop_floor "$IMPURE" "$ATOP_PRE" "$ATOP_FT"; do cell headline $defense threat=bpda_eot; done
+cell headline defense=zeropur threat=bpda_eot n_examples=64  # 64 x 20 x 20 purifications: ~3 h here
+# 6. Full adaptive (EOT-20 through the purifier), then AutoAttack rand adaptive for the cheaper purifiers.
+for defense in defense=atop_floor "$IMPURE" "$ATOP_PRE" "$ATOP_FT"; do cell headline $defense threat=adaptive; done
+# ZeroPur unrolled with EOT-20 would take ~10 h on 64 images here: EOT-5 (the cell says so); its only
+# randomness is the Guided Shift's random start inside the purification budget.
+cell headline defense=zeropur threat=adaptive threat.eot_iter=5 n_examples=64
+cell headline_autoattack defense=atop_floor threat=adaptive threat.eot_iter=1
 
 echo "=== $(date -u +%FT%TZ) done; ${#failed[@]} failed cell(s)"
 for f in "${failed[@]}"; do echo "FAILED: $f"; done
