@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from pathlib import Path
 
 import hydra
 from omegaconf import DictConfig
@@ -29,5 +30,5 @@ def main(cfg: DictConfig) -> dict | None:
         log.error("%s", exc)
         print(f"purebench: error: {exc}", file=sys.stderr)
         sys.exit(2)
-    print_summary(row)
+    print_summary(row, Path(str(cfg.results_dir)))
     return row

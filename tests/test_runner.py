@@ -282,12 +282,19 @@ def test_randomized_defense_without_eot_is_flagged(make_cfg, data_root):
 
 def test_the_end_of_run_summary_lists_only_the_changed_parameters(tmp_path, data_root):
     """Inside the CLI's Hydra app the defaults are composed in that app (a second Hydra failed, and
-    the summary listed every parameter as changed)."""
+    the summary listed every parameter as changed). The summary also says what its rung means, which RA
+    to quote and where it wrote, and stderr (not a terminal here) carries the stages as log lines."""
     done = _cli("defense=median_blur", "defense.kernel_size=5", *FAST, "threads=1", "figures=0", results=tmp_path)
     out, err = done.communicate(timeout=300)
     assert done.returncode == 0, err
     (line,) = [x for x in out.splitlines() if x.startswith("changed params")]
     assert line.split(maxsplit=2)[2] == "kernel_size=5 (full list in the run file)"
+    (rung,) = [x for x in out.splitlines() if x.startswith("threat model")]
+    assert "oblivious: the attacker does not see the purifier: an upper bound" in rung and "threat=adaptive" in rung
+    assert any(x.startswith("quote") and x.endswith("RA (defended)") for x in out.splitlines())  # deterministic
+    (run_file,) = (tmp_path / "runs").glob("*.json")
+    assert f"written                 {run_file}" in out and str(tmp_path / "leaderboard.csv") in out
+    assert "batch 2/2 (images 4-7): attack pgd done" in out + err  # Hydra's log handler writes to stdout
 
 
 def test_skip_finished_returns_the_leaderboard_row_instead_of_evaluating(make_cfg, data_root, tmp_path, monkeypatch):

@@ -55,6 +55,7 @@ from purebench.eval.results import (
     summarise,
 )
 from purebench.eval.settings import check_settings
+from purebench.eval.stages import StageProgress
 from purebench.eval.threats import THREATS, ThreatModel, draws_per_call
 from purebench.provenance import (
     NOT_DECISIVE,
@@ -278,6 +279,7 @@ def _evaluate_batch(
     device: torch.device,
     first: bool,
     cache: ObliviousCache | None,
+    stages: StageProgress,
     figure: tuple[Path, int] | None = None,
 ) -> dict[str, Any]:
     """Clean, SA, attack, adversarial and RA predictions of one batch (all randomness seeded by the batch)."""
@@ -285,9 +287,11 @@ def _evaluate_batch(
     check_images(x, batch)
     x, y = x.to(device), y.to(device)
     clean_pred = _predict(classifier, x)
-    sa_pred = _predict_purified(
-        classifier, _purify(defense, defense_name, x, seed, batch, "purify-clean"), x, clean_pred
-    )
+    with stages.stage("SA purification", len(batch), "images") as tick:
+        sa_pred = _predict_purified(
+            classifier, _purify(defense, defense_name, x, seed, batch, "purify-clean"), x, clean_pred
+        )
+        tick(len(batch))
     seed_everything(derive_seed(seed, "attack", batch[0]))
     warnings = []
     if first:
@@ -297,8 +301,14 @@ def _evaluate_batch(
     x_adv = cache.get(batch, x, attack.norm, attack.eps) if cache is not None else None
     hit = x_adv is not None
     if not hit:
-        with attack_draws(seed, batch, _adv_stream(0)):  # read only by threat=known_draws
-            x_adv = attack(attacked, x, y)
+        # a forward pass of the attacked model (classifier, purifier + classifier, EOT draws) is the attack's unit
+        with stages.stage(f"attack {attack.name}", unit="forward passes") as tick:
+            counter = attacked.register_forward_hook(lambda *_: tick(1))
+            try:
+                with attack_draws(seed, batch, _adv_stream(0)):  # read only by threat=known_draws
+                    x_adv = attack(attacked, x, y)
+            finally:
+                counter.remove()
         if cache is not None:
             cache.put(batch, x_adv)
     warnings += [w for w in attack.describe().get("attack_warnings", "").split(" | ") if w and w not in warnings]
@@ -309,9 +319,10 @@ def _evaluate_batch(
     # independent draws of the defense's randomness per evaluation (stream k), eot_batch of them per batch
     streams = [_adv_stream(k) for k in range(n_eval)]
     chunks = _purify_repeated(defense, defense_name, x_adv, seed, batch, streams, eot_batch)
-    with tqdm(
-        total=n_eval, desc="purifications", unit="eval", leave=False, disable=None if n_eval > 1 else True
-    ) as bar:
+    with (
+        tqdm(total=n_eval, desc="purifications", unit="eval", leave=False, disable=None if n_eval > 1 else True) as bar,
+        stages.stage("RA purification", n_eval, "evaluations") as tick,
+    ):
         for chunk, purified in enumerate(chunks):
             predictions = _predict_purified(classifier, purified, x_adv, adv_pred).split(len(batch))
             for ra_pred in predictions:
@@ -328,6 +339,7 @@ def _evaluate_batch(
                 ]
                 purification_grid(x[:n], x_adv[:n], purified[:n], labels, path)
             bar.update(len(predictions))
+            tick(len(predictions))
     # majority vote over the evaluations (Lee & Kim 2023): correct only when the label has strictly the most votes
     rivals = votes.scatter(1, y.view(-1, 1), -1).amax(1)
     vote_correct = votes.gather(1, y.view(-1, 1)).squeeze(1) > rivals
@@ -495,13 +507,17 @@ def _evaluate(cfg: DictConfig, progress: Progress, supplied: Supplied | None) ->
     cache_hits = []
     reused = 0
     progress.total = len(batches)
-    for batch in tqdm(batches, desc=f"{cfg.defense.name} vs {cfg.attack.name}", unit="batch"):
+    stages = StageProgress(len(batches))
+    for number, batch in enumerate(
+        tqdm(batches, desc=f"{cfg.defense.name} vs {cfg.attack.name}", unit="batch", disable=None), 1
+    ):
         record = store.load(batch)
         if record is None:
-            record = _evaluate_batch(
-                dataset, classifier, defense, str(cfg.defense.name), attack, attacked, batch, seed, n_eval, threat.eot_batch, device,
-                batch == all_first, cache, figure,
-            )  # fmt: skip
+            with stages.batch(number, batch[0], batch[-1], remaining=len(batches) - number):
+                record = _evaluate_batch(
+                    dataset, classifier, defense, str(cfg.defense.name), attack, attacked, batch, seed, n_eval,
+                    threat.eot_batch, device, batch == all_first, cache, stages, figure,
+                )  # fmt: skip
             store.save(batch, record)
         else:
             reused += 1

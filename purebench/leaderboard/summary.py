@@ -6,6 +6,9 @@ layers run one way: the CLI calls the runner and this module, and nothing below 
 
 from __future__ import annotations
 
+from pathlib import Path
+
+from purebench.eval.threats import SURROGATE_SUFFIX, base_rung
 from purebench.leaderboard.params import changed
 from purebench.leaderboard.table import eps_text, with_interval
 
@@ -20,10 +23,47 @@ _FIELDS = [
 ]  # fmt: skip
 
 
-def print_summary(row: dict) -> None:
+# What a rung's RA means, and what to run before quoting it: the reader of a summary may not know the ladder.
+RUNG_MEANING = {
+    "oblivious": "the attacker does not see the purifier: an upper bound on RA, not a robustness claim; run "
+    "threat=bpda_eot and threat=adaptive before quoting it",
+    "bpda": "gradients pass the purifier as the identity, no EOT: a weak white box; run threat=adaptive",
+    "eot": "gradients through the purifier's differentiable parts, EOT over its randomness; run threat=adaptive",
+    "bpda_eot": "the purifier in the forward pass, the identity backward, EOT over its randomness (the DiffPure "
+    "papers' protocol): still an upper bound where exact gradients exist (threat=adaptive)",
+    "adaptive": "full white box: exact gradients through the purifier, EOT over its randomness; the rung to quote",
+    "known_draws": "exact gradients through the very draws the evaluation makes: what is left is not owed to the "
+    "defense's randomness",
+}
+
+
+def rung_meaning(threat: str) -> str:
+    """What ``threat``'s RA means (a surrogate rung: gradients from a copy of the defense, evaluated on the real one);
+    a plugin's rung says nothing."""
+    meaning = RUNG_MEANING.get(base_rung(threat), "")
+    if threat.endswith(SURROGATE_SUFFIX) and meaning:
+        meaning = f"{meaning}; gradients through a surrogate of the defense (threat.surrogate), scored on the real one"
+    return meaning
+
+
+def quoted(row: dict) -> str:
+    """Which RA to quote: the one figure of a deterministic defense (mean, worst case and vote agree); for a
+    randomized one the mean over the purifications, the figure the leaderboards and papers report, beside its
+    stricter worst case."""
+    n_eval = int(row.get("n_eval") or 1)
+    if n_eval <= 1:
+        return "RA (defended)"
+    return (
+        f"RA (defended): the mean over {n_eval} purifications, as the leaderboards and papers report it; "
+        "RA worst case (robust under all of them) is the stricter figure"
+    )
+
+
+def print_summary(row: dict, results_dir: Path | None = None) -> None:
     """A readable end-of-run table: figures with their 95% intervals, the parameters changed from the
-    defaults (the full row is in the leaderboard and the run file), and what RA counts, since papers
-    report both it and the accuracy on purified adversarial inputs under the same name."""
+    defaults (the full row is in the leaderboard and the run file), what the rung means and which RA to
+    quote, what RA counts, since papers report both it and the accuracy on purified adversarial inputs under
+    the same name, and the files written under ``results_dir``."""
     width = max(len(label) for label, _ in _FIELDS)
     lines = ["", "purebench result", "-" * (width + 40)]
     for label, key in _FIELDS:
@@ -32,11 +72,23 @@ def print_summary(row: dict) -> None:
             value = with_interval(row, key)  # 95% Wilson interval over the n images
         elif key == "defense_params":
             value = f"{changed(str(row['defense']), str(row[key]))} (full list in the run file)"
+        elif key == "threat_model" and (meaning := rung_meaning(str(value))):
+            value = f"{value}: {meaning}"
+        elif key == "unperturbed":
+            value = f"{value} (adversarial examples the attack returned unchanged; their RA is clean accuracy)"
         lines.append(f"{label:<{width}}  {value}")
+    pad = f"\n{'':<{width}}  "
     lines.append(
-        f"{'':<{width}}  RA counts an example only if SA got it right too (bounded by clean correctness, RA <= SA);"
-        f"\n{'':<{width}}  acc on purified x_adv counts every example, the figure some purification papers report"
+        f"{'quote':<{width}}  {quoted(row)}"
+        f"{pad}RA counts an example only if SA got it right too (bounded by clean correctness, RA <= SA);"
+        f"{pad}acc on purified x_adv counts every example, the figure some purification papers report"
     )
+    if results_dir is not None:
+        figure = results_dir / "figures" / f"{row['config_hash']}.png"  # the runner's purification grid
+        written = [results_dir / "runs" / f"{row['run_id']}.json", results_dir / "leaderboard.csv"]
+        written += [figure] if figure.exists() else []
+        lines.append(f"{'written':<{width}}  " + pad.join(str(path) for path in written))
+        lines.append(f"{'':<{width}}  tables and figures: python -m purebench.leaderboard results_dir={results_dir}")
     if row.get("warnings"):
         lines.append(f"{'warnings':<{width}}  {row['warnings']}")
     print("\n".join(lines), flush=True)

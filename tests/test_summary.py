@@ -1,0 +1,24 @@
+"""The end-of-run summary's words: what a rung's RA means and which RA figure to quote."""
+
+from __future__ import annotations
+
+from purebench.eval.threats import LADDER
+from purebench.leaderboard.summary import RUNG_MEANING, quoted, rung_meaning
+
+
+def test_every_rung_of_the_ladder_says_what_its_ra_means():
+    assert set(RUNG_MEANING) == set(LADDER)
+    assert "upper bound" in rung_meaning("oblivious") and "threat=adaptive" in rung_meaning("bpda")
+    assert "the rung to quote" in rung_meaning("adaptive")
+
+
+def test_a_surrogate_rung_says_its_gradients_came_from_a_copy_and_a_plugin_rung_says_nothing():
+    meaning = rung_meaning("adaptive_surrogate")
+    assert meaning.startswith(rung_meaning("adaptive")) and "surrogate of the defense" in meaning
+    assert rung_meaning("my_plugin_rung") == ""
+
+
+def test_a_randomized_defense_quotes_the_mean_beside_the_worst_case_a_deterministic_one_its_single_figure():
+    assert quoted({"n_eval": 1}) == "RA (defended)"
+    assert quoted({"n_eval": 10}).startswith("RA (defended): the mean over 10 purifications")
+    assert "RA worst case" in quoted({"n_eval": 10})
