@@ -37,7 +37,7 @@ from purebench.config_paths import CONF_DIR
 PACKAGE_DIR = Path(purebench.__file__).resolve().parent  # the running package, wherever it is installed
 
 # Keys that change where or how fast a run goes, not what it computes.
-_NOT_HASHED = ("results_dir", "device", "threads", "shard", "figures", "logger", "skip_finished")
+NOT_HASHED = ("results_dir", "device", "threads", "shard", "figures", "logger", "skip_finished")
 # Keys of a config group that locate an input or set what a run prints, not what it computes; the
 # inputs they locate are hashed by content instead (the evaluated images, the classifier's weights).
 NOT_DECISIVE = {
@@ -56,7 +56,7 @@ _SOURCE_HASH = re.compile(rf"[0-9a-f]{{{VERSION_DIGITS}}}")
 def config_hash(config: dict[str, Any]) -> str:
     """SHA-256 (16 hex digits) of a resolved config without its run-only top-level keys (a cache key, a
     training config)."""
-    relevant = {k: v for k, v in config.items() if k not in _NOT_HASHED}
+    relevant = {k: v for k, v in config.items() if k not in NOT_HASHED}
     return hashlib.sha256(json.dumps(relevant, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 

@@ -105,3 +105,21 @@ def test_the_trainer_averages_the_trained_weights_and_exports_the_average(data_r
     loaded = UNet2DModel.from_pretrained(tmp_path / "exported", low_cpu_mem_usage=False)
     for name, value in loaded.state_dict().items():
         assert torch.equal(value, trainer.ema.state_dict()[name]), name  # the average, not the trained weights
+
+
+def test_a_checkpoint_resumes_under_other_evaluation_settings_and_names_what_blocks_it(data_root, tmp_path):
+    trainer = _trainer(tmp_path, "defense.sampler=ddpm", "defense.clip_denoised=true")
+    state = trainer.checkpoint_state(0, [{"epoch": 0, "mse": 1.0, "seconds": 1.0}])
+    state["config_hash"] = "written-before"  # the stored hash is not trusted: it is recomputed from the config
+    del state["config"]["defense"]["adjoint"]  # a key added to the defense after the checkpoint was written
+    state["config"]["dataset"]["root"] = "data-moved-since"  # the same images at another path
+    checkpoint.save(trainer.out, state)
+    # sampling and the attack's gradient options only change how the network purifies; threads how fast
+    resumed = _trainer(tmp_path, "defense.sampler=sde", "defense.adjoint=true", "train.max_minutes=5", "threads=2")
+    assert checkpoint.resume_state(resumed.out, resumed.config, resumed.resume_view)["epoch"] == 0
+    other = _trainer(tmp_path, "train.lr=0.01", "defense.t_star=0.2", "threads=2")  # what is trained differs
+    with pytest.raises(PurebenchError) as refused:
+        checkpoint.resume_state(other.out, other.config, other.resume_view)
+    named = str(refused.value)
+    assert "defense.t_star=0.2 (checkpoint: 0.1)" in named and "train.lr=0.01 (checkpoint: 0.0" in named
+    assert "dataset.root" not in named and "threads" not in named and "sampler" not in named  # only what blocks it

@@ -40,7 +40,7 @@ from purebench.defenses.training_data import index_runs, inherited_sources
 from purebench.errors import PurebenchError
 from purebench.eval.results import check_writable
 from purebench.eval.runner import group_params, resolve_device, sweep_job_number
-from purebench.provenance import config_hash, git_commit
+from purebench.provenance import NOT_DECISIVE, NOT_HASHED, config_hash, git_commit
 from purebench.seeding import derive_seed, per_example, seed_everything
 from purebench.train import checkpoint
 
@@ -68,6 +68,7 @@ class Trainer(ABC):
 
     purifier_keys: tuple[str, ...] = ()  # defense keys that define the purifier, stored in every checkpoint
     label_free_stages: tuple[str, ...] = ()  # stages that may train on train.extra_images (no labels needed)
+    evaluation_keys: tuple[str, ...] = ()  # defense keys the training step never reads (how the net purifies)
 
     def __init__(self, cfg: DictConfig) -> None:
         self.cfg, self.t = cfg, cfg.train
@@ -94,8 +95,7 @@ class Trainer(ABC):
         self.extra = self._extra_images()
         self.training_data = self._training_data()
         self.config = OmegaConf.to_container(cfg, resolve=True)
-        train_cfg = {k: v for k, v in self.config["train"].items() if k not in _RESUMABLE}
-        self.hash = config_hash({**self.config, "train": train_cfg})
+        self.hash = config_hash(self.resume_view(self.config))
         self.out = Path(str(self.t.out)).expanduser()
         check_writable([self.out.parent], "train.out")  # before any compute
         if self.t.get("cache_dir"):
@@ -112,6 +112,18 @@ class Trainer(ABC):
         order = np.random.default_rng(derive_seed(self.seed, "train-split")).permutation(len(self.dataset))[:n]
         n_val = max(1, round(self.t.val_fraction * n))
         return np.sort(order[n_val:]), np.sort(order[:n_val])
+
+    def resume_view(self, config: dict[str, Any]) -> dict[str, Any]:
+        """The part of a config a checkpoint must share with this run to be resumed by it: everything but the
+        run-only keys (``NOT_HASHED``: device, threads, ...), the train keys a resumption may change
+        (``_RESUMABLE``), where the dataset lies (``NOT_DECISIVE``: the same images moved elsewhere) and the
+        defense's ``evaluation_keys`` (a long run may be validated with another sampler when it is resumed; its
+        history records each epoch's figures as run)."""
+        view = {k: v for k, v in config.items() if k not in NOT_HASHED}
+        view["train"] = {k: v for k, v in config["train"].items() if k not in _RESUMABLE}
+        view["dataset"] = {k: v for k, v in config["dataset"].items() if k not in NOT_DECISIVE["dataset"]}
+        view["defense"] = {k: v for k, v in config["defense"].items() if k not in self.evaluation_keys}
+        return view
 
     def purifier_config(self) -> dict[str, Any]:
         """The defense keys that define the trained purifier (stored in every checkpoint)."""
@@ -237,7 +249,7 @@ class Trainer(ABC):
     def run(self) -> dict[str, Any]:
         if "purifier" not in self.networks:
             raise PurebenchError(f"{type(self).__name__} registers no 'purifier' network.")
-        state = checkpoint.resume_state(self.out, self.hash)
+        state = checkpoint.resume_state(self.out, self.config, self.resume_view)
         history: list[dict[str, Any]] = []
         first_epoch = 0
         if state is not None:

@@ -9,6 +9,7 @@ different config pointed at the same file is an error, never a silent overwrite.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -32,14 +33,37 @@ def load(path: Path) -> dict[str, Any]:
     return state
 
 
-def resume_state(path: Path, config_hash: str) -> dict[str, Any] | None:
-    """The checkpoint to continue from, or None for a fresh run; a foreign checkpoint is refused."""
+def resume_state(
+    path: Path, config: dict[str, Any], resume_view: Callable[[dict[str, Any]], dict[str, Any]]
+) -> dict[str, Any] | None:
+    """The checkpoint to continue from, or None for a fresh run; a checkpoint whose stored config differs from
+    ``config`` in ``resume_view`` is refused, naming the keys that differ. Compared through the stored config,
+    not its stored hash, so a checkpoint written before a key left the view (``Trainer.evaluation_keys``) still
+    resumes."""
     if not path.exists():
         return None
     state = load(path)
-    if state.get("config_hash") != config_hash:
+    stored = state.get("config")
+    if not isinstance(stored, dict):
+        differing = ["the checkpoint stores no config"]
+    else:
+        differing = _differences(resume_view(config), resume_view(stored))
+    if differing:
         raise PurebenchError(
-            f"train.out='{path}' holds a checkpoint of a different training config (hash {state.get('config_hash')}, "
-            f"this run {config_hash}). Pick another train.out, or delete the file to start over."
+            f"train.out='{path}' holds a checkpoint of a different training config: {', '.join(differing[:8])}"
+            f"{' ...' if len(differing) > 8 else ''}. Run with the checkpoint's values to resume it, pick another "
+            "train.out, or delete the file to start over."
         )
     return state
+
+
+def _differences(config: dict[str, Any], stored: dict[str, Any], prefix: str = "") -> list[str]:
+    """``key=this run's value (checkpoint: its value)`` for every leaf where the two configs differ."""
+    out = []
+    for key in sorted(set(config) | set(stored), key=str):
+        mine, theirs = config.get(key, "<absent>"), stored.get(key, "<absent>")
+        if isinstance(mine, dict) and isinstance(theirs, dict):
+            out += _differences(mine, theirs, f"{prefix}{key}.")
+        elif mine != theirs:
+            out.append(f"{prefix}{key}={mine} (checkpoint: {theirs})")
+    return out

@@ -82,6 +82,7 @@ def ema_update(ema: nn.Module, online: nn.Module, decay: float) -> None:
 class DiffPureTrainer(Trainer):
     purifier_keys = ("unet",)
     label_free_stages = ("pretrain",)
+    evaluation_keys = ("model", "sampler", "steps", "eta", "clip_denoised", "grad_checkpoint", "adjoint")
 
     def __init__(self, cfg: DictConfig) -> None:
         if cfg.train.stage != "pretrain":
