@@ -96,9 +96,10 @@ def test_leaderboard_md_leads_with_the_matrix(board, capsys):
     assert threats[-1].endswith("oblivious") and "Linf 8/255" in text
 
 
-def test_the_readme_shows_the_matrix_the_committed_results_hold():
-    """README's "Results at a glance" is generated (``readme=README.md``); a row committed without
-    regenerating it, or a hand edit of its figures, fails here."""
+@pytest.mark.parametrize("readme", ["README.md", "results/README.md"])
+def test_the_readme_shows_the_matrix_the_committed_results_hold(readme):
+    """README's "Results at a glance" and the top of results/README are generated (``readme=README.md,
+    results/README.md``); a row committed without regenerating them, or a hand edit of a figure, fails here."""
     from conftest import REPO
 
     from purebench.eval.results import read_superseded
@@ -108,7 +109,7 @@ def test_the_readme_shows_the_matrix_the_committed_results_hold():
 
     results = REPO / "results"
     rows, _ = split_superseded(read_rows(results / "leaderboard.csv"), read_superseded(results))
-    shown = (REPO / "README.md").read_text().split(README_START)[1].split(README_END)[0]
+    shown = (REPO / readme).read_text().split(README_START)[1].split(README_END)[0]
     assert shown.strip() == matrix_body(complete(rows), results / "runs").strip()
 
 
@@ -118,12 +119,13 @@ def test_refresh_readme_needs_its_markers_and_replaces_only_the_block(tmp_path):
 
     readme = tmp_path / "README.md"
     readme.write_text(f"intro\n{README_START}\nold\n{README_END}\nrest\n")
-    refresh_readme(readme, "new table")
+    refresh_readme([readme], "new table")
     assert readme.read_text() == f"intro\n{README_START}\nnew table\n{README_END}\nrest\n"
-    readme.write_text("no markers\n")
-    with pytest.raises(PurebenchError, match="needs one line"):
-        refresh_readme(readme, "x")
-    assert readme.read_text() == "no markers\n"
+    other = tmp_path / "other.md"
+    other.write_text("no markers\n")
+    with pytest.raises(PurebenchError, match=r"other\.md: the file needs one line"):
+        refresh_readme([readme, other], "x")  # checked before anything is written
+    assert other.read_text() == "no markers\n" and "new table" in readme.read_text()
 
 
 def test_the_pivot_gives_no_worst_case_for_a_single_rung(board):
@@ -147,9 +149,12 @@ def test_the_leaderboard_command_refreshes_a_readme_block_or_stops_before_any_ou
 
     results, _ = board
     readme = tmp_path / "README.md"
-    readme.write_text(f"# mine\n{README_START}\nstale\n{README_END}\n")
-    assert leaderboard([f"results_dir={results}", f"readme={readme}"]) == 0
+    second = tmp_path / "results-README.md"
+    for path in (readme, second):
+        path.write_text(f"# mine\n{README_START}\nstale\n{README_END}\n")
+    assert leaderboard([f"results_dir={results}", f"readme={readme},{second}"]) == 0
     assert "stale" not in readme.read_text() and "| gaussian_blur |" in readme.read_text()
+    assert second.read_text() == readme.read_text()
     fresh = tmp_path / "fresh"
     fresh.mkdir()
     (fresh / "leaderboard.csv").write_text((results / "leaderboard.csv").read_text())

@@ -12,8 +12,9 @@ RobustBench-style records in ``DIR/robustbench/``. With ``merge``: first join co
 row each (see :mod:`purebench.leaderboard.merge`). Shard rows not merged yet are in none of these: a
 note in the Markdown and on stderr says so (with only such rows there is nothing to draw or pivot).
 
-``readme=PATH`` also replaces the headline-matrix block of that README (between the markers of
-:func:`purebench.leaderboard.matrix.refresh_readme`), so its first screen shows the figures the board holds.
+``readme=PATH[,PATH...]`` also replaces the headline-matrix block of each README (between the markers of
+:func:`purebench.leaderboard.matrix.refresh_readme`), so its first screen shows the figures the board holds
+(the repository's: ``readme=README.md,results/README.md``).
 
 Names of outputs built from CSV cells are plain file names inside ``DIR`` (a cell such as
 ``x/../../tmp/escaped`` cannot write elsewhere), and outputs behind links are updated where the links lead.
@@ -22,6 +23,7 @@ Names of outputs built from CSV cells are plain file names inside ``DIR`` (a cel
 from __future__ import annotations
 
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 from purebench.errors import PurebenchError
@@ -39,7 +41,7 @@ from purebench.leaderboard.table import complete, defaults_legend, grouped_markd
 from purebench.leaderboard.worst import worst_case_report
 
 USAGE = (
-    "usage: python -m purebench.leaderboard [merge] results_dir=DIR [readme=README.md]\n"
+    "usage: python -m purebench.leaderboard [merge] results_dir=DIR [readme=README.md[,results/README.md]]\n"
     "       python -m purebench.leaderboard worst results_dir=DIR RUN_ID RUN_ID [...]"
 )
 
@@ -61,16 +63,16 @@ def main(argv: list[str]) -> int:
             return 0
         if command == "merge":
             merge_shards(results_dir)
-        readme = Path(options["readme"]) if "readme" in options else None
-        return _render(results_dir, readme)
+        readmes = [Path(path) for path in options.get("readme", "").split(",") if path]
+        return _render(results_dir, readmes)
     except PurebenchError as exc:
         print(f"purebench.leaderboard: error: {exc}", file=sys.stderr)
         return 2
 
 
-def _render(results_dir: Path, readme: Path | None = None) -> int:
-    """Write every output of the leaderboard in ``results_dir`` (and the matrix block of ``readme``); 2 when it
-    has no rows."""
+def _render(results_dir: Path, readmes: Sequence[Path] = ()) -> int:
+    """Write every output of the leaderboard in ``results_dir`` (and the matrix block of each of ``readmes``); 2
+    when it has no rows."""
     reasons = read_superseded(results_dir)
     rows, old = split_superseded(read_rows(results_dir / "leaderboard.csv"), reasons)
     if not rows:
@@ -80,8 +82,8 @@ def _render(results_dir: Path, readme: Path | None = None) -> int:
         )
         return 2
     done = complete(rows)  # unsharded runs and merged shards
-    if readme is not None:  # first: a README without the markers stops the command before any output
-        refresh_readme(readme, matrix_body(done, results_dir / "runs"))
+    if readmes:  # first: a README without the markers stops the command before any output
+        refresh_readme(readmes, matrix_body(done, results_dir / "runs"))
     shards = unmerged(rows)
     if shards:
         print(f"purebench.leaderboard: {_unmerged_note(shards, results_dir)}", file=sys.stderr)

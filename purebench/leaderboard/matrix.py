@@ -37,8 +37,10 @@ PGD_OBLIVIOUS, PGD_ADAPTIVE, PGD_KNOWN_DRAWS, AA_ADAPTIVE = (RUNGS[i][0] for i i
 WHITE_BOX = ("bpda_eot", "adaptive")  # both must have been run for the worst case over rungs to mean anything
 BROKEN = 5.0  # RA (%) at or below which a defense counts as broken in the finding sentence
 NOT_RUN = "not run"
-# The block of a README that ``python -m purebench.leaderboard ... readme=README.md`` keeps equal to the matrix.
-README_START = "<!-- headline matrix: python -m purebench.leaderboard results_dir=results readme=README.md -->"
+# The block of a README that ``python -m purebench.leaderboard ... readme=README.md,...`` keeps equal to the matrix.
+README_START = (
+    "<!-- headline matrix: python -m purebench.leaderboard results_dir=results readme=README.md,results/README.md -->"
+)
 README_END = "<!-- end of the headline matrix -->"
 NOT_APPLICABLE = "n/a (deterministic)"
 ABOVE_OBLIVIOUS = "▲"  # an informed rung above the oblivious figure: a weak attack there, not a strong defense
@@ -259,15 +261,18 @@ def matrix_markdown(rows: Sequence[dict[str, str]], runs_dir: Path | None, proto
     return f"## At a glance: every defense under every rung ({protocol} protocol)\n\n{body}" if body else ""
 
 
-def refresh_readme(path: Path, body: str) -> None:
-    """Replace the block between :data:`README_START` and :data:`README_END` of ``path`` by ``body``, so the
-    README's first screen shows the figures the leaderboard holds, never an older copy of them."""
-    text = path.read_text() if path.is_file() else ""
-    if text.count(README_START) != 1 or text.count(README_END) != 1:
-        raise PurebenchError(
-            f"readme={path}: the file needs one line '{README_START}' and one '{README_END}' where the headline "
-            "matrix belongs (nothing was written)."
-        )
-    head, rest = text.split(README_START)
-    tail = rest.split(README_END)[1]
-    atomic_write_text(path, f"{head}{README_START}\n{body.strip()}\n{README_END}{tail}")
+def refresh_readme(paths: Sequence[Path], body: str) -> None:
+    """Replace the block between :data:`README_START` and :data:`README_END` of each of ``paths`` by ``body``, so
+    each README shows the figures the leaderboard holds, never an older copy of them. Every file's markers are
+    checked before any is written."""
+    texts = {path: path.read_text() if path.is_file() else "" for path in paths}
+    for path, text in texts.items():
+        if text.count(README_START) != 1 or text.count(README_END) != 1:
+            raise PurebenchError(
+                f"readme={path}: the file needs one line '{README_START}' and one '{README_END}' where the "
+                "headline matrix belongs (nothing was written)."
+            )
+    for path, text in texts.items():
+        head, rest = text.split(README_START)
+        tail = rest.split(README_END)[1]
+        atomic_write_text(path, f"{head}{README_START}\n{body.strip()}\n{README_END}{tail}")
