@@ -21,14 +21,14 @@ log = logging.getLogger("purebench")
 
 @hydra.main(config_path=str(CONF_DIR), config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> dict | None:
-    from purebench.eval.runner import evaluate
+    from purebench.eval.runner import evaluate_run
     from purebench.leaderboard.summary import print_summary
 
     try:
-        row = evaluate(cfg)
+        run = evaluate_run(cfg)
     except PurebenchError as exc:
         log.error("%s", exc)
         print(f"purebench: error: {exc}", file=sys.stderr)
         sys.exit(2)
-    print_summary(row, Path(str(cfg.results_dir)))
-    return row
+    print_summary(run["row"], Path(str(cfg.results_dir)), run["run_file"].get("figure"), run.get("skipped", False))
+    return run["row"]

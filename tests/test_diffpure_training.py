@@ -107,19 +107,38 @@ def test_the_trainer_averages_the_trained_weights_and_exports_the_average(data_r
         assert torch.equal(value, trainer.ema.state_dict()[name]), name  # the average, not the trained weights
 
 
+def _resume(trainer: DiffPureTrainer) -> dict | None:
+    return checkpoint.resume_state(trainer.out, trainer.config, trainer.resume_view, trainer.training_data)
+
+
 def test_a_checkpoint_resumes_under_other_evaluation_settings_and_names_what_blocks_it(data_root, tmp_path):
     trainer = _trainer(tmp_path, "defense.sampler=ddpm", "defense.clip_denoised=true")
     state = trainer.checkpoint_state(0, [{"epoch": 0, "mse": 1.0, "seconds": 1.0}])
-    state["config_hash"] = "written-before"  # the stored hash is not trusted: it is recomputed from the config
+    state["config_hash"] = "written-before"  # ignored: the stored config is compared, not its stored hash
     del state["config"]["defense"]["adjoint"]  # a key added to the defense after the checkpoint was written
     state["config"]["dataset"]["root"] = "data-moved-since"  # the same images at another path
     checkpoint.save(trainer.out, state)
     # sampling and the attack's gradient options only change how the network purifies; threads how fast
     resumed = _trainer(tmp_path, "defense.sampler=sde", "defense.adjoint=true", "train.max_minutes=5", "threads=2")
-    assert checkpoint.resume_state(resumed.out, resumed.config, resumed.resume_view)["epoch"] == 0
+    assert _resume(resumed)["epoch"] == 0
     other = _trainer(tmp_path, "train.lr=0.01", "defense.t_star=0.2", "threads=2")  # what is trained differs
     with pytest.raises(PurebenchError) as refused:
-        checkpoint.resume_state(other.out, other.config, other.resume_view)
+        _resume(other)
     named = str(refused.value)
     assert "defense.t_star=0.2 (checkpoint: 0.1)" in named and "train.lr=0.01 (checkpoint: 0.0" in named
     assert "dataset.root" not in named and "threads" not in named and "sampler" not in named  # only what blocks it
+
+
+def test_a_checkpoint_trained_on_other_images_is_refused_even_where_the_config_matches(data_root, tmp_path):
+    """A root (or PUREBENCH_DATA) holding other images changes no config key the resume compares."""
+    trainer = _trainer(tmp_path)
+    state = trainer.checkpoint_state(0, [])
+    state["training_data"] = [{**state["training_data"][0], "indices": [[0, 5]]}]
+    checkpoint.save(trainer.out, state)
+    with pytest.raises(
+        PurebenchError, match=r"the training images \(cifar10 train: 15 images; checkpoint: cifar10 train: 5"
+    ):
+        _resume(trainer)
+    checkpoint.save(trainer.out, {**state, "config": None, "training_data": trainer.training_data})
+    with pytest.raises(PurebenchError, match="stores no training config"):
+        _resume(trainer)

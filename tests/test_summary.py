@@ -9,7 +9,7 @@ from purebench.leaderboard.summary import RUNG_MEANING, quoted, rung_meaning
 def test_every_rung_of_the_ladder_says_what_its_ra_means():
     assert set(RUNG_MEANING) == set(LADDER)
     assert "upper bound" in rung_meaning("oblivious") and "threat=adaptive" in rung_meaning("bpda")
-    assert "the rung to quote" in rung_meaning("adaptive")
+    assert "still an upper bound: quote the worst over the white-box rungs" in rung_meaning("adaptive")
 
 
 def test_a_surrogate_rung_says_its_gradients_came_from_a_copy_and_a_plugin_rung_says_nothing():
@@ -19,6 +19,13 @@ def test_a_surrogate_rung_says_its_gradients_came_from_a_copy_and_a_plugin_rung_
 
 
 def test_a_randomized_defense_quotes_the_mean_beside_the_worst_case_a_deterministic_one_its_single_figure():
-    assert quoted({"n_eval": 1}) == "RA (defended)"
-    assert quoted({"n_eval": 10}).startswith("RA (defended): the mean over 10 purifications")
-    assert "RA worst case" in quoted({"n_eval": 10})
+    assert quoted({"n_eval": 1, "threat_model": "adaptive"}) == "RA (defended)"
+    randomized = quoted({"n_eval": 10, "threat_model": "adaptive_surrogate"})
+    assert randomized.startswith("RA (defended), the mean over 10 purifications") and "RA worst case" in randomized
+
+
+def test_below_the_white_box_rungs_the_quote_points_to_an_adaptive_run():
+    for rung in ("oblivious", "bpda", "bpda_eot"):
+        assert quoted({"n_eval": 1, "threat_model": rung}).endswith(
+            "of a threat=adaptive run (worst with bpda_eot), not of this rung"
+        )

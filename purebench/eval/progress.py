@@ -59,6 +59,10 @@ class BatchStore:
         payload = json.loads(json.dumps(payload, default=str))  # the digest covers what is read back
         write_json(path, {"payload": payload, "sha256": _digest(payload)})
 
+    def has(self, batch: list[int]) -> bool:
+        """Whether ``batch`` has a stored record (unchecked: for estimates, never for results)."""
+        return self._path(batch[0]).exists()
+
     def load(self, batch: list[int]) -> dict[str, Any] | None:
         """The stored record of ``batch`` (same indices, one well-formed example per index), or None."""
         path = self._path(batch[0])

@@ -300,7 +300,9 @@ def _evaluate_batch(
                 warnings.append(f"zero input gradient for {blind}/{min(len(batch), checks.N_CHECK)} checked images")
     x_adv = cache.get(batch, x, attack.norm, attack.eps) if cache is not None else None
     hit = x_adv is not None
-    if not hit:
+    if hit:
+        stages.note("attack answered from the oblivious cache (adversarial examples shared across defenses)")
+    else:
         # a forward pass of the attacked model (classifier, purifier + classifier, EOT draws) is the attack's unit
         with stages.stage(f"attack {attack.name}", unit="forward passes") as tick:
             counter = attacked.register_forward_hook(lambda *_: tick(1))
@@ -320,7 +322,7 @@ def _evaluate_batch(
     streams = [_adv_stream(k) for k in range(n_eval)]
     chunks = _purify_repeated(defense, defense_name, x_adv, seed, batch, streams, eot_batch)
     with (
-        tqdm(total=n_eval, desc="purifications", unit="eval", leave=False, disable=None if n_eval > 1 else True) as bar,
+        tqdm(total=n_eval, desc="purifications", unit="eval", leave=False, disable=stages.active or n_eval <= 1) as bar,
         stages.stage("RA purification", n_eval, "evaluations") as tick,
     ):
         for chunk, purified in enumerate(chunks):
@@ -422,7 +424,8 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
 
 def evaluate_run(cfg: DictConfig, supplied: Supplied | None = None) -> dict[str, Any]:
     """Run the evaluation of ``cfg`` with any ``supplied`` components; returns the ``row`` and the
-    ``run_file`` (config, per-example records, ...) that were written to ``results_dir``."""
+    ``run_file`` (config, per-example records, ...) that were written to ``results_dir`` (``skipped``: True
+    when ``skip_finished`` found them there and wrote nothing)."""
     progress = Progress(Path(str(cfg.results_dir)))
     with storage_failures(progress):
         return _evaluate(cfg, progress, supplied)
@@ -484,7 +487,7 @@ def _evaluate(cfg: DictConfig, progress: Progress, supplied: Supplied | None) ->
             "skip_finished: the leaderboard holds this configuration as run %s; nothing recomputed", done["run_id"]
         )
         earlier = load_run_file(results_dir, done["run_id"])
-        return {"row": earlier["row"], "run_file": earlier}
+        return {"row": earlier["row"], "run_file": earlier, "skipped": True}
     store = BatchStore(results_dir, f"{chash}-{computing}{weights}")
     finished_run = store.load_run(shard_label)
     if finished_run is not None:  # killed while publishing: publish the same row, do not add a second one
@@ -507,13 +510,14 @@ def _evaluate(cfg: DictConfig, progress: Progress, supplied: Supplied | None) ->
     cache_hits = []
     reused = 0
     progress.total = len(batches)
-    stages = StageProgress(len(batches))
+    stages = StageProgress(len(batches))  # log lines where the output is not a terminal, else tqdm's bars
     for number, batch in enumerate(
-        tqdm(batches, desc=f"{cfg.defense.name} vs {cfg.attack.name}", unit="batch", disable=None), 1
+        tqdm(batches, desc=f"{cfg.defense.name} vs {cfg.attack.name}", unit="batch", disable=stages.active), 1
     ):
         record = store.load(batch)
         if record is None:
-            with stages.batch(number, batch[0], batch[-1], remaining=len(batches) - number):
+            remaining = sum(not store.has(later) for later in batches[number:])  # finished ones cost nothing
+            with stages.batch(number, batch[0], batch[-1], remaining):
                 record = _evaluate_batch(
                     dataset, classifier, defense, str(cfg.defense.name), attack, attacked, batch, seed, n_eval,
                     threat.eot_batch, device, batch == all_first, cache, stages, figure,

@@ -1,9 +1,12 @@
-"""Progress of a run by stage (SA purification, attack, RA purifications), also where stdout is a log file.
+"""Progress of a run by stage (SA purification, attack, RA purifications), also where the output is a log file.
 
-On a terminal tqdm draws the bars. Where stderr is not one (Slurm, nohup, a pipe) tqdm's bars are off,
-and an adaptive attack on one batch runs for minutes to hours without a word; so there a log line is
-written when a stage starts and ends and at most every ``interval_s`` seconds while it runs, with its
-count, elapsed time and the stage's ETA when its total is known; each finished batch adds the run's ETA.
+On a terminal tqdm draws the bars. Where stdout or stderr is not one (Slurm, nohup, ``> run.log``) a bar
+either vanishes or fills the log with carriage returns, and an adaptive attack on one batch runs for minutes
+to hours without a word; so there, as long as INFO logging is on (the CLI's Hydra logging writes it to stdout
+and the run's log file), a log line is written when a stage starts and ends and at most every
+``interval_s`` seconds while it runs, with its count, elapsed time and an ETA, and each finished batch gives
+the run's ETA. The attack's unit is a forward pass of the attacked model; its total is not known in advance,
+so its ETA assumes as many passes as the previous batch's attack made (marked ``~``).
 """
 
 from __future__ import annotations
@@ -28,7 +31,8 @@ def duration(seconds: float) -> str:
 
 
 class StageProgress:
-    """Log lines for the stages of each batch of a run (only when stderr is not a terminal).
+    """Log lines for the stages of each batch of a run; ``active`` says whether they are written (and then the
+    caller's tqdm bars are off).
 
     ``batch(k)`` brackets the work on the k-th batch to compute (batches resumed from disk are never
     timed, so they do not shorten the run's ETA); ``stage(name, total, unit)`` brackets one stage and
@@ -39,16 +43,17 @@ class StageProgress:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:  # fmt: skip
         self.n_batches, self.interval_s, self.clock = n_batches, interval_s, clock
-        self.active = not (sys.stderr.isatty() if interactive is None else interactive)
+        terminal = sys.stdout.isatty() and sys.stderr.isatty() if interactive is None else interactive
+        self.active = not terminal and log.isEnabledFor(logging.INFO)
         self.batch_seconds: list[float] = []
         self.label = ""
         self._remaining = 0
+        self._previous: dict[str, int] = {}  # a stage's count in the previous batch: the expected total
 
-    def _run_eta(self) -> str:
-        if not self.batch_seconds:
-            return ""
-        eta = sum(self.batch_seconds) / len(self.batch_seconds) * self._remaining
-        return f"; run ETA {duration(eta)}"
+    def note(self, message: str) -> None:
+        """A one-off line about the current batch (e.g. an attack answered from the cache)."""
+        if self.active:
+            log.info("%s: %s", self.label, message)
 
     @contextmanager
     def batch(self, number: int, first: int, last: int, remaining: int) -> Iterator[None]:
@@ -59,16 +64,21 @@ class StageProgress:
         yield
         self.batch_seconds.append(self.clock() - started)
         if self.active:
-            log.info("%s done in %s%s", self.label, duration(self.batch_seconds[-1]), self._run_eta())
+            mean = sum(self.batch_seconds) / len(self.batch_seconds)
+            left = f"; run ETA {duration(mean * remaining)} ({remaining} more)" if remaining else ""
+            log.info("%s done in %s%s", self.label, duration(self.batch_seconds[-1]), left)
 
     @contextmanager
     def stage(self, name: str, total: int | None = None, unit: str = "") -> Iterator[Callable[[int], None]]:
-        """One stage of the current batch; ``total`` ``unit`` of work when known (an ETA), else a bare count."""
+        """One stage of the current batch; ``total`` ``unit`` of work when known, else the previous batch's count
+        of this stage stands in for it (ETA marked ``~``) and the first batch gives a bare count."""
         started = last = self.clock()
         count = 0
-        of = f"/{total}" if total is not None else ""
+        expected = total if total is not None else self._previous.get(name)
+        approx = "~" if total is None else ""
         if self.active:
-            log.info("%s: %s started%s", self.label, name, f" ({total} {unit})" if total is not None else "")
+            planned = f" ({approx}{expected} {_plural(unit, expected)})" if expected is not None else ""
+            log.info("%s: %s started%s", self.label, name, planned)
 
         def tick(n: int = 1) -> None:
             nonlocal count, last
@@ -77,10 +87,20 @@ class StageProgress:
             if not self.active or now - last < self.interval_s:
                 return
             last, elapsed = now, now - started
-            eta = f", stage ETA {duration(elapsed / count * (total - count))}" if total and count else ""
-            log.info("%s: %s %d%s %s, %s elapsed%s", self.label, name, count, of, unit, duration(elapsed), eta)
+            of = f"/{approx}{expected}" if expected else ""
+            eta = ""
+            if expected and count < expected:
+                eta = f", stage ETA {approx}{duration(elapsed / count * (expected - count))}"
+            log.info("%s: %s %d%s %s, %s elapsed%s", self.label, name, count, of, _plural(unit, count), duration(elapsed),
+                     eta)  # fmt: skip
 
         yield tick
+        self._previous[name] = count
         if self.active:
-            done = f" ({count}{of} {unit})" if count else ""
+            done = f" ({count} {_plural(unit, count)})" if count else ""
             log.info("%s: %s done in %s%s", self.label, name, duration(self.clock() - started), done)
+
+
+def _plural(unit: str, count: int | None) -> str:
+    """``evaluations`` -> ``evaluation`` for one (units are given in the plural)."""
+    return unit.removesuffix("s") if count == 1 else unit

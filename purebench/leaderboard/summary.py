@@ -24,17 +24,20 @@ _FIELDS = [
 
 
 # What a rung's RA means, and what to run before quoting it: the reader of a summary may not know the ladder.
+# Every rung's RA is an upper bound on the defense's robustness; they differ in how loose it is.
 RUNG_MEANING = {
-    "oblivious": "the attacker does not see the purifier: an upper bound on RA, not a robustness claim; run "
-    "threat=bpda_eot and threat=adaptive before quoting it",
+    "oblivious": "the attacker does not see the purifier: the loosest upper bound on RA, not a robustness claim; "
+    "run threat=bpda_eot and threat=adaptive before quoting it",
     "bpda": "gradients pass the purifier as the identity, no EOT: a weak white box; run threat=adaptive",
     "eot": "gradients through the purifier's differentiable parts, EOT over its randomness; run threat=adaptive",
-    "bpda_eot": "the purifier in the forward pass, the identity backward, EOT over its randomness (the DiffPure "
-    "papers' protocol): still an upper bound where exact gradients exist (threat=adaptive)",
-    "adaptive": "full white box: exact gradients through the purifier, EOT over its randomness; the rung to quote",
+    "bpda_eot": "the purifier in the forward pass, the identity backward, EOT over its randomness (the protocol of "
+    "earlier purification papers, e.g. Yoon et al. 2021): loose where exact gradients exist; run threat=adaptive",
+    "adaptive": "full white box: exact gradients through the purifier, EOT over its randomness; the strongest "
+    "attacker here, still an upper bound: quote the worst over the white-box rungs run",
     "known_draws": "exact gradients through the very draws the evaluation makes: what is left is not owed to the "
     "defense's randomness",
 }
+_QUOTABLE = ("adaptive", "known_draws")  # rungs whose RA may be quoted (beside bpda_eot's, the worst of them)
 
 
 def rung_meaning(threat: str) -> str:
@@ -47,23 +50,27 @@ def rung_meaning(threat: str) -> str:
 
 
 def quoted(row: dict) -> str:
-    """Which RA to quote: the one figure of a deterministic defense (mean, worst case and vote agree); for a
-    randomized one the mean over the purifications, the figure the leaderboards and papers report, beside its
-    stricter worst case."""
+    """Which RA figure to quote: the one figure of a deterministic defense (mean, worst case and vote agree); for
+    a randomized one the mean over the purifications, as papers on randomized purification report it, beside
+    its stricter worst case; from a white-box rung, never from a weaker one."""
     n_eval = int(row.get("n_eval") or 1)
-    if n_eval <= 1:
-        return "RA (defended)"
-    return (
-        f"RA (defended): the mean over {n_eval} purifications, as the leaderboards and papers report it; "
-        "RA worst case (robust under all of them) is the stricter figure"
-    )
+    figure = "RA (defended)"
+    if n_eval > 1:
+        figure = (
+            f"RA (defended), the mean over {n_eval} purifications, as papers on randomized purification report "
+            f"it (Lee & Kim 2023 add the majority vote); RA worst case (robust under all {n_eval}) is stricter"
+        )
+    if base_rung(str(row.get("threat_model", ""))) in _QUOTABLE:
+        return figure
+    return f"{figure}: of a threat=adaptive run (worst with bpda_eot), not of this rung"
 
 
-def print_summary(row: dict, results_dir: Path | None = None) -> None:
+def print_summary(row: dict, results_dir: Path | None = None, figure: str | None = None, skipped: bool = False) -> None:
     """A readable end-of-run table: figures with their 95% intervals, the parameters changed from the
     defaults (the full row is in the leaderboard and the run file), what the rung means and which RA to
     quote, what RA counts, since papers report both it and the accuracy on purified adversarial inputs under
-    the same name, and the files written under ``results_dir``."""
+    the same name, and the files written under ``results_dir`` (``figure``: the run file's purification grid,
+    relative to it; ``skipped``: skip_finished found the row there and wrote nothing)."""
     width = max(len(label) for label, _ in _FIELDS)
     lines = ["", "purebench result", "-" * (width + 40)]
     for label, key in _FIELDS:
@@ -75,7 +82,7 @@ def print_summary(row: dict, results_dir: Path | None = None) -> None:
         elif key == "threat_model" and (meaning := rung_meaning(str(value))):
             value = f"{value}: {meaning}"
         elif key == "unperturbed":
-            value = f"{value} (adversarial examples the attack returned unchanged; their RA is clean accuracy)"
+            value = f"{value} (x_adv = x: the attack gave up or found the example misclassified; scored as purify(x))"
         lines.append(f"{label:<{width}}  {value}")
     pad = f"\n{'':<{width}}  "
     lines.append(
@@ -83,12 +90,16 @@ def print_summary(row: dict, results_dir: Path | None = None) -> None:
         f"{pad}RA counts an example only if SA got it right too (bounded by clean correctness, RA <= SA);"
         f"{pad}acc on purified x_adv counts every example, the figure some purification papers report"
     )
-    if results_dir is not None:
-        figure = results_dir / "figures" / f"{row['config_hash']}.png"  # the runner's purification grid
+    if results_dir is not None and skipped:
+        lines.append(f"{'written':<{width}}  nothing: skip_finished found this configuration as the run above")
+    elif results_dir is not None:
         written = [results_dir / "runs" / f"{row['run_id']}.json", results_dir / "leaderboard.csv"]
-        written += [figure] if figure.exists() else []
+        written += [results_dir / figure] if figure else []
         lines.append(f"{'written':<{width}}  " + pad.join(str(path) for path in written))
-        lines.append(f"{'':<{width}}  tables and figures: python -m purebench.leaderboard results_dir={results_dir}")
+        merge = "merge " if row.get("shard") else ""  # a shard's row joins the tables once its set is merged
+        lines.append(
+            f"{'':<{width}}  tables and figures: python -m purebench.leaderboard {merge}results_dir={results_dir}"
+        )
     if row.get("warnings"):
         lines.append(f"{'warnings':<{width}}  {row['warnings']}")
     print("\n".join(lines), flush=True)

@@ -117,8 +117,9 @@ class Trainer(ABC):
         """The part of a config a checkpoint must share with this run to be resumed by it: everything but the
         run-only keys (``NOT_HASHED``: device, threads, ...), the train keys a resumption may change
         (``_RESUMABLE``), where the dataset lies (``NOT_DECISIVE``: the same images moved elsewhere) and the
-        defense's ``evaluation_keys`` (a long run may be validated with another sampler when it is resumed; its
-        history records each epoch's figures as run)."""
+        defense's ``evaluation_keys`` (a long run may be validated with another sampler when it is resumed; each
+        validated epoch of its history records the settings it was validated with). The images themselves are
+        compared by identity beside it (``training_data``)."""
         view = {k: v for k, v in config.items() if k not in NOT_HASHED}
         view["train"] = {k: v for k, v in config["train"].items() if k not in _RESUMABLE}
         view["dataset"] = {k: v for k, v in config["dataset"].items() if k not in NOT_DECISIVE["dataset"]}
@@ -249,7 +250,7 @@ class Trainer(ABC):
     def run(self) -> dict[str, Any]:
         if "purifier" not in self.networks:
             raise PurebenchError(f"{type(self).__name__} registers no 'purifier' network.")
-        state = checkpoint.resume_state(self.out, self.config, self.resume_view)
+        state = checkpoint.resume_state(self.out, self.config, self.resume_view, self.training_data)
         history: list[dict[str, Any]] = []
         first_epoch = 0
         if state is not None:
@@ -277,6 +278,8 @@ class Trainer(ABC):
                 for net in self.networks.values():
                     net.eval()
                 record.update(self.validate())
+                if self.evaluation_keys:  # they may change when the run is resumed: say which were used
+                    record["validated_with"] = {k: self.config["defense"].get(k) for k in self.evaluation_keys}
             epoch_s = time.perf_counter() - epoch_start
             record["seconds"] = round(epoch_s, 1)
             history.append(record)

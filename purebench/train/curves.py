@@ -38,7 +38,8 @@ def plot(histories: dict[str, list[dict]], out: Path) -> None:
     fig, (loss_ax, val_ax) = plt.subplots(1, 2, figsize=(11, 4))
     for name, history in histories.items():
         epochs = [h["epoch"] for h in history]
-        for key in [k for k in _columns(history) if k not in VALIDATION]:
+        numeric = [k for k in _columns(history) if all(isinstance(h.get(k), int | float | None) for h in history)]
+        for key in [k for k in numeric if k not in VALIDATION]:  # not validated_with: settings, not a curve
             loss_ax.plot(epochs, [h.get(key) for h in history], label=f"{name}: {key}")
         for key in VALIDATION:
             val_ax.plot(
