@@ -51,8 +51,8 @@ for defense in defense=atop_floor defense=zeropur "$ATOP_PRE" "$ATOP_FT" "$IMPUR
 cell headline defense=diffpure threat=oblivious n_examples=64
 cell headline_autoattack defense=diffpure threat=oblivious n_examples=64
 cell headline defense=diffpure threat=known_draws n_examples=64
-cell headline defense=diffpure threat=adaptive 'threat.surrogate={steps:10}' n_examples=64
 cell headline defense=diffpure threat=bpda_eot 'threat.surrogate={steps:10}' n_examples=64
+cell headline defense=diffpure threat=adaptive 'threat.surrogate={steps:10}' n_examples=64
 cell headline defense=diffpure threat=adaptive 'threat.surrogate={steps:10}' n_examples=16
 cell headline defense=diffpure threat=adaptive n_examples=16
 
