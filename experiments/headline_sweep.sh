@@ -51,6 +51,9 @@ for defense in defense=atop_floor defense=zeropur "$ATOP_PRE" "$ATOP_FT" "$IMPUR
 cell headline defense=diffpure threat=oblivious n_examples=64
 cell headline_autoattack defense=diffpure threat=oblivious n_examples=64
 cell headline defense=diffpure threat=known_draws n_examples=64
+# issue 23 asks for DiffPure's ladder at n >= 32: the surrogate adaptive cell on the first 32 images comes
+# first; the 64-image cell below takes its place in the matrix (the most images win).
+cell headline defense=diffpure threat=adaptive 'threat.surrogate={steps:10}' n_examples=32
 cell headline defense=diffpure threat=bpda_eot 'threat.surrogate={steps:10}' n_examples=64
 cell headline defense=diffpure threat=adaptive 'threat.surrogate={steps:10}' n_examples=64
 cell headline defense=diffpure threat=adaptive 'threat.surrogate={steps:10}' n_examples=16
