@@ -130,7 +130,7 @@ def test_train_pretrain_resume_finetune_and_evaluate(make_cfg, data_root, tmp_pa
     again = _train(*TINY_DEEPFILL, f"train.out={pre}", "train.epochs=3", cwd=tmp_path)
     assert again.returncode == 0 and torch.load(pre, weights_only=True)["history"] == history  # nothing redone
     foreign = _train(*TINY_DEEPFILL, f"train.out={pre}", "train.lr=0.1", cwd=tmp_path)
-    assert foreign.returncode == 2 and "different training config" in foreign.stderr
+    assert foreign.returncode == 2 and "train.lr=0.1 (checkpoint: 0.0001)" in foreign.stderr, foreign.stderr
     no_init = _train(*TINY_DEEPFILL, f"train.out={fine}", "train.stage=finetune", cwd=tmp_path)
     assert no_init.returncode == 2 and "train.init" in no_init.stderr
     done = _train(
