@@ -17,6 +17,13 @@ class FakeClock:
         return self.now
 
 
+def test_one_unit_reads_in_the_singular():
+    from purebench.eval.stages import _plural
+
+    assert [_plural(u, 1) for u in ("forward passes", "evaluations")] == ["forward pass", "evaluation"]
+    assert _plural("forward passes", 2) == "forward passes"
+
+
 def test_durations_read_as_seconds_minutes_hours():
     assert [duration(s) for s in (0, 42.4, 185, 7620)] == ["0s", "42s", "3m05s", "2h07m"]
 

@@ -102,5 +102,8 @@ class StageProgress:
 
 
 def _plural(unit: str, count: int | None) -> str:
-    """``evaluations`` -> ``evaluation`` for one (units are given in the plural)."""
-    return unit.removesuffix("s") if count == 1 else unit
+    """``evaluations`` -> ``evaluation``, ``forward passes`` -> ``forward pass`` for one (units are given in the
+    plural)."""
+    if count != 1:
+        return unit
+    return unit.removesuffix("es") if unit.endswith("sses") else unit.removesuffix("s")
