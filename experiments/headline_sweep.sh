@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The headline sweep (issue 25): every cell of experiments/headline.yaml's protocol, cheapest first, one
-# command per cell (results/README "Headline sweep" lists them with their CPU time). A finished cell is
+# The headline sweep (issue 25): every cell of experiments/headline.yaml's protocol, the cheap rungs first,
+# then the rung to quote (adaptive) before the dearer cells; one command per cell (results/README
+# "Headline sweep" lists them with their CPU time). A finished cell is
 # skipped (skip_finished=true in the recipes) and an interrupted one resumes from its finished batches, so
 # the script is re-run as it is until every cell is in the leaderboard:
 #   nohup experiments/headline_sweep.sh > outputs/headline_sweep.log 2>&1 &
@@ -44,7 +45,13 @@ for defense in none gaussian_blur median_blur impure_floor; do
 done
 # 3. PGD-20 oblivious for the purifiers.
 for defense in defense=atop_floor defense=zeropur "$ATOP_PRE" "$ATOP_FT" "$IMPURE"; do cell headline $defense threat=oblivious; done
-# 4. DiffPure (the 100-step reverse SDE per purification, ~1 s per image and thread), its shipped model fixed
+# 4. known_draws for the randomized purifiers (the evaluation's own draws, one gradient each; minutes).
+for defense in defense=atop_floor "$ATOP_PRE" "$ATOP_FT" "$IMPURE"; do cell headline $defense threat=known_draws; done
+# 5. The adaptive rung (the one to quote) for the trained purifiers and atop_floor first: EOT-20 PGD-20
+# through the purifier, 256 images, ~30-70 min each here; then BPDA+EOT for the same.
+for defense in "$ATOP_FT" "$IMPURE" "$ATOP_PRE" defense=atop_floor; do cell headline $defense threat=adaptive; done
+for defense in "$ATOP_FT" "$IMPURE" "$ATOP_PRE" defense=atop_floor; do cell headline $defense threat=bpda_eot; done
+# 6. DiffPure (the 100-step reverse SDE per purification, ~1 s per image and thread), its shipped model fixed
 # since session 9 (issue 23). Oblivious PGD and AutoAttack and known draws at the full chain; BPDA+EOT and
 # adaptive through a 10-step surrogate chain (Lee & Kim 2023: at the full chain EOT-20 costs ~3.5 h per rung
 # on 64 images here), and one small full-gradient cell beside the surrogate on the same images.
@@ -56,19 +63,15 @@ cell headline defense=diffpure threat=known_draws n_examples=64
 cell headline defense=diffpure threat=adaptive 'threat.surrogate={steps:10}' n_examples=32
 cell headline defense=diffpure threat=bpda_eot 'threat.surrogate={steps:10}' n_examples=64
 cell headline defense=diffpure threat=adaptive 'threat.surrogate={steps:10}' n_examples=64
+# 7. ZeroPur (randomized by its Guided Shift's random start): known draws, BPDA+EOT, adaptive on 64 images.
+# Unrolled with EOT-20 its adaptive cell would take ~10 h here: EOT-5 (the cell says so).
+cell headline defense=zeropur threat=known_draws n_examples=64
+cell headline defense=zeropur threat=bpda_eot n_examples=64  # 64 x 20 x 20 purifications: ~3 h here
+cell headline defense=zeropur threat=adaptive threat.eot_iter=5 n_examples=64
+# 8. The surrogate's check: the same surrogate cell and the full-gradient cell on DiffPure's first 16 images,
+# then AutoAttack rand adaptive for atop_floor.
 cell headline defense=diffpure threat=adaptive 'threat.surrogate={steps:10}' n_examples=16
 cell headline defense=diffpure threat=adaptive n_examples=16
-
-# 5. known_draws (randomized defenses: the evaluation's own draws, one gradient each), then BPDA+EOT.
-for defense in defense=atop_floor "$ATOP_PRE" "$ATOP_FT" "$IMPURE"; do cell headline $defense threat=known_draws; done
-cell headline defense=zeropur threat=known_draws n_examples=64  # ZeroPur's GS random start makes it randomized
-for defense in defense=atop_floor "$IMPURE" "$ATOP_PRE" "$ATOP_FT"; do cell headline $defense threat=bpda_eot; done
-cell headline defense=zeropur threat=bpda_eot n_examples=64  # 64 x 20 x 20 purifications: ~3 h here
-# 6. Full adaptive (EOT-20 through the purifier), then AutoAttack rand adaptive for the cheaper purifiers.
-for defense in defense=atop_floor "$IMPURE" "$ATOP_PRE" "$ATOP_FT"; do cell headline $defense threat=adaptive; done
-# ZeroPur unrolled with EOT-20 would take ~10 h on 64 images here: EOT-5 (the cell says so); its only
-# randomness is the Guided Shift's random start inside the purification budget.
-cell headline defense=zeropur threat=adaptive threat.eot_iter=5 n_examples=64
 cell headline_autoattack defense=atop_floor threat=adaptive threat.eot_iter=1
 
 echo "=== $(date -u +%FT%TZ) done; ${#failed[@]} failed cell(s)"

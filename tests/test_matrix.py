@@ -173,3 +173,24 @@ def test_a_cell_with_fewer_eot_draws_than_the_protocol_says_so(board):
     headers, table = matrix_table(lines)
     cells = dict(zip(headers, table[[x.label for x in lines].index("gaussian_noise")], strict=True))
     assert cells["PGD adaptive"].endswith("(EOT-5)") and "EOT" not in cells["PGD BPDA+EOT"]
+
+
+def test_a_surrogate_cell_on_more_images_stands_with_the_full_gradient_cell_as_its_check(board):
+    """Exact gradients on 16 images do not replace a surrogate's on 64: the cell shows the 64-image figure,
+    says it is a surrogate's and quotes the full-gradient figure beside it; on as many images the full wins."""
+    results, _ = board
+    rows = read_rows(results / "leaderboard.csv")
+    base = next(r for r in rows if r["defense"] == "gaussian_noise")
+    later = lambda stamp: {**base, "finished_at": stamp, "threat_eot_iter": "20"}  # noqa: E731
+    surrogate = {**later("2100-01-01"), "threat_model": "adaptive_surrogate", "threat_surrogate": "steps=10",
+                 "n_examples": "64", "ra": "20.0"}  # fmt: skip
+    full = {**later("2100-01-02"), "threat_model": "adaptive", "n_examples": "16", "ra": "6.25"}
+    noise = lambda extra: next(x for x in protocol_lines([*rows, *extra], None) if x.label == "gaussian_noise")  # noqa: E731
+    line = noise([surrogate, full])
+    assert line.cells["PGD adaptive"] is not full and line.checks["PGD adaptive"]["ra"] == "6.25"
+    headers, table = matrix_table([line])
+    cells = dict(zip(headers, table[0], strict=True))
+    assert cells["PGD adaptive"].startswith("20.00 [") and "surrogate steps=10" in cells["PGD adaptive"]
+    assert cells["PGD adaptive"].endswith("full gradient on the first 16: 6.25)")
+    line = noise([surrogate, {**full, "n_examples": "64"}])
+    assert line.cells["PGD adaptive"]["ra"] == "6.25" and not line.checks

@@ -25,7 +25,8 @@ from purebench.leaderboard.table import budget, complete, interval, markdown_tab
 
 HEADLINE = "headline"
 # (column header, attack, rung): the rungs a matrix shows, weakest attacker first. A surrogate rung
-# (threat.surrogate, Lee & Kim 2023) fills its full rung's column when that was not run, and says so.
+# (threat.surrogate, Lee & Kim 2023) shares its full rung's column: the cell on the most images stands there
+# and says which it is, a full-gradient cell on fewer images beside it as its check.
 RUNGS = [
     (f"{attack_name(attack)} {rung_name(rung)}", attack, rung)
     for attack, rung in [
@@ -54,6 +55,7 @@ class Line:
 
     label: str
     cells: dict[str, dict[str, str]] = field(default_factory=dict)  # column header -> row
+    checks: dict[str, dict[str, str]] = field(default_factory=dict)  # column -> full-gradient row beside a surrogate
     randomized: bool = False
     worst: float | None = None  # per-example worst over the rungs run, in %
     worst_n: int = 0
@@ -69,11 +71,19 @@ def _column(row: dict[str, str]) -> str | None:
     return next((header for header, attack, name in RUNGS if attack == row["attack"] and name == rung), None)
 
 
+def _is_surrogate(row: dict[str, str]) -> bool:
+    return row["threat_model"].endswith(SURROGATE_SUFFIX)
+
+
 def protocol_lines(rows: Sequence[dict[str, str]], runs_dir: Path | None, protocol: str = HEADLINE) -> list[Line]:
-    """The protocol's lines, the latest row per cell (a full-gradient row before a surrogate one, then the most
-    images), ordered by worst case over rungs, then adaptive RA, then oblivious RA (descending)."""
+    """The protocol's lines, the latest row per cell on the most images (a full-gradient row before a surrogate
+    one on as many), ordered by worst case over rungs, then adaptive RA, then oblivious RA (descending). Where a
+    surrogate row stands, the full-gradient row of its column on the most images is kept as its check: fewer
+    images with exact gradients do not replace more images with a surrogate's, they are shown beside them."""
     lines: dict[str, Line] = {}
     ordered = sorted(complete(rows), key=lambda r: r["finished_at"])
+    rank = lambda r: (int(r["n_examples"]), not _is_surrogate(r))  # noqa: E731
+    full_gradient: dict[tuple[str, str], dict[str, str]] = {}
     for row in (r for r in ordered if r.get("protocol") == protocol and has_ra(r)):
         column = _column(row)
         if column is None:
@@ -81,9 +91,14 @@ def protocol_lines(rows: Sequence[dict[str, str]], runs_dir: Path | None, protoc
         line = lines.setdefault(setting_label(row), Line(setting_label(row)))
         line.randomized |= row.get("defense_randomized") == "True" or row.get("randomness_detected") == "True"
         held = line.cells.get(column)
-        rank = lambda r: (not r["threat_model"].endswith(SURROGATE_SUFFIX), int(r["n_examples"]))  # noqa: E731
         if held is None or rank(row) >= rank(held):
             line.cells[column] = row
+        held = full_gradient.get((line.label, column))
+        if not _is_surrogate(row) and (held is None or rank(row) >= rank(held)):
+            full_gradient[line.label, column] = row
+    for (label, column), row in full_gradient.items():
+        if _is_surrogate(lines[label].cells[column]):
+            lines[label].checks[column] = row
     for line in lines.values():
         line.worst, line.worst_n = _worst_over_rungs(line, runs_dir)
     return sorted(lines.values(), key=_order)
@@ -134,6 +149,9 @@ def _cell(line: Line, column: str, n: int, protocol_eot: int) -> str:
         notes.append(f"EOT-{row['threat_eot_iter']}")  # fewer draws per gradient than the protocol's
     if row.get("threat_surrogate"):
         notes.append(f"surrogate {row['threat_surrogate']}")
+    check = line.checks.get(column)
+    if check is not None:
+        notes.append(f"full gradient on the first {check['n_examples']}: {float(check['ra']):.2f}")
     flag = [ABOVE_OBLIVIOUS] if column in _above_oblivious(line) else []
     figure = f"{float(row['ra']):.2f}"  # two decimals throughout, so the column reads aligned
     return " ".join([figure, interval(row, "ra"), *flag, *([f"({'; '.join(notes)})"] if notes else [])]).strip()

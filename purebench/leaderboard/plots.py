@@ -78,7 +78,7 @@ def rung_order(threats: set[str]) -> list[str]:
 
 
 def _by_rung(cells: dict[str, dict[str, str]]) -> dict[str, dict[str, str]]:
-    """rung -> row, a surrogate row only where its full rung was not run (as the matrix fills its cells)."""
+    """rung -> row, a surrogate row only where its full rung was not run."""
     ordered = sorted(cells.items(), key=lambda item: not item[0].endswith(SURROGATE_SUFFIX))  # full rungs written last
     return {threat.removesuffix(SURROGATE_SUFFIX): row for threat, row in ordered}
 
