@@ -221,9 +221,10 @@ def test_the_sa_ra_figure_keeps_its_legend_to_twelve_entries(data_root):
     entries = [t.get_text() for t in fig.legends[0].get_texts()]
     assert len(entries) <= MAX_LEGEND == 12 and "2 other settings" in entries  # 10 settings, 3 rungs: 2 share grey
     assert {"oblivious", "BPDA+EOT", "adaptive"} <= set(entries) and entries[0] == "zeropur"  # rungs by name
-    assert sorted(ax.get_title() for ax in fig.axes if ax.get_title()) == [
-        "resnet20, AutoAttack (rand), Linf 8/255", "resnet20, PGD, Linf 8/255"
-    ]  # fmt: skip
+    assert [ax.get_title() for ax in fig.axes if ax.get_title()] == [
+        "resnet20, PGD, Linf 8/255\nheadline protocol, n up to 128",  # the ladder's attack first
+        "resnet20, AutoAttack (rand), Linf 8/255\nheadline protocol, n up to 128",
+    ]
     plt.close(fig)
     # Without protocol rows: every rung of the ladder, ten settings under two rungs each, one panel.
     plain = [{**row, "protocol": "", "threat_model": t} for row in rows[::4] for t in ("oblivious", "known_draws")]
@@ -310,6 +311,41 @@ def test_the_headline_ladder_keeps_every_defense_apart_where_all_sit_at_zero(dat
     rows[0] = {**rows[0], "defense_randomized": "True"}  # a randomized defense not yet run under known draws
     fig = headline_ladder_figure(rows, protocol_lines(rows, None))
     assert [t.get_text() for t in fig.axes[0].texts] == [NOT_RUN]
+    plt.close(fig)
+
+
+def test_a_ladder_line_breaks_at_a_rung_not_run(data_root):
+    """A setting run under oblivious and adaptive but not BPDA+EOT: its line leaves a gap at BPDA+EOT rather
+    than passing through it at a height nobody measured."""
+    import math
+
+    import matplotlib.pyplot as plt
+
+    from purebench.leaderboard.matrix import ABOVE_OBLIVIOUS, protocol_lines
+    from purebench.leaderboard.plots import headline_ladder_figure
+
+    rows = [
+        r for r in _headline_rows(HEADLINE_SETTINGS[:2]) if r["defense"] != "zeropur" or r["threat_model"] != "bpda_eot"
+    ]
+    fig = headline_ladder_figure(rows, protocol_lines(rows, None))
+    panel = fig.axes[0]
+    ticks = [label.get_text() for label in panel.get_xticklabels()]
+    gap = [(x, y) for x, y, _, line in _markers(panel, ticks.index("BPDA+EOT") - 1) if line.get_linestyle() == "-"]
+    assert len(gap) == 2 and sum(math.isnan(y) for _, y in gap) == 1  # atop's marker there, zeropur's a gap
+    flags = lambda fig: [t for t in fig.axes[0].texts if t.get_text() == ABOVE_OBLIVIOUS]  # noqa: E731
+    assert not flags(fig) and not fig.axes[1].texts  # nothing flagged, nothing left out
+    plt.close(fig)
+    # atop's BPDA+EOT above its oblivious figure: flagged beside the marker and explained, as in the matrix.
+    rows = [
+        {**r, "ra": "99.0", "ra_lo": "97.0", "ra_hi": "99.5"}
+        if r["defense"] == "atop" and r["threat_model"] == "bpda_eot"
+        else r
+        for r in rows
+    ]
+    fig = headline_ladder_figure(rows, protocol_lines(rows, None))
+    (flag,) = flags(fig)
+    assert flag.xy[1] == 99.0
+    assert f"{ABOVE_OBLIVIOUS} above its oblivious figure" in fig.axes[1].texts[0].get_text()
     plt.close(fig)
 
 

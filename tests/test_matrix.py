@@ -10,7 +10,16 @@ import pytest
 from purebench.eval.results import read_rows
 from purebench.eval.runner import evaluate
 from purebench.leaderboard.__main__ import main as leaderboard
-from purebench.leaderboard.matrix import NOT_APPLICABLE, NOT_RUN, finding, matrix_table, protocol_lines
+from purebench.leaderboard.matrix import (
+    ABOVE_OBLIVIOUS,
+    NOT_APPLICABLE,
+    NOT_RUN,
+    Line,
+    finding,
+    matrix_table,
+    protocol_caption,
+    protocol_lines,
+)
 
 PGD = ["attack=pgd", "attack.steps=3", "attack.verbose=false", "batch_size=8", "protocol=headline"]
 
@@ -74,17 +83,20 @@ def test_the_finding_follows_the_figures(board):
     assert "Not yet run under the headline protocol's adaptive rung: gaussian_noise." in text
     blur = lines[0]
     blur.cells["PGD adaptive"] = {**blur.cells["PGD adaptive"], "ra": "30.0"}
-    assert "0 of the 1 run there fall to 5% RA or below and the most robust, gaussian_blur, keeps 30.0%" in finding(
-        lines
-    )
+    kept = "0 of the 1 run there fall to 5% RA or below and the most robust, gaussian_blur, keeps 30.0% ["
+    assert kept in finding(lines) and "(n=8; worst over rungs" in finding(lines)  # its cell's n, its worst case
     blur.cells["PGD adaptive"] = {**blur.cells["PGD adaptive"], "ra": "0.0"}
     assert "every one of the 1 run there falls to 0.0% RA" in finding(lines)
     blur.cells["PGD BPDA+EOT"] = {**blur.cells["PGD BPDA+EOT"], "ra": "99.0"}  # a rung above the oblivious one
-    assert "a weaker attack rather than robustness: BPDA+EOT on gaussian_blur" in finding(lines)
+    oblivious = float(blur.cells["PGD oblivious"]["ra"])
+    assert (
+        f"a weaker attack there rather than robustness: BPDA+EOT on gaussian_blur (99.0 against {oblivious:.1f})"
+        in finding(lines)
+    )
     noise = next(x for x in lines if x.label == "gaussian_noise")
     noise.cells["PGD known draws"] = {**noise.cells["PGD oblivious"], "threat_model": "known_draws", "ra": "0.0"}
     assert "(known draws), 1 of the 1 randomized purifiers run there fall to 5% RA or below" in finding(lines)
-    assert matrix_table(lines)[1][0][4].endswith("▲")
+    assert matrix_table(lines)[1][0][4].endswith(ABOVE_OBLIVIOUS)
 
 
 def test_leaderboard_md_leads_with_the_matrix(board, capsys):
@@ -194,3 +206,13 @@ def test_a_surrogate_cell_on_more_images_stands_with_the_full_gradient_cell_as_i
     assert cells["PGD adaptive"].endswith("full gradient on the first 16: 6.25)")
     line = noise([surrogate, {**full, "n_examples": "64"}])
     assert line.cells["PGD adaptive"]["ra"] == "6.25" and not line.checks
+
+
+def test_the_caption_names_the_protocols_images_whichever_line_comes_first(board):
+    """The first line (the most robust) may be a dear defense run on fewer images; the caption still names
+    the protocol's number of images, the one the most lines have."""
+    results, _ = board
+    lines = protocol_lines(read_rows(results / "leaderboard.csv"), results / "runs")
+    fewer = {header: {**row, "n_examples": "4"} for header, row in lines[0].cells.items()}
+    first = Line(lines[0].label, fewer)
+    assert protocol_caption([first, *lines[1:]]).startswith("resnet20 on the first 16 cifar10 test images")

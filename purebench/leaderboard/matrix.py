@@ -45,7 +45,9 @@ README_START = (
 )
 README_END = "<!-- end of the headline matrix -->"
 NOT_APPLICABLE = "n/a (deterministic)"
-ABOVE_OBLIVIOUS = "▲"  # an informed rung above the oblivious figure: a weak attack there, not a strong defense
+# An informed rung above the oblivious figure: a weak attack there, not a strong defense (not a triangle: the
+# SA-RA figure's triangles are rungs).
+ABOVE_OBLIVIOUS = "†"
 INFORMED = ("eot", "bpda_eot", "adaptive")  # the rungs that draw EOT samples of a randomized defense
 
 
@@ -152,12 +154,12 @@ def _cell(line: Line, column: str, n: int, protocol_eot: int) -> str:
     check = line.checks.get(column)
     if check is not None:
         notes.append(f"full gradient on the first {check['n_examples']}: {float(check['ra']):.2f}")
-    flag = [ABOVE_OBLIVIOUS] if column in _above_oblivious(line) else []
+    flag = [ABOVE_OBLIVIOUS] if column in above_oblivious(line) else []
     figure = f"{float(row['ra']):.2f}"  # two decimals throughout, so the column reads aligned
     return " ".join([figure, interval(row, "ra"), *flag, *([f"({'; '.join(notes)})"] if notes else [])]).strip()
 
 
-def _above_oblivious(line: Line) -> list[str]:
+def above_oblivious(line: Line) -> list[str]:
     """The informed-rung columns of ``line`` whose RA exceeds the same attack's oblivious RA: there the attack
     is weaker than attacking the classifier alone (BPDA's identity backward pass through a strong filter), so
     the figure says nothing about the defense; the matrix marks it and the finding names it."""
@@ -194,7 +196,7 @@ def protocol_caption(lines: Sequence[Line]) -> str:
     """What the protocol and the columns are, read from the rows (classifier, images, budget, seed, attacks, EOT)."""
     if not lines:
         return ""
-    row = lines[0].main
+    row = max((line.main for line in lines), key=lambda r: int(r["n_examples"]))  # the protocol's images
     rows = [r for line in lines for r in line.cells.values()]
     steps = sorted({r["attack_steps"] for r in rows if r["attack"] == "pgd"})
     informed = [r for line in lines if line.randomized for r in line.cells.values() if _informed(r)]
@@ -205,8 +207,8 @@ def protocol_caption(lines: Sequence[Line]) -> str:
         else ""
     )
     return (
-        f"{row['classifier']} on the first {row['n_examples']} {row['dataset']} test images (fewer where a cell says "
-        f"n), {budget(row)}, seed {row['seed']}; {'/'.join(f'PGD-{s}' for s in steps) or 'PGD'} and AutoAttack "
+        f"{row['classifier']} on the first {row['n_examples']} {row['dataset']} test images (fewer where the n "
+        f"column or a cell says n=), {budget(row)}, seed {row['seed']}; {'/'.join(f'PGD-{s}' for s in steps) or 'PGD'} and AutoAttack "
         f"rand (APGD-CE + APGD-DLR, EOT 20){random_part}. Rungs: oblivious = attack the classifier alone, then "
         "purify (the papers' protocol); BPDA+EOT = forward through the purifier, identity backward; adaptive = "
         "gradients through the real purifier; known draws = adaptive with the evaluation's own random draws; "
@@ -214,7 +216,10 @@ def protocol_caption(lines: Sequence[Line]) -> str:
         "`<paper>_floor` = the paper's corruption step with a classical fill instead of its learned network. RA % "
         "with its 95% interval; RA counts an example only if its clean input is also classified correctly. "
         f"{ABOVE_OBLIVIOUS} = above the oblivious figure: that attack is weaker here, not the defense stronger. "
-        "The last column is each example's worst case over every rung run (given once BPDA+EOT and adaptive were)."
+        "The last column is each example's worst case over every rung run (given once BPDA+EOT and adaptive were). "
+        "AutoAttack's oblivious examples fool the classifier alone, as PGD's do; where they keep more RA after "
+        "purification they transfer less, and the lower figure is the bound. Rows: most robust first (worst over "
+        "rungs, then adaptive RA, then oblivious RA)."
     )
 
 
@@ -243,7 +248,7 @@ def finding(lines: Sequence[Line]) -> str:
             broken = sum(_ra(x, PGD_ADAPTIVE) <= BROKEN for x in adaptive)
             sentences.append(
                 f"{lead} {rung} {broken} of the {len(adaptive)} run there fall to {BROKEN:.0f}% RA or below and the "
-                f"most robust, {best.label}, keeps {_ra(best, PGD_ADAPTIVE):.1f}% (SA {best.main['sa']}%)"
+                f"most robust, {best.label}, keeps {_kept(best)}"
             )
     text = "; ".join(sentences) + "." if sentences else ""
     known = [x for x in purifiers if PGD_KNOWN_DRAWS in x.cells]
@@ -251,18 +256,36 @@ def finding(lines: Sequence[Line]) -> str:
         broken = [x for x in known if _ra(x, PGD_KNOWN_DRAWS) <= BROKEN]
         text += (
             f" Given the evaluation's own random draws (known draws), {len(broken)} of the {len(known)} randomized "
-            f"purifiers run there fall to {BROKEN:.0f}% RA or below: whatever they keep under EOT is owed to "
-            "their randomness."
+            f"purifiers run there fall to {BROKEN:.0f}% RA or below: whatever they keep against an attacker without "
+            "the draws is owed to their randomness."
         )
-    weak = [f"{c.removeprefix(attack_name('pgd') + ' ')} on {x.label}" for x in purifiers for c in _above_oblivious(x)]
+    weak = [
+        f"{c.removeprefix(attack_name('pgd') + ' ')} on {x.label} ({_ra(x, c):.1f} against {_ra(x, PGD_OBLIVIOUS):.1f})"
+        for x in purifiers
+        for c in above_oblivious(x)
+    ]
     if weak:
         text += (
-            f" {ABOVE_OBLIVIOUS} Above the oblivious figure, a weaker attack rather than robustness: {', '.join(weak)}."
+            f" {ABOVE_OBLIVIOUS} Above its oblivious figure, so a weaker attack there rather than robustness: "
+            f"{', '.join(weak)}."
         )
     pending = [x.label for x in purifiers if x not in adaptive]
     if pending:
         text += f" Not yet run under the headline protocol's adaptive rung: {', '.join(pending)}."
     return text.strip()
+
+
+def _kept(line: Line) -> str:
+    """What the adaptive cell of ``line`` leaves, with what qualifies it: ``20.0% [9.7, 36.7] (n=32, surrogate
+    gradient; worst over rungs 0.0%; SA 60.94%)``."""
+    row = line.cells[PGD_ADAPTIVE]
+    notes = [f"n={row['n_examples']}"] if row["n_examples"] != line.main["n_examples"] else []
+    notes += ["surrogate gradient"] if row.get("threat_surrogate") else []
+    qualifiers = [", ".join(notes)] if notes else []
+    if line.worst is not None:
+        qualifiers.append(f"worst over rungs {line.worst:.1f}%")
+    qualifiers.append(f"SA {float(line.main['sa']):.2f}%")
+    return f"{float(row['ra']):.1f}% {interval(row, 'ra')} ({'; '.join(qualifiers)})".replace("%  (", "% (")
 
 
 def matrix_body(rows: Sequence[dict[str, str]], runs_dir: Path | None, protocol: str = HEADLINE) -> str:

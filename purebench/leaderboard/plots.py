@@ -18,6 +18,7 @@ named (ladder) or shares one grey entry (SA-RA), it is in the tables either way.
 from __future__ import annotations
 
 import functools
+import math
 import textwrap
 from collections import defaultdict
 from collections.abc import Sequence
@@ -33,7 +34,7 @@ from purebench.config_paths import CONF_DIR
 from purebench.eval.atomic_files import atomic_path, inside, link_target, safe_name
 from purebench.eval.results import has_ra
 from purebench.eval.threats import LADDER, SURROGATE_SUFFIX
-from purebench.leaderboard.matrix import RUNGS, Line, protocol_lines
+from purebench.leaderboard.matrix import ABOVE_OBLIVIOUS, HEADLINE, RUNGS, Line, above_oblivious, protocol_lines
 from purebench.leaderboard.params import attack_name, rung_name, setting_label
 from purebench.leaderboard.table import budget
 
@@ -187,6 +188,10 @@ def headline_ladder_figure(rows: Sequence[dict[str, str]], lines: Sequence[Line]
             others.setdefault(attack, attack_name(attack, next(iter(cells.values()))["attack_params"]))
             _points(panel, rungs, cells, shift + _step(len(drawn)) / 2, marker=MARKERS["other attack"],
                     color=colour["color"], markerfacecolor="white", markersize=3.5)  # fmt: skip
+        for header in above_oblivious(line):  # flagged as in the matrix: a weak attack, not a strong defense
+            rung = next(r for h, _, r in RUNGS if h == header)
+            panel.annotate(ABOVE_OBLIVIOUS, (rungs.index(rung) + shift, float(line.cells[header]["ra"])),
+                           xytext=(4, 2), textcoords="offset points", fontsize=8, color=colour["color"])  # fmt: skip
     for k, rung in enumerate(rungs):
         if rung not in filled:
             text = DETERMINISTIC if not any(line.randomized for line in drawn) else NOT_RUN
@@ -199,7 +204,10 @@ def headline_ladder_figure(rows: Sequence[dict[str, str]], lines: Sequence[Line]
     _keys(panel, surrogate, attack_name(LINE_ATTACK), list(others.values()), job)
     _ladder_axes(panel, rungs, f"{main['classifier']}, {budget(main)}")
     rest = [line.label for line in lines[MAX_LINES:]]
-    _ladder_legend(legend_area, panel, f"Not drawn (in the matrix): {', '.join(rest)}" if rest else "")
+    notes = [f"In the matrix, not drawn here: {', '.join(rest)}."] if rest else []
+    if any(above_oblivious(line) for line in drawn):
+        notes.append(f"{ABOVE_OBLIVIOUS} above its oblivious figure: a weaker attack there, not robustness.")
+    _ladder_legend(legend_area, panel, " ".join(notes))
     fig.suptitle(f"{main['dataset']}: RA up the threat ladder, headline protocol", fontsize=8)
     return fig
 
@@ -227,10 +235,15 @@ def _shift(n: int, count: int) -> float:
 
 
 def _points(ax: plt.Axes, rungs: list[str], cells: dict[str, dict[str, str]], shift: float, **style: object) -> None:
-    """RA with its 95% interval at each cell's rung (no line between them unless ``style`` draws one)."""
-    run = [t for t in rungs if t in cells]
-    errors = list(zip(*(_interval(cells[t], "ra") for t in run), strict=True))
-    ax.errorbar([rungs.index(t) + shift for t in run], [float(cells[t]["ra"]) for t in run], yerr=errors or None,
+    """RA with its 95% interval at each cell's rung. Where ``style`` draws a line it joins neighbouring rungs
+    only: a rung not run between two that were breaks it (a gap, NaN), so no line suggests a figure there."""
+    run = [rungs.index(t) for t in rungs if t in cells]
+    span = range(run[0], run[-1] + 1) if run else range(0)
+    figures = {k: (float(cells[rungs[k]]["ra"]), *_interval(cells[rungs[k]], "ra")) for k in run}
+    ra, below, above = (
+        [figures[k][i] if k in figures else math.nan for k in span] for i in range(3)
+    )  # fmt: skip
+    ax.errorbar([k + shift for k in span], ra, yerr=[below, above] if run else None,
                 capsize=2, **{"linewidth": 1, "linestyle": "", "markersize": 3, **style})  # fmt: skip
 
 
@@ -254,7 +267,8 @@ def _ladder_line(
     _points(ax, rungs, cells, shift, marker=MARKERS["line"], **style)
     surrogate = {t: row for t, row in cells.items() if row["threat_model"].endswith(SURROGATE_SUFFIX)}
     if surrogate:
-        _points(ax, rungs, surrogate, shift, marker=MARKERS["surrogate"], color=colour, markersize=5, zorder=3)
+        _points(ax, rungs, surrogate, shift, marker=MARKERS["surrogate"], color=colour, markersize=7,
+                markeredgecolor="white", markeredgewidth=0.5, zorder=3)  # fmt: skip
     return bool(surrogate)
 
 
@@ -270,13 +284,20 @@ def _keys(
     ax.plot([], [], linestyle="", marker=MARKERS["SA"], color="black", markersize=3, label="SA (left column)")
     if line_attack:
         ax.plot(
-            [], [], marker=MARKERS["line"], color="black", markersize=3, linewidth=1, label=f"{line_attack} (joined)"
+            [],
+            [],
+            marker=MARKERS["line"],
+            color="black",
+            markersize=3,
+            linewidth=1,
+            label=f"{line_attack} (line: rungs run)",
         )
     for attack in others:
         ax.plot([], [], linestyle="", marker=MARKERS["other attack"], color="black", markerfacecolor="white",
                 markersize=3, label=attack)  # fmt: skip
     if surrogate:
-        ax.plot([], [], linestyle="", marker=MARKERS["surrogate"], color="black", label="surrogate gradient")
+        ax.plot([], [], linestyle="", marker=MARKERS["surrogate"], color="black", markersize=7, markeredgecolor="white",
+                markeredgewidth=0.5, label="surrogate gradient")  # fmt: skip
     if job is not None:
         ax.plot([], [], linestyle="", marker=MARKERS["default job"], color="black", markersize=7,
                 label=default_job_label(job))  # fmt: skip
@@ -300,7 +321,7 @@ def _ladder_axes(ax: plt.Axes, rungs: list[str], title: str) -> None:
     upright = len(rungs) <= 5
     ax.set_xticks(range(-1, len(rungs)), ["SA", *(rung_name(t) for t in rungs)], rotation=0 if upright else 30,
                   ha="center" if upright else "right", rotation_mode="anchor")  # fmt: skip
-    ax.set(xlim=(-1.5, len(rungs) - 0.5), ylim=(-3, 102), ylabel="RA % (95% CI)", title=title)
+    ax.set(xlim=(-1.5, len(rungs) - 0.5), ylim=(-3, 102), ylabel="accuracy % (95% CI): SA, then RA", title=title)
     ax.grid(alpha=0.3, axis="y")
 
 
@@ -327,6 +348,7 @@ def sa_ra_figure(rows: Sequence[dict[str, str]], runs_dir: Path | None) -> plt.F
     colours. At most :data:`MAX_LEGEND` legend entries: settings beyond them share one grey entry."""
     rows = list(filter(has_ra, rows))
     lines = protocol_lines(rows, runs_dir)
+    most = max((int(line.main["n_examples"]) for line in lines), default=0)
     if lines:
         rows = [row for line in lines for row in line.cells.values()]
         order = [line.label for line in lines]
@@ -346,10 +368,12 @@ def sa_ra_figure(rows: Sequence[dict[str, str]], runs_dir: Path | None) -> plt.F
     entries |= {rung_name(rung): _entry(RUNG_MARKERS.get(rung, "X"), "black") for rung in rungs}
     if surrogate:
         entries["hollow: surrogate gradient"] = _entry("o", "black", markerfacecolor="white")
-    panels = sorted({(r["classifier"], r["attack"], budget(r)) for r in rows})
+    # PGD's panel first: the ladder's attack; AutoAttack beside it.
+    panels = sorted({(r["classifier"], r["attack"], budget(r)) for r in rows}, key=lambda p: (p[1] != LINE_ATTACK, p))
     columns = min(3, len(panels))
     n_rows = -(-len(panels) // columns)
-    legend_height = 0.13 * -(-len(entries) // 2) + 0.1  # inches
+    legend_columns = 2 * columns
+    legend_height = 0.16 * -(-len(entries) // legend_columns) + 0.1  # inches
     height = PANEL[1] * n_rows + legend_height
     fig, axes = plt.subplots(n_rows, columns, figsize=(PANEL[0] * columns, height), squeeze=False)
     for ax, (classifier, attack, width) in zip(axes.flat, panels, strict=False):
@@ -362,11 +386,14 @@ def sa_ra_figure(rows: Sequence[dict[str, str]], runs_dir: Path | None) -> plt.F
                         yerr=[[e] for e in _interval(row, "ra")], marker=RUNG_MARKERS.get(rung, "X"), color=colour,
                         markerfacecolor="white" if row["threat_model"].endswith(SURROGATE_SUFFIX) else colour, markersize=3,
                         linewidth=0.6, capsize=1.5, alpha=0.8)  # fmt: skip
-        ax.set(xlim=LIMITS, ylim=LIMITS, xlabel="SA %", ylabel="RA %", title=", ".join(key))
+        title = ", ".join(key) + (f"\n{HEADLINE} protocol, n up to {most}" if lines else "")
+        ax.set(xlim=LIMITS, ylim=LIMITS, xlabel="SA %", ylabel="RA %", title=title)
         ax.grid(alpha=0.3)
     for ax in list(axes.flat)[len(panels) :]:
         ax.axis("off")
-    fig.legend(list(entries.values()), list(entries), loc="lower center", ncol=2, frameon=False, fontsize=5)
+    fig.legend(
+        list(entries.values()), list(entries), loc="lower center", ncol=legend_columns, frameon=False, fontsize=6
+    )
     fig.tight_layout(rect=(0, legend_height / height, 1, 1))
     return fig
 
