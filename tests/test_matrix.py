@@ -199,11 +199,18 @@ def test_a_surrogate_cell_on_more_images_stands_with_the_full_gradient_cell_as_i
     full = {**later("2100-01-02"), "threat_model": "adaptive", "n_examples": "16", "ra": "6.25"}
     noise = lambda extra: next(x for x in protocol_lines([*rows, *extra], None) if x.label == "gaussian_noise")  # noqa: E731
     line = noise([surrogate, full])
-    assert line.cells["PGD adaptive"] is not full and line.checks["PGD adaptive"]["ra"] == "6.25"
+    assert line.cells["PGD adaptive"] is not full and line.checks["PGD adaptive"] == (full, None)
     headers, table = matrix_table([line])
     cells = dict(zip(headers, table[0], strict=True))
     assert cells["PGD adaptive"].startswith("20.00 [") and "surrogate steps=10" in cells["PGD adaptive"]
     assert cells["PGD adaptive"].endswith("full gradient on the first 16: 6.25)")
+    # With the surrogate cell on the same 16 images, the check compares like with like.
+    paired = {**surrogate, "n_examples": "16", "ra": "12.5"}
+    line = noise([surrogate, paired, full])
+    assert line.cells["PGD adaptive"] is surrogate  # the 64 images still stand
+    headers, table = matrix_table([line])
+    cell = dict(zip(headers, table[0], strict=True))["PGD adaptive"]
+    assert cell.endswith("full gradient on the first 16: 6.25, surrogate there 12.50)")
     line = noise([surrogate, {**full, "n_examples": "64"}])
     assert line.cells["PGD adaptive"]["ra"] == "6.25" and not line.checks
 

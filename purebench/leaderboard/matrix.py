@@ -57,7 +57,8 @@ class Line:
 
     label: str
     cells: dict[str, dict[str, str]] = field(default_factory=dict)  # column header -> row
-    checks: dict[str, dict[str, str]] = field(default_factory=dict)  # column -> full-gradient row beside a surrogate
+    # column -> the full-gradient row beside the surrogate row standing there, and the surrogate row on its images
+    checks: dict[str, tuple[dict[str, str], dict[str, str] | None]] = field(default_factory=dict)
     randomized: bool = False
     worst: float | None = None  # per-example worst over the rungs run, in %
     worst_n: int = 0
@@ -80,12 +81,14 @@ def _is_surrogate(row: dict[str, str]) -> bool:
 def protocol_lines(rows: Sequence[dict[str, str]], runs_dir: Path | None, protocol: str = HEADLINE) -> list[Line]:
     """The protocol's lines, the latest row per cell on the most images (a full-gradient row before a surrogate
     one on as many), ordered by worst case over rungs, then adaptive RA, then oblivious RA (descending). Where a
-    surrogate row stands, the full-gradient row of its column on the most images is kept as its check: fewer
-    images with exact gradients do not replace more images with a surrogate's, they are shown beside them."""
+    surrogate row stands, the full-gradient row of its column on the most images is kept as its check, with the
+    surrogate row on as many images where there is one: fewer images with exact gradients do not replace more
+    images with a surrogate's, they are shown beside them, compared on the same images."""
     lines: dict[str, Line] = {}
     ordered = sorted(complete(rows), key=lambda r: r["finished_at"])
     rank = lambda r: (int(r["n_examples"]), not _is_surrogate(r))  # noqa: E731
     full_gradient: dict[tuple[str, str], dict[str, str]] = {}
+    surrogate: dict[tuple[str, str, str], dict[str, str]] = {}  # (label, column, n) -> the latest surrogate row
     for row in (r for r in ordered if r.get("protocol") == protocol and has_ra(r)):
         column = _column(row)
         if column is None:
@@ -96,11 +99,13 @@ def protocol_lines(rows: Sequence[dict[str, str]], runs_dir: Path | None, protoc
         if held is None or rank(row) >= rank(held):
             line.cells[column] = row
         held = full_gradient.get((line.label, column))
-        if not _is_surrogate(row) and (held is None or rank(row) >= rank(held)):
+        if _is_surrogate(row):
+            surrogate[line.label, column, row["n_examples"]] = row
+        elif held is None or rank(row) >= rank(held):
             full_gradient[line.label, column] = row
     for (label, column), row in full_gradient.items():
         if _is_surrogate(lines[label].cells[column]):
-            lines[label].checks[column] = row
+            lines[label].checks[column] = (row, surrogate.get((label, column, row["n_examples"])))
     for line in lines.values():
         line.worst, line.worst_n = _worst_over_rungs(line, runs_dir)
     return sorted(lines.values(), key=_order)
@@ -151,9 +156,10 @@ def _cell(line: Line, column: str, n: int, protocol_eot: int) -> str:
         notes.append(f"EOT-{row['threat_eot_iter']}")  # fewer draws per gradient than the protocol's
     if row.get("threat_surrogate"):
         notes.append(f"surrogate {row['threat_surrogate']}")
-    check = line.checks.get(column)
-    if check is not None:
-        notes.append(f"full gradient on the first {check['n_examples']}: {float(check['ra']):.2f}")
+    if column in line.checks:
+        full, paired = line.checks[column]
+        there = f", surrogate there {float(paired['ra']):.2f}" if paired else ""
+        notes.append(f"full gradient on the first {full['n_examples']}: {float(full['ra']):.2f}{there}")
     flag = [ABOVE_OBLIVIOUS] if column in above_oblivious(line) else []
     figure = f"{float(row['ra']):.2f}"  # two decimals throughout, so the column reads aligned
     return " ".join([figure, interval(row, "ra"), *flag, *([f"({'; '.join(notes)})"] if notes else [])]).strip()
