@@ -90,7 +90,7 @@ def test_the_finding_follows_the_figures(board):
     blur.cells["PGD BPDA+EOT"] = {**blur.cells["PGD BPDA+EOT"], "ra": "99.0"}  # a rung above the oblivious one
     oblivious = float(blur.cells["PGD oblivious"]["ra"])
     assert (
-        f"a weaker attack there rather than robustness: BPDA+EOT on gaussian_blur (99.0 against {oblivious:.1f})"
+        f"a weaker attack there rather than robustness: BPDA+EOT on gaussian_blur: 99.0 against {oblivious:.1f}"
         in finding(lines)
     )
     noise = next(x for x in lines if x.label == "gaussian_noise")

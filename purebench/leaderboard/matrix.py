@@ -266,14 +266,14 @@ def finding(lines: Sequence[Line]) -> str:
             "the draws is owed to their randomness."
         )
     weak = [
-        f"{c.removeprefix(attack_name('pgd') + ' ')} on {x.label} ({_ra(x, c):.1f} against {_ra(x, PGD_OBLIVIOUS):.1f})"
+        f"{c.removeprefix(attack_name('pgd') + ' ')} on {x.label}: {_ra(x, c):.1f} against {_ra(x, PGD_OBLIVIOUS):.1f}"
         for x in purifiers
         for c in above_oblivious(x)
     ]
     if weak:
         text += (
             f" {ABOVE_OBLIVIOUS} Above its oblivious figure, so a weaker attack there rather than robustness: "
-            f"{', '.join(weak)}."
+            f"{'; '.join(weak)}."
         )
     pending = [x.label for x in purifiers if x not in adaptive]
     if pending:
