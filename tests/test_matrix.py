@@ -97,6 +97,16 @@ def test_the_finding_follows_the_figures(board):
     noise.cells["PGD known draws"] = {**noise.cells["PGD oblivious"], "threat_model": "known_draws", "ra": "0.0"}
     assert "(known draws), 1 of the 1 randomized purifiers run there fall to 5% RA or below" in finding(lines)
     assert matrix_table(lines)[1][0][4].endswith(ABOVE_OBLIVIOUS)
+    # An AutoAttack cell above AutoAttack's oblivious figure is quoted against that figure, not PGD's.
+    base = blur.cells["PGD oblivious"]
+    blur.cells["AutoAttack (rand) oblivious"] = {**base, "attack": "autoattack", "ra": "10.0"}
+    blur.cells["AutoAttack (rand) adaptive"] = {
+        **base,
+        "attack": "autoattack",
+        "threat_model": "adaptive",
+        "ra": "20.0",
+    }
+    assert "AutoAttack (rand) adaptive on gaussian_blur: 20.0 against 10.0" in finding(lines)
 
 
 def test_leaderboard_md_leads_with_the_matrix(board, capsys):
@@ -204,6 +214,7 @@ def test_a_surrogate_cell_on_more_images_stands_with_the_full_gradient_cell_as_i
     cells = dict(zip(headers, table[0], strict=True))
     assert cells["PGD adaptive"].startswith("20.00 [") and "surrogate steps=10" in cells["PGD adaptive"]
     assert cells["PGD adaptive"].endswith("full gradient on the first 16: 6.25)")
+    assert "keeps 20.0% [" in finding([line]) and "full gradient on the first 16: 6.2%" in finding([line])
     # With the surrogate cell on the same 16 images, the check compares like with like.
     paired = {**surrogate, "n_examples": "16", "ra": "12.5"}
     line = noise([surrogate, paired, full])
@@ -217,7 +228,7 @@ def test_a_surrogate_cell_on_more_images_stands_with_the_full_gradient_cell_as_i
 
 def test_the_caption_names_the_protocols_images_whichever_line_comes_first(board):
     """The first line (the most robust) may be a dear defense run on fewer images; the caption still names
-    the protocol's number of images, the one the most lines have."""
+    the protocol's number of images: the most any line has (each line's n is in the n column)."""
     results, _ = board
     lines = protocol_lines(read_rows(results / "leaderboard.csv"), results / "runs")
     fewer = {header: {**row, "n_examples": "4"} for header, row in lines[0].cells.items()}

@@ -88,7 +88,8 @@ def protocol_lines(rows: Sequence[dict[str, str]], runs_dir: Path | None, protoc
     ordered = sorted(complete(rows), key=lambda r: r["finished_at"])
     rank = lambda r: (int(r["n_examples"]), not _is_surrogate(r))  # noqa: E731
     full_gradient: dict[tuple[str, str], dict[str, str]] = {}
-    surrogate: dict[tuple[str, str, str], dict[str, str]] = {}  # (label, column, n) -> the latest surrogate row
+    # (label, column, n, surrogate settings) -> the latest surrogate row
+    surrogate: dict[tuple[str, str, str, str], dict[str, str]] = {}
     for row in (r for r in ordered if r.get("protocol") == protocol and has_ra(r)):
         column = _column(row)
         if column is None:
@@ -100,12 +101,15 @@ def protocol_lines(rows: Sequence[dict[str, str]], runs_dir: Path | None, protoc
             line.cells[column] = row
         held = full_gradient.get((line.label, column))
         if _is_surrogate(row):
-            surrogate[line.label, column, row["n_examples"]] = row
+            surrogate[line.label, column, row["n_examples"], row.get("threat_surrogate", "")] = row
         elif held is None or rank(row) >= rank(held):
             full_gradient[line.label, column] = row
     for (label, column), row in full_gradient.items():
         if _is_surrogate(lines[label].cells[column]):
-            lines[label].checks[column] = (row, surrogate.get((label, column, row["n_examples"])))
+            standing = (
+                lines[label].cells[column].get("threat_surrogate", "")
+            )  # the same surrogate on the check's images
+            lines[label].checks[column] = (row, surrogate.get((label, column, row["n_examples"], standing)))
     for line in lines.values():
         line.worst, line.worst_n = _worst_over_rungs(line, runs_dir)
     return sorted(lines.values(), key=_order)
@@ -165,16 +169,17 @@ def _cell(line: Line, column: str, n: int, protocol_eot: int) -> str:
     return " ".join([figure, interval(row, "ra"), *flag, *([f"({'; '.join(notes)})"] if notes else [])]).strip()
 
 
-def above_oblivious(line: Line) -> list[str]:
-    """The informed-rung columns of ``line`` whose RA exceeds the same attack's oblivious RA: there the attack
-    is weaker than attacking the classifier alone (BPDA's identity backward pass through a strong filter), so
-    the figure says nothing about the defense; the matrix marks it and the finding names it."""
-    above = []
+def above_oblivious(line: Line) -> dict[str, str]:
+    """The informed-rung columns of ``line`` whose RA exceeds the same attack's oblivious RA, each with that
+    oblivious column: there the attack is weaker than attacking the classifier alone (BPDA's identity backward
+    pass through a strong filter), so the figure says nothing about the defense; the matrix marks it and the
+    finding names it."""
+    above = {}
     for header, attack, rung in RUNGS:
         base = next((h for h, a, r in RUNGS if a == attack and r == "oblivious"), None)
         held = rung != "oblivious" and header in line.cells and base in line.cells
         if held and float(line.cells[header]["ra"]) > float(line.cells[base]["ra"]):
-            above.append(header)
+            above[header] = base
     return above
 
 
@@ -266,9 +271,9 @@ def finding(lines: Sequence[Line]) -> str:
             "the draws is owed to their randomness."
         )
     weak = [
-        f"{c.removeprefix(attack_name('pgd') + ' ')} on {x.label}: {_ra(x, c):.1f} against {_ra(x, PGD_OBLIVIOUS):.1f}"
+        f"{c.removeprefix(attack_name('pgd') + ' ')} on {x.label}: {_ra(x, c):.1f} against {_ra(x, base):.1f}"
         for x in purifiers
-        for c in above_oblivious(x)
+        for c, base in above_oblivious(x).items()
     ]
     if weak:
         text += (
@@ -283,10 +288,14 @@ def finding(lines: Sequence[Line]) -> str:
 
 def _kept(line: Line) -> str:
     """What the adaptive cell of ``line`` leaves, with what qualifies it: ``20.0% [9.7, 36.7] (n=32, surrogate
-    gradient; worst over rungs 0.0%; SA 60.94%)``."""
+    gradient; full gradient on the first 16: 6.2%; worst over rungs 0.0%; SA 60.94%)``: a surrogate figure
+    never stands without the exact-gradient check beside it."""
     row = line.cells[PGD_ADAPTIVE]
-    notes = [f"n={row['n_examples']}"] if row["n_examples"] != line.main["n_examples"] else []
+    notes = [f"n={row['n_examples']}"] if int(row["n_examples"]) != int(line.main["n_examples"]) else []
     notes += ["surrogate gradient"] if row.get("threat_surrogate") else []
+    if PGD_ADAPTIVE in line.checks:
+        full = line.checks[PGD_ADAPTIVE][0]
+        notes.append(f"full gradient on the first {full['n_examples']}: {float(full['ra']):.1f}%")
     qualifiers = [", ".join(notes)] if notes else []
     if line.worst is not None:
         qualifiers.append(f"worst over rungs {line.worst:.1f}%")

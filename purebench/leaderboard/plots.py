@@ -164,7 +164,7 @@ def ladder_figure(dataset: str, panels: dict[tuple[str, str, str], Series]) -> p
 @plt.rc_context(STYLE)
 def headline_ladder_figure(rows: Sequence[dict[str, str]], lines: Sequence[Line]) -> plt.Figure:
     """The matrix as a ladder: its first :data:`MAX_LINES` lines (the most robust; the rest named beside the
-    panel), the PGD cells joined, AutoAttack rand cells and surrogate-gradient cells as their own markers,
+    panel), the PGD cells joined between neighbouring rungs run (a gap at a rung not run), AutoAttack rand cells and surrogate-gradient cells as their own markers,
     and the default job's cell (:func:`default_job_row`) as a star right of the markers of its rung. A rung
     none of the drawn lines has a cell under says why: :data:`DETERMINISTIC` where every drawn defense is
     deterministic (known draws are the draws of a randomized defense), else :data:`NOT_RUN`."""
@@ -189,8 +189,9 @@ def headline_ladder_figure(rows: Sequence[dict[str, str]], lines: Sequence[Line]
             _points(panel, rungs, cells, shift + _step(len(drawn)) / 2, marker=MARKERS["other attack"],
                     color=colour["color"], markerfacecolor="white", markersize=3.5)  # fmt: skip
         for header in above_oblivious(line):  # flagged as in the matrix: a weak attack, not a strong defense
-            rung = next(r for h, _, r in RUNGS if h == header)
-            panel.annotate(ABOVE_OBLIVIOUS, (rungs.index(rung) + shift, float(line.cells[header]["ra"])),
+            attack, rung = next((a, r) for h, a, r in RUNGS if h == header)
+            x = rungs.index(rung) + shift + (0 if attack == LINE_ATTACK else _step(len(drawn)) / 2)  # its marker's x
+            panel.annotate(ABOVE_OBLIVIOUS, (x, float(line.cells[header]["ra"])),
                            xytext=(4, 2), textcoords="offset points", fontsize=8, color=colour["color"])  # fmt: skip
     for k, rung in enumerate(rungs):
         if rung not in filled:
