@@ -47,8 +47,9 @@ done
 for defense in defense=atop_floor defense=zeropur "$ATOP_PRE" "$ATOP_FT" "$IMPURE"; do cell headline $defense threat=oblivious; done
 # 4. known_draws for the randomized purifiers (the evaluation's own draws, one gradient each; minutes).
 for defense in defense=atop_floor "$ATOP_PRE" "$ATOP_FT" "$IMPURE"; do cell headline $defense threat=known_draws; done
+cell headline defense=zeropur threat=known_draws n_examples=64  # its GS random start: randomized; ~25 min
 # 5. The adaptive rung (the one to quote) for the trained purifiers and atop_floor first: EOT-20 PGD-20
-# through the purifier, 256 images, ~30-70 min each here; then BPDA+EOT for the same.
+# through the purifier, 256 images, 12-20 min each here (session 11); then BPDA+EOT for the same (8-12 min).
 for defense in "$ATOP_FT" "$IMPURE" "$ATOP_PRE" defense=atop_floor; do cell headline $defense threat=adaptive; done
 for defense in "$ATOP_FT" "$IMPURE" "$ATOP_PRE" defense=atop_floor; do cell headline $defense threat=bpda_eot; done
 # 6. DiffPure (the 100-step reverse SDE per purification, ~1 s per image and thread), its shipped model fixed
@@ -63,9 +64,8 @@ cell headline defense=diffpure threat=known_draws n_examples=64
 cell headline defense=diffpure threat=adaptive 'threat.surrogate={steps:10}' n_examples=32
 cell headline defense=diffpure threat=bpda_eot 'threat.surrogate={steps:10}' n_examples=64
 cell headline defense=diffpure threat=adaptive 'threat.surrogate={steps:10}' n_examples=64
-# 7. ZeroPur (randomized by its Guided Shift's random start): known draws, BPDA+EOT, adaptive on 64 images.
+# 7. ZeroPur (randomized by its Guided Shift's random start): BPDA+EOT, adaptive on 64 images.
 # Unrolled with EOT-20 its adaptive cell would take ~10 h here: EOT-5 (the cell says so).
-cell headline defense=zeropur threat=known_draws n_examples=64
 cell headline defense=zeropur threat=bpda_eot n_examples=64  # 64 x 20 x 20 purifications: ~3 h here
 cell headline defense=zeropur threat=adaptive threat.eot_iter=5 n_examples=64
 # 8. The surrogate's check: the same surrogate cell and the full-gradient cell on DiffPure's first 16 images,
