@@ -74,8 +74,14 @@ def _column(row: dict[str, str]) -> str | None:
     return next((header for header, attack, name in RUNGS if attack == row["attack"] and name == rung), None)
 
 
-def _is_surrogate(row: dict[str, str]) -> bool:
+def is_surrogate(row: dict[str, str]) -> bool:
+    """Whether ``row`` attacked through a surrogate of the defense (threat.surrogate) rather than the defense."""
     return row["threat_model"].endswith(SURROGATE_SUFFIX)
+
+
+def protocol_images(lines: Sequence[Line]) -> int:
+    """The protocol's number of images: the most any line has (a dear defense may run on fewer)."""
+    return max((int(line.main["n_examples"]) for line in lines), default=0)
 
 
 def protocol_lines(rows: Sequence[dict[str, str]], runs_dir: Path | None, protocol: str = HEADLINE) -> list[Line]:
@@ -86,7 +92,7 @@ def protocol_lines(rows: Sequence[dict[str, str]], runs_dir: Path | None, protoc
     images with a surrogate's, they are shown beside them, compared on the same images."""
     lines: dict[str, Line] = {}
     ordered = sorted(complete(rows), key=lambda r: r["finished_at"])
-    rank = lambda r: (int(r["n_examples"]), not _is_surrogate(r))  # noqa: E731
+    rank = lambda r: (int(r["n_examples"]), not is_surrogate(r))  # noqa: E731
     full_gradient: dict[tuple[str, str], dict[str, str]] = {}
     # (label, column, n, surrogate settings) -> the latest surrogate row
     surrogate: dict[tuple[str, str, str, str], dict[str, str]] = {}
@@ -99,17 +105,15 @@ def protocol_lines(rows: Sequence[dict[str, str]], runs_dir: Path | None, protoc
         held = line.cells.get(column)
         if held is None or rank(row) >= rank(held):
             line.cells[column] = row
-        held = full_gradient.get((line.label, column))
-        if _is_surrogate(row):
+        if is_surrogate(row):
             surrogate[line.label, column, row["n_examples"], row.get("threat_surrogate", "")] = row
-        elif held is None or rank(row) >= rank(held):
+        elif (line.label, column) not in full_gradient or rank(row) >= rank(full_gradient[line.label, column]):
             full_gradient[line.label, column] = row
     for (label, column), row in full_gradient.items():
-        if _is_surrogate(lines[label].cells[column]):
-            standing = (
-                lines[label].cells[column].get("threat_surrogate", "")
-            )  # the same surrogate on the check's images
-            lines[label].checks[column] = (row, surrogate.get((label, column, row["n_examples"], standing)))
+        standing = lines[label].cells[column]
+        if is_surrogate(standing):  # paired with the same surrogate on the check's images
+            key = (label, column, row["n_examples"], standing.get("threat_surrogate", ""))
+            lines[label].checks[column] = (row, surrogate.get(key))
     for line in lines.values():
         line.worst, line.worst_n = _worst_over_rungs(line, runs_dir)
     return sorted(lines.values(), key=_order)
@@ -207,7 +211,7 @@ def protocol_caption(lines: Sequence[Line]) -> str:
     """What the protocol and the columns are, read from the rows (classifier, images, budget, seed, attacks, EOT)."""
     if not lines:
         return ""
-    row = max((line.main for line in lines), key=lambda r: int(r["n_examples"]))  # the protocol's images
+    row = lines[0].main
     rows = [r for line in lines for r in line.cells.values()]
     steps = sorted({r["attack_steps"] for r in rows if r["attack"] == "pgd"})
     informed = [r for line in lines if line.randomized for r in line.cells.values() if _informed(r)]
@@ -218,7 +222,7 @@ def protocol_caption(lines: Sequence[Line]) -> str:
         else ""
     )
     return (
-        f"{row['classifier']} on the first {row['n_examples']} {row['dataset']} test images (fewer where the n "
+        f"{row['classifier']} on the first {protocol_images(lines)} {row['dataset']} test images (fewer where the n "
         f"column or a cell says n=), {budget(row)}, seed {row['seed']}; {'/'.join(f'PGD-{s}' for s in steps) or 'PGD'} and AutoAttack "
         f"rand (APGD-CE + APGD-DLR, EOT 20){random_part}. Rungs: oblivious = attack the classifier alone, then "
         "purify (the papers' protocol); BPDA+EOT = forward through the purifier, identity backward; adaptive = "
@@ -300,7 +304,8 @@ def _kept(line: Line) -> str:
     if line.worst is not None:
         qualifiers.append(f"worst over rungs {line.worst:.1f}%")
     qualifiers.append(f"SA {float(line.main['sa']):.2f}%")
-    return f"{float(row['ra']):.1f}% {interval(row, 'ra')} ({'; '.join(qualifiers)})".replace("%  (", "% (")
+    figure = " ".join(p for p in (f"{float(row['ra']):.1f}%", interval(row, "ra")) if p)
+    return f"{figure} ({'; '.join(qualifiers)})"
 
 
 def matrix_body(rows: Sequence[dict[str, str]], runs_dir: Path | None, protocol: str = HEADLINE) -> str:

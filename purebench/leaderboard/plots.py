@@ -34,7 +34,16 @@ from purebench.config_paths import CONF_DIR
 from purebench.eval.atomic_files import atomic_path, inside, link_target, safe_name
 from purebench.eval.results import has_ra
 from purebench.eval.threats import LADDER, SURROGATE_SUFFIX
-from purebench.leaderboard.matrix import ABOVE_OBLIVIOUS, HEADLINE, RUNGS, Line, above_oblivious, protocol_lines
+from purebench.leaderboard.matrix import (
+    ABOVE_OBLIVIOUS,
+    HEADLINE,
+    RUNGS,
+    Line,
+    above_oblivious,
+    is_surrogate,
+    protocol_images,
+    protocol_lines,
+)
 from purebench.leaderboard.params import attack_name, rung_name, setting_label
 from purebench.leaderboard.table import budget
 
@@ -164,8 +173,8 @@ def ladder_figure(dataset: str, panels: dict[tuple[str, str, str], Series]) -> p
 @plt.rc_context(STYLE)
 def headline_ladder_figure(rows: Sequence[dict[str, str]], lines: Sequence[Line]) -> plt.Figure:
     """The matrix as a ladder: its first :data:`MAX_LINES` lines (the most robust; the rest named beside the
-    panel), the PGD cells joined between neighbouring rungs run (a gap at a rung not run), AutoAttack rand cells and surrogate-gradient cells as their own markers,
-    and the default job's cell (:func:`default_job_row`) as a star right of the markers of its rung. A rung
+    panel), the PGD cells joined between neighbouring rungs run (a gap at a rung not run), AutoAttack rand
+    cells and surrogate-gradient cells as their own markers, and the default job's cell (:func:`default_job_row`) as a star right of the markers of its rung. A rung
     none of the drawn lines has a cell under says why: :data:`DETERMINISTIC` where every drawn defense is
     deterministic (known draws are the draws of a randomized defense), else :data:`NOT_RUN`."""
     rungs = list(dict.fromkeys(rung for _, _, rung in RUNGS))
@@ -266,7 +275,7 @@ def _ladder_line(
     if not cells:  # a setting of the matrix without PGD cells yet: its other markers only
         return False
     _points(ax, rungs, cells, shift, marker=MARKERS["line"], **style)
-    surrogate = {t: row for t, row in cells.items() if row["threat_model"].endswith(SURROGATE_SUFFIX)}
+    surrogate = {t: row for t, row in cells.items() if is_surrogate(row)}
     if surrogate:
         _points(ax, rungs, surrogate, shift, marker=MARKERS["surrogate"], color=colour, markersize=7,
                 markeredgecolor="white", markeredgewidth=0.5, zorder=3)  # fmt: skip
@@ -349,7 +358,6 @@ def sa_ra_figure(rows: Sequence[dict[str, str]], runs_dir: Path | None) -> plt.F
     colours. At most :data:`MAX_LEGEND` legend entries: settings beyond them share one grey entry."""
     rows = list(filter(has_ra, rows))
     lines = protocol_lines(rows, runs_dir)
-    most = max((int(line.main["n_examples"]) for line in lines), default=0)
     if lines:
         rows = [row for line in lines for row in line.cells.values()]
         order = [line.label for line in lines]
@@ -359,7 +367,7 @@ def sa_ra_figure(rows: Sequence[dict[str, str]], runs_dir: Path | None) -> plt.F
             counts[setting_label(row)] += 1
         order = sorted(counts, key=lambda label: (-counts[label], label))
     rungs = rung_order({r["threat_model"] for r in rows})
-    surrogate = any(r["threat_model"].endswith(SURROGATE_SUFFIX) for r in rows)
+    surrogate = any(map(is_surrogate, rows))
     room = min(MAX_LEGEND - len(rungs) - surrogate, len(PALETTE) + (UNDEFENDED in order))
     coloured = order if len(order) <= room else order[: room - 1]
     colours = {label: style["color"] for label, style in setting_colours(coloured).items()}
@@ -385,9 +393,9 @@ def sa_ra_figure(rows: Sequence[dict[str, str]], runs_dir: Path | None) -> plt.F
             colour = colours.get(setting_label(row), OTHER)
             ax.errorbar(float(row["sa"]), float(row["ra"]), xerr=[[e] for e in _interval(row, "sa")],
                         yerr=[[e] for e in _interval(row, "ra")], marker=RUNG_MARKERS.get(rung, "X"), color=colour,
-                        markerfacecolor="white" if row["threat_model"].endswith(SURROGATE_SUFFIX) else colour, markersize=3,
+                        markerfacecolor="white" if is_surrogate(row) else colour, markersize=3,
                         linewidth=0.6, capsize=1.5, alpha=0.8)  # fmt: skip
-        title = ", ".join(key) + (f"\n{HEADLINE} protocol, n up to {most}" if lines else "")
+        title = ", ".join(key) + (f"\n{HEADLINE} protocol, n up to {protocol_images(lines)}" if lines else "")
         ax.set(xlim=LIMITS, ylim=LIMITS, xlabel="SA %", ylabel="RA %", title=title)
         ax.grid(alpha=0.3)
     for ax in list(axes.flat)[len(panels) :]:
