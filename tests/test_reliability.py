@@ -19,6 +19,7 @@ from purebench.defenses import DEFENSES, Defense
 from purebench.errors import PurebenchError
 from purebench.eval import runner
 from purebench.eval.atomic_files import locked
+from purebench.eval.progress import BatchStore
 from purebench.eval.results import COLUMNS, append_row, read_rows
 from purebench.eval.runner import evaluate, resolve_device
 from purebench.leaderboard.__main__ import main as leaderboard_main
@@ -180,6 +181,24 @@ def _interrupted_after_first_batch(make_cfg, monkeypatch, *overrides: str) -> No
 
 def _per_example(results: Path, row: dict) -> list[dict]:
     return json.loads((results / "runs" / f"{row['run_id']}.json").read_text())["per_example"]
+
+
+@pytest.mark.parametrize("stored_s", [1000.0, None])
+def test_a_resumed_row_counts_the_stored_batches_compute_time(make_cfg, data_root, tmp_path, monkeypatch, stored_s):
+    """wall_s is what the cell cost: a cell resumed over sessions was recorded as its last process's time."""
+    _interrupted_after_first_batch(make_cfg, monkeypatch)
+    [stored] = (tmp_path / "results" / "partial").rglob("batch-0.json")
+    record = json.loads(stored.read_text())["payload"]
+    assert record["wall_s"] > 0  # each computed batch stores its time
+    record.pop("wall_s")
+    store = BatchStore(tmp_path / "results", stored.parent.name)
+    store.save(record["indices"], record if stored_s is None else {**record, "wall_s": stored_s})
+    resumed = evaluate(make_cfg(*FAST))
+    if stored_s is None:  # a resume file of older code: the row says its wall_s is short
+        assert "wall_s leaves out 1 resumed batch(es)" in resumed["warnings"]
+        assert float(resumed["wall_s"]) < 1000
+    else:
+        assert 1000 < float(resumed["wall_s"]) < 1000 + 600 and "wall_s leaves out" not in resumed["warnings"]
 
 
 @pytest.mark.parametrize("damage", ["truncated", "edited"])

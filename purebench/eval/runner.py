@@ -509,6 +509,8 @@ def _evaluate(cfg: DictConfig, progress: Progress, supplied: Supplied | None) ->
     per_example_rows: list[dict[str, int]] = []
     cache_hits = []
     reused = 0
+    resumed_s = 0.0  # the compute time stored with resumed batches: wall_s is the cell's cost, not this process's
+    untimed = 0  # resumed batches stored before their time was (resume files of older code)
     progress.total = len(batches)
     stages = StageProgress(len(batches))  # log lines where the output is not a terminal, else tqdm's bars
     for number, batch in enumerate(
@@ -517,20 +519,27 @@ def _evaluate(cfg: DictConfig, progress: Progress, supplied: Supplied | None) ->
         record = store.load(batch)
         if record is None:
             remaining = sum(not store.has(later) for later in batches[number:])  # finished ones cost nothing
+            batch_start = time.perf_counter()
             with stages.batch(number, batch[0], batch[-1], remaining):
                 record = _evaluate_batch(
                     dataset, classifier, defense, str(cfg.defense.name), attack, attacked, batch, seed, n_eval,
                     threat.eot_batch, device, batch == all_first, cache, stages, figure,
                 )  # fmt: skip
-            store.save(batch, record)
+            store.save(batch, {**record, "wall_s": time.perf_counter() - batch_start})
         else:
             reused += 1
+            if isinstance(record.get("wall_s"), int | float):
+                resumed_s += record["wall_s"]
+            else:
+                untimed += 1
         progress.finished += 1
         per_example_rows += record["examples"]
         cache_hits.append(record.get("cache_hit", False))
         warnings += [w for w in record["warnings"] if w not in warnings]
     if reused:
         log.info("resumed: %d of %d batches were already finished", reused, len(batches))
+    if untimed:
+        warnings.append(f"wall_s leaves out {untimed} resumed batch(es) whose compute time was not stored")
     warnings += [w for w in store.warnings + (cache.warnings if cache else []) if w not in warnings]
 
     figures = summarise(per_example_rows, n_eval)
@@ -565,7 +574,7 @@ def _evaluate(cfg: DictConfig, progress: Progress, supplied: Supplied | None) ->
         "adv_cache": ("hit" if all(cache_hits) else "miss" if not any(cache_hits) else "partial") if cache else "",
         "defense_randomized": defense.randomized,
         "randomness_detected": detected,
-        "wall_s": round(time.perf_counter() - start, 2),
+        "wall_s": round(time.perf_counter() - start + resumed_s, 2),
         "config_hash": chash,
         "commit": commit,
         "version": version,
