@@ -315,6 +315,7 @@ def test_export_keeps_what_evaluation_needs_and_records_the_manifest(make_cfg, d
     assert slim.stat().st_size < trainer.out.stat().st_size
     [recorded] = json.loads((slim.parent / "manifest.json").read_text())
     assert recorded == entry and entry["sha256"] == sha256_of(slim) and entry["minutes"] == 1.5
+    assert entry["stage"] == "pretrain"  # the matrix caption names the file by it
     assert entry["data"][0].startswith(str(data_root)) and entry["command"] == trainer.command
     cfg = make_cfg("defense=atop", f"defense.checkpoint={slim}")  # nothing else: the checkpoint supplies the rest
     settle(cfg.defense, slim)

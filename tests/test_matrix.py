@@ -234,3 +234,28 @@ def test_the_caption_names_the_protocols_images_whichever_line_comes_first(board
     fewer = {header: {**row, "n_examples": "4"} for header, row in lines[0].cells.items()}
     first = Line(lines[0].label, fewer)
     assert protocol_caption([first, *lines[1:]]).startswith("resnet20 on the first 16 cifar10 test images")
+
+
+def test_the_caption_says_which_training_stage_each_checkpoint_is(board, tmp_path):
+    """A line labelled by its checkpoint's file name gets the file's stage from the shipped manifest, matched
+    by the SHA-256 its rows record: a file retrained under the same name is not described by the new entry."""
+    results, _ = board
+    lines = protocol_lines(read_rows(results / "leaderboard.csv"), results / "runs")
+    row = lines[0].main
+
+    def trained(name: str, digest: str) -> Line:
+        params = f"checkpoint=results/checkpoints/{name},checkpoint_sha256={digest[:16]}"
+        return Line(f"atop ({name})", {"PGD oblivious": {**row, "defense_params": params}})
+
+    shipped = tmp_path / "results"
+    (shipped / "checkpoints").mkdir(parents=True)
+    (shipped / "checkpoints" / "manifest.json").write_text(json.dumps([
+        {"file": "pre.pt", "sha256": "a" * 64, "stage": "pretrain", "init": None, "epochs": 50},
+        {"file": "ft.pt", "sha256": "b" * 64, "stage": "finetune", "init": "results/checkpoints/pre.pt", "epochs": 12},
+    ]))  # fmt: skip
+    caption = protocol_caption([*lines, trained("ft.pt", "b" * 64), trained("pre.pt", "c" * 64)], shipped)
+    assert caption.endswith(
+        "Checkpoints (results/checkpoints/manifest.json): ft.pt = train.stage=finetune from pre.pt, 12 epochs; "
+        f"pre.pt: not in results/checkpoints/manifest.json (sha256 {'c' * 16})."
+    )
+    assert "Checkpoints" not in protocol_caption(lines, shipped)  # no line names a checkpoint

@@ -47,6 +47,12 @@ def test_manifest_describes_every_shipped_checkpoint():
         assert entry["command"].startswith("python -m purebench.train defense=") and entry["minutes"] > 0
         assert entry["commit"] and entry["data"]
         assert not any("test_batch" in d or "cifar10:test" in d for d in entry["data"])  # never the evaluation images
+        stored = (
+            json.loads((SHIPPED / name / "purebench.json").read_text())
+            if (SHIPPED / name).is_dir()
+            else torch.load(SHIPPED / name, map_location="cpu", weights_only=True)
+        )
+        assert entry["stage"] == stored["config"]["train"]["stage"]  # the matrix caption names the file by it
 
 
 def _shipped_defaults(name: str) -> dict:

@@ -205,7 +205,7 @@ def html_leaderboard(
     ladders, plots = _figures(results_dir)
     return _TEMPLATES.get_template("leaderboard.html.j2").render(
         finding=finding(lines), matrix_headers=headers, matrix=[[figure_cell(c) for c in line] for line in table],
-        matrix_caption=protocol_caption(lines),
+        matrix_caption=protocol_caption(lines, results_dir),
         ladders=ladders, terms=TERMS, note=INTERVAL_NOTE, filters=filters, n_superseded=len(old),
         headers=[HEADERS.get(column, header) for header, column in SHOWN], sections=sections, plots=plots,
         purifications=_purification_figures(done, results_dir), legend=[line[2:] for line in legend([*done, *old])],

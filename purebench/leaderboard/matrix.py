@@ -11,6 +11,7 @@ table states the finding in words, generated from the figures, so it cannot drif
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,7 +21,7 @@ from purebench.eval.atomic_files import atomic_write_text
 from purebench.eval.intervals import percent_bounds
 from purebench.eval.results import has_ra, per_example_worst
 from purebench.eval.threats import SURROGATE_SUFFIX
-from purebench.leaderboard.params import attack_name, rung_name, setting_label
+from purebench.leaderboard.params import attack_name, rung_name, setting_label, split_params
 from purebench.leaderboard.table import budget, complete, interval, markdown_table
 
 HEADLINE = "headline"
@@ -49,6 +50,9 @@ NOT_APPLICABLE = "n/a (deterministic)"
 # SA-RA figure's triangles are rungs).
 ABOVE_OBLIVIOUS = "†"
 INFORMED = ("eot", "bpda_eot", "adaptive")  # the rungs that draw EOT samples of a randomized defense
+# The shipped purifiers' manifest under results_dir (python -m purebench.train.export writes it): which training
+# stage a checkpoint named in a line is, so "atop (atop_rt2_pre.pt)" reads without opening the file.
+SHIPPED_MANIFEST = Path("checkpoints") / "manifest.json"
 
 
 @dataclass
@@ -207,8 +211,32 @@ def matrix_table(lines: Sequence[Line]) -> tuple[list[str], list[list[str]]]:
     return headers, table
 
 
-def protocol_caption(lines: Sequence[Line]) -> str:
-    """What the protocol and the columns are, read from the rows (classifier, images, budget, seed, attacks, EOT)."""
+def shipped_checkpoints(lines: Sequence[Line], results_dir: Path | None) -> str:
+    """One sentence naming each checkpoint of ``lines`` with its training stage, epochs and the checkpoint it
+    continued, from the manifest under ``results_dir``, matched by the SHA-256 prefix its rows record (a file
+    retrained since is not described by its name's newer entry); empty when no line names a checkpoint."""
+    if results_dir is None:
+        return ""
+    path, shown = results_dir / SHIPPED_MANIFEST, (Path(results_dir.name) / SHIPPED_MANIFEST).as_posix()
+    entries = json.loads(path.read_text()) if path.is_file() else []
+    described = []
+    for line in lines:
+        params = split_params(line.main.get("defense_params", ""))
+        if params.get("checkpoint", "None") in ("None", ""):
+            continue
+        name, digest = Path(params["checkpoint"]).name, params.get("checkpoint_sha256", "")
+        entry = next((e for e in entries if digest and e.get("sha256", "").startswith(digest)), None)
+        if entry is None:
+            described.append(f"{name}: not in {shown} (sha256 {digest or 'not recorded'})")
+            continue
+        init = f" from {Path(entry['init'].split(':')[0]).name}" if entry.get("init") else ""
+        described.append(f"{name} = train.stage={entry.get('stage', '?')}{init}, {entry['epochs']} epochs")
+    return f"Checkpoints ({shown}): {'; '.join(described)}." if described else ""
+
+
+def protocol_caption(lines: Sequence[Line], results_dir: Path | None = None) -> str:
+    """What the protocol and the columns are, read from the rows (classifier, images, budget, seed, attacks, EOT)
+    and, for the checkpoints the lines name, the manifest under ``results_dir``."""
     if not lines:
         return ""
     row = lines[0].main
@@ -234,8 +262,8 @@ def protocol_caption(lines: Sequence[Line]) -> str:
         "The last column is each example's worst case over every rung run (given once BPDA+EOT and adaptive were). "
         "AutoAttack's oblivious examples fool the classifier alone, as PGD's do; where they keep more RA after "
         "purification they transfer less, and the lower figure is the bound. Rows: most robust first (worst over "
-        "rungs, then adaptive RA, then oblivious RA)."
-    )
+        "rungs, then adaptive RA, then oblivious RA). " + shipped_checkpoints(lines, results_dir)
+    ).strip()
 
 
 def finding(lines: Sequence[Line]) -> str:
@@ -314,7 +342,8 @@ def matrix_body(rows: Sequence[dict[str, str]], runs_dir: Path | None, protocol:
     if not lines:
         return ""
     headers, table = matrix_table(lines)
-    return "\n".join([finding(lines), "", markdown_table(headers, table), "", protocol_caption(lines), ""])
+    caption = protocol_caption(lines, runs_dir.parent if runs_dir is not None else None)
+    return "\n".join([finding(lines), "", markdown_table(headers, table), "", caption, ""])
 
 
 def matrix_markdown(rows: Sequence[dict[str, str]], runs_dir: Path | None, protocol: str = HEADLINE) -> str:

@@ -190,6 +190,7 @@ def export(source: Path, target: Path) -> dict[str, Any]:
     entry = {
         "file": target.name, "bytes": size, "sha256": digest, "command": state.get("command", ""),
         "commit": state.get("commit", ""), "data": state.get("data") or _data_from_config(state.get("config", {})),
+        "stage": state.get("config", {}).get("train", {}).get("stage"),  # what the leaderboard calls the file
         "init": state.get("config", {}).get("train", {}).get("init"),  # the stage this one continued (its own entry)
         "minutes": round(sum(h.get("seconds", 0.0) for h in history) / 60, 1), "epochs": len(history),
         "last_epoch": history[-1] if history else {},
