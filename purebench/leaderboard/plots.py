@@ -372,8 +372,9 @@ def sa_ra_figure(rows: Sequence[dict[str, str]], runs_dir: Path | None) -> plt.F
     coloured = order if len(order) <= room else order[: room - 1]
     colours = {label: style["color"] for label, style in setting_colours(coloured).items()}
     entries = {label: _entry("s", colour) for label, colour in colours.items()}
-    if len(order) > len(coloured):
-        entries[f"{len(order) - len(coloured)} other settings"] = _entry("s", OTHER)
+    grey = order[len(coloured) :]  # named under the legend: a grey marker still says whose it is
+    if grey:
+        entries[f"{len(grey)} other settings"] = _entry("s", OTHER)
     entries |= {rung_name(rung): _entry(RUNG_MARKERS.get(rung, "X"), "black") for rung in rungs}
     if surrogate:
         entries["hollow: surrogate gradient"] = _entry("o", "black", markerfacecolor="white")
@@ -382,7 +383,7 @@ def sa_ra_figure(rows: Sequence[dict[str, str]], runs_dir: Path | None) -> plt.F
     columns = min(3, len(panels))
     n_rows = -(-len(panels) // columns)
     legend_columns = 2 * columns
-    legend_height = 0.16 * -(-len(entries) // legend_columns) + 0.1  # inches
+    legend_height = 0.16 * (-(-len(entries) // legend_columns) + bool(grey)) + 0.1  # inches
     height = PANEL[1] * n_rows + legend_height
     fig, axes = plt.subplots(n_rows, columns, figsize=(PANEL[0] * columns, height), squeeze=False)
     for ax, (classifier, attack, width) in zip(axes.flat, panels, strict=False):
@@ -401,8 +402,11 @@ def sa_ra_figure(rows: Sequence[dict[str, str]], runs_dir: Path | None) -> plt.F
     for ax in list(axes.flat)[len(panels) :]:
         ax.axis("off")
     fig.legend(
-        list(entries.values()), list(entries), loc="lower center", ncol=legend_columns, frameon=False, fontsize=6
-    )
+        list(entries.values()), list(entries), loc="lower center", ncol=legend_columns, frameon=False, fontsize=6,
+        bbox_to_anchor=(0.5, 0.16 * bool(grey) / height),
+    )  # fmt: skip
+    if grey:
+        fig.text(0.5, 0.02 / height, f"grey: {', '.join(grey)}", ha="center", va="bottom", fontsize=6)
     fig.tight_layout(rect=(0, legend_height / height, 1, 1))
     return fig
 
