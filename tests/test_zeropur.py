@@ -106,7 +106,7 @@ def test_experiment_recipes_compose(make_cfg):
     assert table4.hydra.sweeper.params["attack.steps"] == "10,20,40"
 
 
-@pytest.mark.parametrize("backprop_steps", [None, 3])
+@pytest.mark.parametrize("backprop_steps", [6, 3])  # all 3 + 3 steps unrolled, or the last 3
 def test_checkpointed_unrolling_gives_the_naive_gradient(real, zeropur, backprop_steps):
     model, x, _ = real
 
@@ -181,3 +181,29 @@ def test_pil_blur_requires_the_detached_branch(real, zeropur):
     model, *_ = real
     with pytest.raises(PurebenchError, match="gs_detach_blur"):
         zeropur(model, blur="pil_gaussian", blur_level=1.8, gs_detach_blur=False)
+
+
+@pytest.mark.parametrize("name", ["zeropur", "zeropur_gs"])
+def test_the_gradient_tracked_in_the_forward_pass_is_autograds_through_every_step(real, zeropur, name):
+    """Every step is a clipped sign step, so the exact gradient is a 0/1 mask the forward pass can track; it
+    must equal autograd's through all unrolled steps bit for bit, at the authors' settings (random start,
+    momentum, 10 + 50 steps), on inputs with pixels at 0 and 1. The unrolled attacker's model must also be
+    the purifier itself: its first AP step was lost before session 12 (its gradient cancelled)."""
+    model, x, _ = real
+    defense = zeropur(model, name=name)
+    total = defense.gs_steps + (defense.ap_steps if defense.ap else 0)
+    noise = torch.Generator().manual_seed(0)
+    inputs = (x[:2] + 8 / 255 * torch.randn(x[:2].shape, generator=noise).sign()).clamp(0, 1)
+    weights = torch.randn(x[:2].shape, generator=noise)
+
+    def purified_and_gradient(backprop_steps: int | None) -> tuple[torch.Tensor, torch.Tensor]:
+        z = inputs.clone().requires_grad_(True)
+        with per_example(0, [0, 1]):
+            out = defense.adaptive_purify(z, backprop_steps)
+        return out.detach(), torch.autograd.grad((out * weights).sum(), z)[0]
+
+    tracked, unrolled = purified_and_gradient(None), purified_and_gradient(total)
+    assert torch.equal(tracked[0], _purify(defense, inputs, [0, 1])) and torch.equal(unrolled[0], tracked[0])
+    assert torch.equal(tracked[1], unrolled[1])
+    mask = tracked[1] / weights
+    assert set(mask.unique().tolist()) <= {0.0, 0.5, 1.0} and 0.9 < mask.mean() < 1  # the identity, cut at 0 and 1

@@ -39,6 +39,31 @@ def _per_example_dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return _per_image_sum(a * b)
 
 
+class _ClipChain:
+    """The exact derivative of a chain of ZeroPur's steps with respect to the chain's input, tracked in the
+    forward pass: ``value`` is d x_t / d input, per pixel.
+
+    Every step is x_t = clamp01(clip(x_{t-1} + a * sign(grad), input +- eps)) (Alg. 1 lines 5-7, Alg. 2 lines
+    10-12). sign has derivative zero wherever it is differentiable, so whatever the gradient depended on (the
+    blur, the features, the AP direction, the momentum) drops out, and the Jacobian is diagonal: 1 through the
+    centre where the ball clip binds, d x_{t-1} where it does not, half of each on a tie (autograd's max/min
+    split a tie's gradient), 0 where [0, 1] clamps or the pixel lands on 0 or 1. This is the gradient autograd gets by unrolling every
+    step (tested equal), at the cost of a purification instead of a second-order backward through each step.
+    """
+
+    def __init__(self, start: torch.Tensor) -> None:
+        self.value = torch.ones_like(start)
+
+    def update(self, stepped: torch.Tensor, center: torch.Tensor, eps: float) -> None:
+        low, high = center - eps, center + eps
+        through_max = (stepped > low).to(stepped) + 0.5 * (stepped == low).to(stepped)  # d max(stepped, low)
+        bounded = torch.max(stepped, low)
+        through_min = (bounded < high).to(stepped) + 0.5 * (bounded == high).to(stepped)  # d min(bounded, high)
+        inside = torch.min(bounded, high)
+        in_range = ((inside > 0) & (inside < 1)).to(stepped)  # clamp(0, 1)'s gradient is 0 at its bounds too
+        self.value = in_range * (through_min * (through_max * self.value + 1 - through_max) + 1 - through_min)
+
+
 class _Graph:
     """Which inner steps an adaptive attacker differentiates through.
 
@@ -116,27 +141,33 @@ class ZeroPur(Defense):
         self.randomized = gs_random_start  # the random start is the only source of randomness
         self.grad_checkpoint = grad_checkpoint
 
+    def _clip(self, stepped: torch.Tensor, center: torch.Tensor, chain: _ClipChain | None) -> torch.Tensor:
+        if chain is not None:
+            chain.update(stepped, center, self.eps)
+        return _clip(stepped, center, self.eps)
+
     # ---- Guided Shift (Alg. 1) -------------------------------------------------------------
     @torch.enable_grad()
-    def guided_shift(self, x_adv: torch.Tensor, graph: _Graph | None = None) -> torch.Tensor:
-        """T_g sign steps ascending cos(f(x), f(blur(x))) (Eq. 11, 13), blur recomputed each step (Eq. 14)."""
+    def guided_shift(
+        self, x_adv: torch.Tensor, graph: _Graph | None = None, chain: _ClipChain | None = None
+    ) -> torch.Tensor:
+        """T_g sign steps ascending cos(f(x), f(blur(x))) (Eq. 11, 13), blur recomputed each step (Eq. 14);
+        ``chain`` tracks the derivative of the result with respect to ``x_adv``."""
         graph = graph or _Graph(total=0, keep_last=0)
         x = x_adv
         if self.gs_random_start:  # Alg. 1 line 1: random start inside the purification budget
-            x = _clip(x + (2 * rand_like(x) - 1) * self.eps, x_adv, self.eps)
+            x = self._clip(x + (2 * rand_like(x) - 1) * self.eps, x_adv, chain)
         momentum = torch.zeros_like(x_adv)
         for _ in range(self.gs_steps):
             keep = graph.step()
             x = graph.enter(x, x_adv, keep)
-            x, momentum = self._unrolled(keep, self._gs_step, x, x_adv, momentum)
-            x = graph.leave(x, keep)
+            stepped, momentum = self._unrolled(keep, self._gs_step, x, momentum)
+            x = graph.leave(self._clip(stepped, x_adv, chain), keep)  # lines 6-7
         return x
 
-    def _gs_step(
-        self, x: torch.Tensor, x_adv: torch.Tensor, momentum: torch.Tensor, keep: bool
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Alg. 1 lines 3-7: one sign step on cos(f(x), f(blur(x))); ``keep``: the step is unrolled for an
-        attacker, so the graph of its gradient is kept (create_graph)."""
+    def _gs_step(self, x: torch.Tensor, momentum: torch.Tensor, keep: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        """Alg. 1 lines 3-5: one sign step on cos(f(x), f(blur(x))), before the clip; ``keep``: the step is
+        unrolled for an attacker, so the graph of its gradient is kept (create_graph)."""
         blurred = self.blur(x)  # Alg. 1 line 3
         if self.gs_detach_blur:
             blurred = blurred.detach()
@@ -147,7 +178,7 @@ class ZeroPur(Defense):
             l1 = grad.abs().flatten(1).sum(1).clamp_min(1e-12).view(-1, 1, 1, 1)
             momentum = self.gs_momentum * momentum + grad / l1
             grad = momentum
-        return _clip(x + self.gs_step_size * grad.sign(), x_adv, self.eps), momentum  # lines 5-7
+        return x + self.gs_step_size * grad.sign(), momentum  # line 5
 
     def _unrolled(self, keep: bool, step: Callable[..., Any], *args: Any) -> Any:
         """``step(*args, keep)``; an unrolled step under ``grad_checkpoint`` is recomputed in the backward pass
@@ -173,8 +204,11 @@ class ZeroPur(Defense):
         return torch.sqrt(total + 1e-12)
 
     @torch.enable_grad()
-    def adaptive_projection(self, x_init: torch.Tensor, x_g: torch.Tensor, graph: _Graph | None = None) -> torch.Tensor:
-        """T_p sign steps of size eps/T_p on L (Alg. 2 line 9), from x_p^0 = x_init (line 1)."""
+    def adaptive_projection(
+        self, x_init: torch.Tensor, x_g: torch.Tensor, graph: _Graph | None = None, chain: _ClipChain | None = None
+    ) -> torch.Tensor:
+        """T_p sign steps of size eps/T_p on L (Alg. 2 line 9), from x_p^0 = x_init (line 1); ``chain`` tracks
+        the derivative of the result with respect to ``x_init`` (x_g enters only through the signs)."""
         graph = graph or _Graph(total=0, keep_last=0)
         layers = sorted(set(self.ap_layers) | set(self.perceptual_layers if self.perceptual else []))
         feats_init = self.classifier.features(x_init, layers)[1]
@@ -189,25 +223,27 @@ class ZeroPur(Defense):
                 du_g = du_g / norm.view(-1, *[1] * (du_g.dim() - 1))
             directions[layer] = du_g if graph.differentiable else du_g.detach()
         phi_init = self._phi(feats_init) if self.perceptual else {}
-        x_p = x_init
+        # A node of its own: unrolled, the first step's gradient must not also flow through feats_init (at
+        # x_p = x_init it cancels there and the step would be lost, as it was before session 12).
+        x_p = x_init.clone()
         for _ in range(self.ap_steps):
             keep = graph.step()
             x_p = graph.enter(x_p, x_init, keep)
-            step = self._unrolled(keep, self._ap_step, x_p, x_init, feats_init, phi_init, directions, layers)
-            x_p = graph.leave(step, keep)
+            stepped = self._unrolled(keep, self._ap_step, x_p, feats_init, phi_init, directions, layers)
+            x_p = graph.leave(self._clip(stepped, x_init, chain), keep)  # lines 11-12
         return x_p
 
     def _ap_step(
         self,
         x_p: torch.Tensor,
-        x_init: torch.Tensor,
         feats_init: dict[str, torch.Tensor],
         phi_init: dict[str, torch.Tensor],
         directions: dict[str, torch.Tensor],
         layers: list[str],
         keep: bool,
     ) -> torch.Tensor:
-        """Alg. 2 lines 3-12: one sign step of size eps/T_p on L = lambda1 * projection + lambda2 * PR."""
+        """Alg. 2 lines 3-10: one sign step of size eps/T_p on L = lambda1 * projection + lambda2 * PR, before
+        the clip."""
         feats_p = self.classifier.features(x_p, layers)[1]
         projection = sum(  # lines 4-8 / Eq. 16 (the code's ILAProjLoss): -(Delta u_g . Delta u_p), summed over S
             -_per_example_dot(directions[layer], feats_p[layer] - feats_init[layer]) for layer in self.ap_layers
@@ -217,22 +253,30 @@ class ZeroPur(Defense):
         if self.perceptual:
             loss = loss + self.lambda2 * self._phi_distance(feats_p, phi_init)
         (grad,) = torch.autograd.grad(loss.sum(), x_p, create_graph=keep)
-        return _clip(x_p - self.eps / self.ap_steps * grad.sign(), x_init, self.eps)  # lines 2, 10-12
+        return x_p - self.eps / self.ap_steps * grad.sign()  # lines 2, 10
 
-    def _run(self, x: torch.Tensor, graph: _Graph) -> torch.Tensor:
-        out = self.guided_shift(x, graph)
+    def _run(self, x: torch.Tensor, graph: _Graph, chain: _ClipChain | None = None) -> torch.Tensor:
+        out = self.guided_shift(x, graph, None if self.ap else chain)  # with AP, GS's result enters only signs
         if graph.differentiable and out.grad_fn is None and x.requires_grad:
             out = x + (out - x).detach()  # GS truncated entirely: straight-through, so AP's direction stays connected
-        return self.adaptive_projection(x, out, graph) if self.ap else out
+        return self.adaptive_projection(x, out, graph, chain) if self.ap else out
 
     def purify(self, x: torch.Tensor) -> torch.Tensor:
         """GS then AP; no autograd graph is kept (every inner step starts from a detached leaf)."""
         return self._run(x, _Graph(total=0, keep_last=0)).detach()
 
     def adaptive_purify(self, x: torch.Tensor, backprop_steps: int | None = None) -> torch.Tensor:
-        """GS then AP with the inner steps unrolled into the graph (create_graph) for adaptive attacks."""
+        """GS then AP with the exact gradient for adaptive attacks. Through every step (``backprop_steps=None``)
+        it is tracked in the forward pass (:class:`_ClipChain`): the identity wherever no clamp to [0, 1] or
+        ball clip cut it, since each step is a sign step; ``backprop_steps=k`` unrolls the last k steps through
+        autograd (create_graph) and bridges earlier ones straight-through, the same gradient for k = all steps,
+        several times slower."""
+        if backprop_steps is None:
+            chain = _ClipChain(x)
+            out = self._run(x.detach(), _Graph(total=0, keep_last=0), chain).detach()
+            return out + chain.value * (x - x.detach())  # value out, gradient chain.value
         total = self.gs_steps + (self.ap_steps if self.ap else 0)
-        out = self._run(x, _Graph(total=total, keep_last=total if backprop_steps is None else backprop_steps))
+        out = self._run(x, _Graph(total=total, keep_last=backprop_steps))
         return out if out.grad_fn is not None else x + (out - x).detach()  # nothing unrolled: straight-through
 
 
