@@ -5,11 +5,13 @@ exact only up to O(dt), see tests/test_diffpure_sde.py).
 
 Table ``discrete``: DiffPure's ``ddpm`` chain with k reverse steps (``defense.steps=k``, all unrolled)
 and ZeroPur's default 10 + 50 inner steps, the last k unrolled (``threat.backprop_steps=k``). Table
-``sde``: DiffPure's Euler-Maruyama solve with k steps (dt = t*/k), all in the gradient. Each cell runs
+``sde``: DiffPure's Euler-Maruyama solve with k steps (dt = t*/k), all in the gradient. Table ``zeropur``:
+all 60 steps unrolled against the same gradient tracked in ZeroPur's forward pass (``threat.backprop_steps=null``,
+equal bit for bit: tests/test_zeropur.py). Each cell runs
 in a fresh process: one warm-up gradient, then the median time of 3, and the memory the gradient adds
 above the process's peak before it (peak RSS on CPU; ``torch.cuda.max_memory_allocated`` on CUDA).
 
-Run: python -m benchmarks.adaptive_memory [cpu|cuda] [all|discrete|sde] [--threads N]   (DiffPure uses
+Run: python -m benchmarks.adaptive_memory [cpu|cuda] [all|discrete|sde|zeropur] [--threads N]   (DiffPure uses
 defense.model from its config: the shipped small model by default)
 """
 
@@ -37,7 +39,7 @@ cfg = config(f"defense={defense_name}", f"defense.grad_checkpoint={mode == 'chec
 dataset, classifier, defense, _, _ = build_components(cfg, device)
 x, y = dataset.load(list(range(8)))
 x, y = x.to(device), y.to(device)
-backprop_steps = None if defense_name == "diffpure" else k
+backprop_steps = None if defense_name == "diffpure" or mode == "tracked" else k
 
 def gradient():
     inputs = x.clone().requires_grad_(True)
@@ -71,6 +73,7 @@ TABLES = {
     "discrete": [("diffpure", "ddpm", (5, 10, 20, 40), ("naive", "checkpointed")),
                  ("zeropur", "-", (5, 15, 30, 60), ("naive", "checkpointed"))],
     "sde": [("diffpure", "sde", (5, 10, 20, 40), ("naive", "checkpointed", "adjoint"))],
+    "zeropur": [("zeropur", "-", (60,), ("naive", "checkpointed", "tracked"))],
 }  # fmt: skip
 
 
