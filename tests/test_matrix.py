@@ -253,9 +253,11 @@ def test_the_caption_says_which_training_stage_each_checkpoint_is(board, tmp_pat
         {"file": "pre.pt", "sha256": "a" * 64, "stage": "pretrain", "init": None, "epochs": 50},
         {"file": "ft.pt", "sha256": "b" * 64, "stage": "finetune", "init": "results/checkpoints/pre.pt", "epochs": 12},
     ]))  # fmt: skip
-    caption = protocol_caption([*lines, trained("ft.pt", "b" * 64), trained("pre.pt", "c" * 64)], shipped)
+    caption = protocol_caption([*lines, *[trained("ft.pt", "b" * 64)] * 2, trained("pre.pt", "c" * 64)], shipped)
     assert caption.endswith(
         "Checkpoints (results/checkpoints/manifest.json): ft.pt = train.stage=finetune from pre.pt, 12 epochs; "
         f"pre.pt: not in results/checkpoints/manifest.json (sha256 {'c' * 16})."
     )
     assert "Checkpoints" not in protocol_caption(lines, shipped)  # no line names a checkpoint
+    (shipped / "checkpoints" / "manifest.json").write_text("[{")  # unreadable: no sentence, the rest stands
+    assert "Checkpoints" not in protocol_caption([*lines, trained("ft.pt", "b" * 64)], shipped)

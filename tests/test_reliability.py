@@ -183,22 +183,15 @@ def _per_example(results: Path, row: dict) -> list[dict]:
     return json.loads((results / "runs" / f"{row['run_id']}.json").read_text())["per_example"]
 
 
-@pytest.mark.parametrize("stored_s", [1000.0, None])
-def test_a_resumed_row_counts_the_stored_batches_compute_time(make_cfg, data_root, tmp_path, monkeypatch, stored_s):
+def test_a_resumed_row_counts_the_stored_batches_compute_time(make_cfg, data_root, tmp_path, monkeypatch):
     """wall_s is what the cell cost: a cell resumed over sessions was recorded as its last process's time."""
     _interrupted_after_first_batch(make_cfg, monkeypatch)
     [stored] = (tmp_path / "results" / "partial").rglob("batch-0.json")
     record = json.loads(stored.read_text())["payload"]
     assert record["wall_s"] > 0  # each computed batch stores its time
-    record.pop("wall_s")
-    store = BatchStore(tmp_path / "results", stored.parent.name)
-    store.save(record["indices"], record if stored_s is None else {**record, "wall_s": stored_s})
+    BatchStore(tmp_path / "results", stored.parent.name).save(record["indices"], {**record, "wall_s": 1000.0})
     resumed = evaluate(make_cfg(*FAST))
-    if stored_s is None:  # a resume file of older code: the row says its wall_s is short
-        assert "wall_s leaves out 1 resumed batch(es)" in resumed["warnings"]
-        assert float(resumed["wall_s"]) < 1000
-    else:
-        assert 1000 < float(resumed["wall_s"]) < 1000 + 600 and "wall_s leaves out" not in resumed["warnings"]
+    assert 1000 < float(resumed["wall_s"]) < 1000 + 600
 
 
 @pytest.mark.parametrize("damage", ["truncated", "edited"])

@@ -141,7 +141,7 @@ def test_zeropur_runs_under_every_informed_threat_and_writes_rows(make_cfg, data
     assert Path(tmp_path / "results" / "leaderboard.csv").read_text().count(f",{threat},") == 1
 
 
-def test_zeropur_adaptive_gradient_unrolls_inner_steps(resnet20_batch, zeropur):
+def test_zeropur_adaptive_gradient_is_the_identity_cut_by_its_clamps(resnet20_batch, zeropur):
     model, x, _ = resnet20_batch
     zeropur = zeropur(model, gs_steps=2, ap_steps=2, gs_random_start=False)
 
@@ -154,8 +154,9 @@ def test_zeropur_adaptive_gradient_unrolls_inner_steps(resnet20_batch, zeropur):
     assert torch.equal(straight_through, torch.ones_like(straight_through))
     # Sign steps: through them the exact gradient is the identity, cut where a step clamps a pixel to [0, 1].
     exact = gradient(None)
-    assert torch.equal(gradient(4), exact) and (exact == 0).any() and set(exact.unique().tolist()) <= {0.0, 0.5, 1.0}
-    assert torch.equal(gradient(1), torch.where(gradient(1) == 0, 0.0, 1.0))  # the last step's own cut only
+    assert torch.equal(gradient(4), exact) and (exact == 0).any() and ((exact >= 0) & (exact <= 1)).all()
+    last = gradient(1)  # only the last step unrolled: its own cut, straight-through before it
+    assert (last >= exact).all() and (last < 1).any()
 
 
 def test_known_draws_fix_the_defense_to_the_draws_the_evaluation_makes(resnet20_batch):

@@ -206,4 +206,4 @@ def test_the_gradient_tracked_in_the_forward_pass_is_autograds_through_every_ste
     assert torch.equal(tracked[0], _purify(defense, inputs, [0, 1])) and torch.equal(unrolled[0], tracked[0])
     assert torch.equal(tracked[1], unrolled[1])
     mask = tracked[1] / weights
-    assert set(mask.unique().tolist()) <= {0.0, 0.5, 1.0} and 0.9 < mask.mean() < 1  # the identity, cut at 0 and 1
+    assert ((mask >= 0) & (mask <= 1)).all() and 0.9 < mask.mean() < 1  # the identity, cut at 0 and 1

@@ -39,7 +39,8 @@ class Defense(nn.Module, ABC):
         """``purify`` keeping the autograd graph back to ``x``.
 
         Defenses built from ordinary differentiable operations need nothing more. A defense that
-        runs an inner optimisation overrides this to unroll its steps (``create_graph``); with
+        runs an inner optimisation overrides this to unroll its steps (``create_graph``), or to carry its
+        exact Jacobian through the forward pass where it is known (ZeroPur's sign steps); with
         ``backprop_steps=k`` only the last k steps are unrolled and earlier ones are bridged by a
         straight-through estimator, trading gradient fidelity for memory (0 = nothing unrolled).
         """

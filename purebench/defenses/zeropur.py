@@ -39,6 +39,17 @@ def _per_example_dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return _per_image_sum(a * b)
 
 
+def _clamp_passes_its_bounds() -> bool:
+    """Whether autograd's clamp passes the gradient at a value equal to a bound (torch has answered both ways;
+    pixels land on 0 and 1 often, so the tracked gradient follows the installed torch, as unrolling would)."""
+    at_bounds = torch.tensor([0.0, 1.0], requires_grad=True)
+    (grad,) = torch.autograd.grad(at_bounds.clamp(0, 1).sum(), at_bounds)
+    return bool(grad.all())
+
+
+CLAMP_PASSES_BOUNDS = _clamp_passes_its_bounds()
+
+
 class _ClipChain:
     """The exact derivative of a chain of ZeroPur's steps with respect to the chain's input, tracked in the
     forward pass: ``value`` is d x_t / d input, per pixel.
@@ -47,21 +58,25 @@ class _ClipChain:
     10-12). sign has derivative zero wherever it is differentiable, so whatever the gradient depended on (the
     blur, the features, the AP direction, the momentum) drops out, and the Jacobian is diagonal: 1 through the
     centre where the ball clip binds, d x_{t-1} where it does not, half of each on a tie (autograd's max/min
-    split a tie's gradient), 0 where [0, 1] clamps or the pixel lands on 0 or 1. This is the gradient autograd gets by unrolling every
-    step (tested equal), at the cost of a purification instead of a second-order backward through each step.
+    split a tie's gradient), 0 where [0, 1] clamps. So a clamp's 0 lasts until a later step's ball clip binds.
+    This is the gradient autograd gets by unrolling every step (tested equal), at the cost of a purification
+    instead of a second-order backward through each step.
     """
 
     def __init__(self, start: torch.Tensor) -> None:
         self.value = torch.ones_like(start)
 
+    @torch.no_grad()
     def update(self, stepped: torch.Tensor, center: torch.Tensor, eps: float) -> None:
         low, high = center - eps, center + eps
         through_max = (stepped > low).to(stepped) + 0.5 * (stepped == low).to(stepped)  # d max(stepped, low)
         bounded = torch.max(stepped, low)
         through_min = (bounded < high).to(stepped) + 0.5 * (bounded == high).to(stepped)  # d min(bounded, high)
         inside = torch.min(bounded, high)
-        in_range = ((inside > 0) & (inside < 1)).to(stepped)  # clamp(0, 1)'s gradient is 0 at its bounds too
-        self.value = in_range * (through_min * (through_max * self.value + 1 - through_max) + 1 - through_min)
+        in_range = ((inside >= 0) & (inside <= 1)) if CLAMP_PASSES_BOUNDS else ((inside > 0) & (inside < 1))
+        self.value = in_range.to(stepped) * (
+            through_min * (through_max * self.value + 1 - through_max) + 1 - through_min
+        )
 
 
 class _Graph:
@@ -267,8 +282,8 @@ class ZeroPur(Defense):
 
     def adaptive_purify(self, x: torch.Tensor, backprop_steps: int | None = None) -> torch.Tensor:
         """GS then AP with the exact gradient for adaptive attacks. Through every step (``backprop_steps=None``)
-        it is tracked in the forward pass (:class:`_ClipChain`): the identity wherever no clamp to [0, 1] or
-        ball clip cut it, since each step is a sign step; ``backprop_steps=k`` unrolls the last k steps through
+        it is tracked in the forward pass (:class:`_ClipChain`): the identity but where a step clamped a pixel
+        to [0, 1], since each step is a clipped sign step; ``backprop_steps=k`` unrolls the last k steps through
         autograd (create_graph) and bridges earlier ones straight-through, the same gradient for k = all steps,
         several times slower."""
         if backprop_steps is None:

@@ -510,7 +510,6 @@ def _evaluate(cfg: DictConfig, progress: Progress, supplied: Supplied | None) ->
     cache_hits = []
     reused = 0
     resumed_s = 0.0  # the compute time stored with resumed batches: wall_s is the cell's cost, not this process's
-    untimed = 0  # resumed batches stored before their time was (resume files of older code)
     progress.total = len(batches)
     stages = StageProgress(len(batches))  # log lines where the output is not a terminal, else tqdm's bars
     for number, batch in enumerate(
@@ -528,18 +527,13 @@ def _evaluate(cfg: DictConfig, progress: Progress, supplied: Supplied | None) ->
             store.save(batch, {**record, "wall_s": time.perf_counter() - batch_start})
         else:
             reused += 1
-            if isinstance(record.get("wall_s"), int | float):
-                resumed_s += record["wall_s"]
-            else:
-                untimed += 1
+            resumed_s += record["wall_s"]  # every record carries it (the resume key follows the code)
         progress.finished += 1
         per_example_rows += record["examples"]
         cache_hits.append(record.get("cache_hit", False))
         warnings += [w for w in record["warnings"] if w not in warnings]
     if reused:
         log.info("resumed: %d of %d batches were already finished", reused, len(batches))
-    if untimed:
-        warnings.append(f"wall_s leaves out {untimed} resumed batch(es) whose compute time was not stored")
     warnings += [w for w in store.warnings + (cache.warnings if cache else []) if w not in warnings]
 
     figures = summarise(per_example_rows, n_eval)

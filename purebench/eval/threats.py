@@ -8,7 +8,8 @@ choices, read from the defense's declared properties only:
   (forward through the real purifier, backward through ``defense.bpda_approximation``, Athalye
   et al. 2018), ``exact`` (backward through ``defense.adaptive_purify``: with ``backprop_steps=0``
   an inner optimisation is bridged straight-through and only the ordinary differentiable parts
-  count, with ``null`` it is unrolled completely);
+  count, with ``null`` it is exact through every step: unrolled, or tracked in the forward pass where
+  the defense knows its Jacobian, as ZeroPur's clipped sign steps);
 - EOT: when the defense is randomized, every forward averages the logits of ``eot_iter``
   independent draws of its randomness, so the attack follows the gradient of the expected
   prediction instead of one draw's (the threat owns EOT, attacks do not add their own).
@@ -20,7 +21,7 @@ oblivious     classifier   no                      the papers' default (ZeroPur,
 bpda          bpda         no                      ZeroPur Table 4; AToP's pipeline attack
 eot           exact (k=0)  yes                     EOT on random transforms (Athalye et al.)
 bpda_eot      bpda         yes                     BPDA+EOT (Athalye et al. 2018, Sec. 4.3)
-adaptive      exact (all)  yes                     full white box, inner steps unrolled
+adaptive      exact (all)  yes                     full white box, through every inner step
 known_draws   exact (all)  no: the draws are known deterministic white box (the evaluation's own draws)
 ============  ===========  ======================  ==========================================
 

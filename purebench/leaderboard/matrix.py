@@ -12,6 +12,7 @@ table states the finding in words, generated from the figures, so it cannot drif
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,7 +24,9 @@ from purebench.eval.results import has_ra, per_example_worst
 from purebench.eval.threats import SURROGATE_SUFFIX
 from purebench.leaderboard.params import attack_name, rung_name, setting_label, split_params
 from purebench.leaderboard.table import budget, complete, interval, markdown_table
+from purebench.provenance import CHECKPOINT_KEYS
 
+log = logging.getLogger(__name__)
 HEADLINE = "headline"
 # (column header, attack, rung): the rungs a matrix shows, weakest attacker first. A surrogate rung
 # (threat.surrogate, Lee & Kim 2023) shares its full rung's column: the cell on the most images stands there
@@ -212,26 +215,34 @@ def matrix_table(lines: Sequence[Line]) -> tuple[list[str], list[list[str]]]:
 
 
 def shipped_checkpoints(lines: Sequence[Line], results_dir: Path | None) -> str:
-    """One sentence naming each checkpoint of ``lines`` with its training stage, epochs and the checkpoint it
-    continued, from the manifest under ``results_dir``, matched by the SHA-256 prefix its rows record (a file
-    retrained since is not described by its name's newer entry); empty when no line names a checkpoint."""
+    """One sentence naming each trained file of ``lines`` (a ``checkpoint`` or ``model`` the rows hashed) with
+    its training stage, epochs and the checkpoint it continued, from the manifest under ``results_dir``,
+    matched by the SHA-256 prefix its rows record (a file retrained since is not described by its name's
+    newer entry); empty when no line names one, or when the manifest cannot be read (a warning says so)."""
     if results_dir is None:
         return ""
     path, shown = results_dir / SHIPPED_MANIFEST, (Path(results_dir.name) / SHIPPED_MANIFEST).as_posix()
-    entries = json.loads(path.read_text()) if path.is_file() else []
-    described = []
+    try:
+        entries = json.loads(path.read_text()) if path.is_file() else []
+    except (OSError, ValueError) as exc:
+        log.warning("%s cannot be read (%s); the matrix caption leaves the checkpoints out", path, exc)
+        return ""
+    described: dict[tuple[str, str], str] = {}  # (file, digest) -> its description, once however many lines
     for line in lines:
         params = split_params(line.main.get("defense_params", ""))
-        if params.get("checkpoint", "None") in ("None", ""):
-            continue
-        name, digest = Path(params["checkpoint"]).name, params.get("checkpoint_sha256", "")
-        entry = next((e for e in entries if digest and e.get("sha256", "").startswith(digest)), None)
-        if entry is None:
-            described.append(f"{name}: not in {shown} (sha256 {digest or 'not recorded'})")
-            continue
-        init = f" from {Path(entry['init'].split(':')[0]).name}" if entry.get("init") else ""
-        described.append(f"{name} = train.stage={entry.get('stage', '?')}{init}, {entry['epochs']} epochs")
-    return f"Checkpoints ({shown}): {'; '.join(described)}." if described else ""
+        for key in CHECKPOINT_KEYS:
+            digest = params.get(f"{key}_sha256", "")
+            if not digest:  # not a file on disk (a hub name, or none)
+                continue
+            name = Path(params[key]).name
+            entry = next((e for e in entries if e.get("sha256", "").startswith(digest)), None)
+            if entry is None:
+                described[name, digest] = f"{name}: not in {shown} (sha256 {digest})"
+                continue
+            init = f" from {Path(entry['init'].split(':')[0]).name}" if entry.get("init") else ""
+            epochs = f", {entry['epochs']} epochs" if entry.get("epochs") else ""
+            described[name, digest] = f"{name} = train.stage={entry.get('stage') or 'not recorded'}{init}{epochs}"
+    return f"Checkpoints ({shown}): {'; '.join(described.values())}." if described else ""
 
 
 def protocol_caption(lines: Sequence[Line], results_dir: Path | None = None) -> str:

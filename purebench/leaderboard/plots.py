@@ -382,8 +382,9 @@ def sa_ra_figure(rows: Sequence[dict[str, str]], runs_dir: Path | None) -> plt.F
     panels = sorted({(r["classifier"], r["attack"], budget(r)) for r in rows}, key=lambda p: (p[1] != LINE_ATTACK, p))
     columns = min(3, len(panels))
     n_rows = -(-len(panels) // columns)
+    grey_note = textwrap.wrap(f"grey: {', '.join(grey)}", width=int(20 * PANEL[0] * columns)) if grey else []
     legend_columns = 2 * columns
-    legend_height = 0.16 * (-(-len(entries) // legend_columns) + bool(grey)) + 0.1  # inches
+    legend_height = 0.16 * (-(-len(entries) // legend_columns) + len(grey_note)) + 0.1  # inches
     height = PANEL[1] * n_rows + legend_height
     fig, axes = plt.subplots(n_rows, columns, figsize=(PANEL[0] * columns, height), squeeze=False)
     for ax, (classifier, attack, width) in zip(axes.flat, panels, strict=False):
@@ -403,10 +404,10 @@ def sa_ra_figure(rows: Sequence[dict[str, str]], runs_dir: Path | None) -> plt.F
         ax.axis("off")
     fig.legend(
         list(entries.values()), list(entries), loc="lower center", ncol=legend_columns, frameon=False, fontsize=6,
-        bbox_to_anchor=(0.5, 0.16 * bool(grey) / height),
+        bbox_to_anchor=(0.5, 0.16 * len(grey_note) / height),
     )  # fmt: skip
-    if grey:
-        fig.text(0.5, 0.02 / height, f"grey: {', '.join(grey)}", ha="center", va="bottom", fontsize=6)
+    if grey_note:
+        fig.text(0.5, 0.02 / height, "\n".join(grey_note), ha="center", va="bottom", fontsize=6)
     fig.tight_layout(rect=(0, legend_height / height, 1, 1))
     return fig
 
