@@ -67,7 +67,8 @@ class _ClipChain:
         self.value = torch.ones_like(start)
 
     @torch.no_grad()
-    def update(self, stepped: torch.Tensor, center: torch.Tensor, eps: float) -> None:
+    def clip(self, stepped: torch.Tensor, center: torch.Tensor, eps: float) -> torch.Tensor:
+        """:func:`_clip` (the same operations, so the same values; no graph) carrying ``value`` through it."""
         low, high = center - eps, center + eps
         through_max = (stepped > low).to(stepped) + 0.5 * (stepped == low).to(stepped)  # d max(stepped, low)
         bounded = torch.max(stepped, low)
@@ -77,6 +78,7 @@ class _ClipChain:
         self.value = in_range.to(stepped) * (
             through_min * (through_max * self.value + 1 - through_max) + 1 - through_min
         )
+        return inside.clamp(0, 1)
 
 
 class _Graph:
@@ -157,9 +159,7 @@ class ZeroPur(Defense):
         self.grad_checkpoint = grad_checkpoint
 
     def _clip(self, stepped: torch.Tensor, center: torch.Tensor, chain: _ClipChain | None) -> torch.Tensor:
-        if chain is not None:
-            chain.update(stepped, center, self.eps)
-        return _clip(stepped, center, self.eps)
+        return _clip(stepped, center, self.eps) if chain is None else chain.clip(stepped, center, self.eps)
 
     # ---- Guided Shift (Alg. 1) -------------------------------------------------------------
     @torch.enable_grad()

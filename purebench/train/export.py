@@ -186,12 +186,12 @@ def export(source: Path, target: Path) -> dict[str, Any]:
             torch.save({k: state[k] for k in KEPT if k in state}, tmp)
             size = _within_limit(target, tmp.stat().st_size)
         digest = sha256_of(target)
-    history = state["history"]
+    history, train = state["history"], state.get("config", {}).get("train", {})
     entry = {
         "file": target.name, "bytes": size, "sha256": digest, "command": state.get("command", ""),
         "commit": state.get("commit", ""), "data": state.get("data") or _data_from_config(state.get("config", {})),
-        "stage": state.get("config", {}).get("train", {}).get("stage"),  # what the leaderboard calls the file
-        "init": state.get("config", {}).get("train", {}).get("init"),  # the stage this one continued (its own entry)
+        "stage": train.get("stage"),  # what the leaderboard calls the file
+        "init": train.get("init"),  # the stage this one continued (its own entry)
         "minutes": round(sum(h.get("seconds", 0.0) for h in history) / 60, 1), "epochs": len(history),
         "last_epoch": history[-1] if history else {},
     }  # fmt: skip
