@@ -76,6 +76,19 @@ class Registry(Generic[T]):
         hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
         raise PurebenchError(f"Unknown {self.kind} '{name}'.{hint} Available {self.kind}s: {', '.join(choices)}.")
 
+    def built_type(self, name: str) -> type | None:
+        """The class ``name``'s factory says it returns (its return annotation), so its declared class
+        properties can be read without building it (the leaderboard reads a defense's ``shattered_gradient``
+        for rows written before the property was recorded); None without a resolvable class annotation."""
+        factory = self.get(name)
+        hint = inspect.get_annotations(factory).get("return")
+        if isinstance(hint, str):
+            try:
+                hint = eval(hint, factory.__globals__)  # the module's own annotation, not user input
+            except NameError:  # a name imported for type checking only
+                return None
+        return hint if isinstance(hint, type) else None
+
     def build(self, name: str, **kwargs: Any) -> T:
         """Look up ``name`` and call its factory with ``kwargs``, after :func:`check_arguments`."""
         factory = self.get(name)

@@ -156,6 +156,18 @@ def test_budgets_print_as_papers_write_them(eps, text, data_root):
     assert eps_text(eps, "L2") == f"{eps:.5g}"  # an L2 budget is no fraction of 255
 
 
+def test_a_setting_is_named_by_the_network_it_loads():
+    """A trained network in the label, default or not ("diffpure (diffpure_small)" is not the paper's model);
+    a classical filter at its defaults by its name alone; digests never."""
+    from purebench.leaderboard.params import setting_label
+
+    diffpure = {"defense": "diffpure", "defense_params": "model=results/checkpoints/diffpure_small,model_sha256=ae"}
+    assert setting_label(diffpure) == "diffpure (diffpure_small)"
+    atop = {"defense": "atop", "defense_params": "checkpoint=results/checkpoints/atop_rt2_atop.pt,checkpoint_sha256=b"}
+    assert setting_label(atop) == "atop (atop_rt2_atop.pt)"
+    assert setting_label({"defense": "median_blur", "defense_params": "kernel_size=5"}) == "median_blur (kernel_size=5)"
+
+
 # Ten defense settings of the headline protocol, the most robust first (distinct RA under each rung).
 HEADLINE_SETTINGS = [
     ("zeropur", ""), ("atop", "checkpoint=results/checkpoints/atop_rt2_atop.pt"), ("impure_floor", ""),
@@ -276,7 +288,7 @@ def test_the_headline_ladder_keeps_every_defense_apart_where_all_sit_at_zero(dat
     import matplotlib.colors as mcolors
     import matplotlib.pyplot as plt
 
-    from purebench.leaderboard.matrix import protocol_lines
+    from purebench.leaderboard.matrix import SHATTERED, protocol_lines
     from purebench.leaderboard.plots import DETERMINISTIC, NOT_RUN, headline_ladder_figure
 
     settings = [*HEADLINE_SETTINGS[:7], HEADLINE_SETTINGS[-1]]  # seven defenses and the undefended model
@@ -296,15 +308,21 @@ def test_the_headline_ladder_keeps_every_defense_apart_where_all_sit_at_zero(dat
     (none,) = [line for _, _, _, line in adaptive if line.get_linestyle() == "--"]  # the undefended model: dashed
     r, g, b = mcolors.to_rgb(none.get_color())
     assert r == g == b  # grey
-    # The default job's star sits right of every marker of its rung, with a white edge, and is labelled.
+    # The default job's star sits right of every marker of its rung, in its defense's colour, and is labelled.
     oblivious = _markers(panel, ticks.index("oblivious") - 1)
     (star,) = [line for _, _, _, line in oblivious if line.get_marker() == "*"]
     others = [x for x, _, _, line in oblivious if line is not star]
     assert star.get_xdata()[0] - max(others) >= 0.05 and star.get_xdata()[0] < 0.5
-    assert mcolors.to_hex(star.get_markeredgecolor()) == "#ffffff"
+    legend = legend_area.get_legend()
+    (zeropur,) = [
+        h for h, t in zip(legend.legend_handles, legend.get_texts(), strict=True) if t.get_text() == "zeropur"
+    ]
+    assert mcolors.to_hex(star.get_color()) == mcolors.to_hex(zeropur.get_color())  # its defense's colour
+    assert mcolors.to_hex(star.get_markeredgecolor()) == "#000000"
     assert any(t.get_text().startswith("default job") for t in legend_area.get_legend().get_texts())
-    # No drawn defense is randomized: the known-draws column says why it is empty.
-    (note,) = panel.texts
+    # No drawn defense is randomized: the known-draws column says why it is empty (zeropur's adaptive marker
+    # carries its shattered-gradient mark).
+    (note,) = [t for t in panel.texts if t.get_text() != SHATTERED]
     assert note.get_text() == DETERMINISTIC and note.get_position()[0] == ticks.index("known draws") - 1
     # The legend right of the axes; the figure wide rather than tall.
     assert legend_area.get_position().x0 >= panel.get_position().x1
@@ -313,7 +331,7 @@ def test_the_headline_ladder_keeps_every_defense_apart_where_all_sit_at_zero(dat
     plt.close(fig)
     rows[0] = {**rows[0], "defense_randomized": "True"}  # a randomized defense not yet run under known draws
     fig = headline_ladder_figure(rows, protocol_lines(rows, None))
-    assert [t.get_text() for t in fig.axes[0].texts] == [NOT_RUN]
+    assert [t.get_text() for t in fig.axes[0].texts if t.get_text() != SHATTERED] == [NOT_RUN]
     plt.close(fig)
 
 
@@ -324,7 +342,7 @@ def test_a_ladder_line_breaks_at_a_rung_not_run(data_root):
 
     import matplotlib.pyplot as plt
 
-    from purebench.leaderboard.matrix import ABOVE_OBLIVIOUS, protocol_lines
+    from purebench.leaderboard.matrix import ABOVE_OBLIVIOUS, SHATTERED, protocol_lines
     from purebench.leaderboard.plots import headline_ladder_figure
 
     rows = [
@@ -336,7 +354,13 @@ def test_a_ladder_line_breaks_at_a_rung_not_run(data_root):
     gap = [(x, y) for x, y, _, line in _markers(panel, ticks.index("BPDA+EOT") - 1) if line.get_linestyle() == "-"]
     assert len(gap) == 2 and sum(math.isnan(y) for _, y in gap) == 1  # atop's marker there, zeropur's a gap
     flags = lambda fig: [t for t in fig.axes[0].texts if t.get_text() == ABOVE_OBLIVIOUS]  # noqa: E731
-    assert not flags(fig) and not fig.axes[1].texts  # nothing flagged, nothing left out
+    # nothing flagged above oblivious, nothing left out; zeropur's adaptive marker is flagged shattered and the
+    # note beside the panel says what that means
+    (note,) = fig.axes[1].texts
+    assert (
+        not flags(fig) and note.get_text() == f"{SHATTERED} through a shattered gradient (sign steps): an upper bound."
+    )
+    assert SHATTERED in [t.get_text() for t in panel.texts]
     plt.close(fig)
     # atop's BPDA+EOT above its oblivious figure: flagged beside the marker and explained, as in the matrix.
     rows = [

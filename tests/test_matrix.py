@@ -14,11 +14,13 @@ from purebench.leaderboard.matrix import (
     ABOVE_OBLIVIOUS,
     NOT_APPLICABLE,
     NOT_RUN,
+    SHATTERED,
     Line,
     finding,
     matrix_table,
     protocol_caption,
     protocol_lines,
+    shattered_cells,
 )
 
 PGD = ["attack=pgd", "attack.steps=3", "attack.verbose=false", "batch_size=8", "protocol=headline"]
@@ -56,7 +58,8 @@ def test_one_line_per_setting_of_the_protocol_only(board):
     blur = dict(zip(headers, table[0], strict=True))
     assert blur["n"] == "16" and blur["SA % (95% CI)"].startswith(f"{rows['oblivious']['sa']:.2f} [")
     assert blur["PGD oblivious"].startswith(f"{rows['oblivious']['ra']:.2f} [")
-    assert blur["PGD adaptive"].endswith("(n=8)")  # a cell on fewer images says so
+    adaptive = rows["adaptive"]
+    assert blur["PGD adaptive"].endswith(f"(n=8, SA {adaptive['sa']:.2f})")  # fewer images: its n and SA
     assert blur["PGD known draws"] == NOT_APPLICABLE and blur["AutoAttack (rand) oblivious"] == NOT_RUN
     noise = dict(zip(headers, table[1], strict=True))
     assert noise["PGD known draws"] == NOT_RUN and noise["worst over rungs"] == ""  # no white-box rungs: blank
@@ -79,18 +82,24 @@ def test_the_finding_follows_the_figures(board):
     lines = protocol_lines(read_rows(results / "leaderboard.csv"), results / "runs")
     text = finding(lines)
     low, high = sorted(rows[k]["ra"] for k in ("oblivious", "noise"))
-    assert f"the 2 purifiers keep {low:.1f}-{high:.1f}% RA under PGD" in text
+    assert f"the 2 purifiers keep {low:.2f}-{high:.2f}% RA under PGD" in text
     assert "Not yet run under the headline protocol's adaptive rung: gaussian_noise." in text
     blur = lines[0]
     blur.cells["PGD adaptive"] = {**blur.cells["PGD adaptive"], "ra": "30.0"}
-    kept = "0 of the 1 run there fall to 5% RA or below and the most robust, gaussian_blur, keeps 30.0% ["
-    assert kept in finding(lines) and "(n=8; worst over rungs" in finding(lines)  # its cell's n, its worst case
+    kept = "0 of the 1 run there fall to 5% RA or below; gaussian_blur keeps 30.00% ["
+    assert kept in finding(lines) and f"(n=8; SA {rows['adaptive']['sa']:.2f}%)" in finding(lines)  # its n, its SA
+    best = f"the most robust is gaussian_blur with {blur.worst:.2f}% ["  # the worst case, read from the run files
+    assert best in finding(lines) and "(n=8)" in finding(lines)
+    blur.worst = 1.0  # every purifier with white-box rungs at or below the broken line: said in words
+    assert "(n=8): none of the 1 purifiers with their white-box rungs run keeps more than 5%" in finding(lines)
+    blur.worst = 30.0
+    assert "with 30.00% [" in finding(lines) and "none of the" not in finding(lines)
     blur.cells["PGD adaptive"] = {**blur.cells["PGD adaptive"], "ra": "0.0"}
-    assert "every one of the 1 run there falls to 0.0% RA" in finding(lines)
+    assert "every one of the 1 run there falls to 0.00% RA" in finding(lines)
     blur.cells["PGD BPDA+EOT"] = {**blur.cells["PGD BPDA+EOT"], "ra": "99.0"}  # a rung above the oblivious one
     oblivious = float(blur.cells["PGD oblivious"]["ra"])
     assert (
-        f"a weaker attack there rather than robustness: BPDA+EOT on gaussian_blur: 99.0 against {oblivious:.1f}"
+        f"a weaker attack there rather than robustness: BPDA+EOT on gaussian_blur: 99.00 against {oblivious:.2f}"
         in finding(lines)
     )
     noise = next(x for x in lines if x.label == "gaussian_noise")
@@ -106,7 +115,7 @@ def test_the_finding_follows_the_figures(board):
         "threat_model": "adaptive",
         "ra": "20.0",
     }
-    assert "AutoAttack (rand) adaptive on gaussian_blur: 20.0 against 10.0" in finding(lines)
+    assert "AutoAttack (rand) adaptive on gaussian_blur: 20.00 against 10.00" in finding(lines)
 
 
 def test_leaderboard_md_leads_with_the_matrix(board, capsys):
@@ -214,7 +223,9 @@ def test_a_surrogate_cell_on_more_images_stands_with_the_full_gradient_cell_as_i
     cells = dict(zip(headers, table[0], strict=True))
     assert cells["PGD adaptive"].startswith("20.00 [") and "surrogate steps=10" in cells["PGD adaptive"]
     assert cells["PGD adaptive"].endswith("full gradient on the first 16: 6.25)")
-    assert "keeps 20.0% [" in finding([line]) and "full gradient on the first 16: 6.2%" in finding([line])
+    text = finding([line])
+    assert "keeps 20.00% [" in text and "surrogate steps=10 gradient: an upper bound" in text
+    assert "full gradient on the first 16: 6.25%" in text
     # With the surrogate cell on the same 16 images, the check compares like with like.
     paired = {**surrogate, "n_examples": "16", "ra": "12.5"}
     line = noise([surrogate, paired, full])
@@ -233,7 +244,7 @@ def test_the_caption_names_the_protocols_images_whichever_line_comes_first(board
     lines = protocol_lines(read_rows(results / "leaderboard.csv"), results / "runs")
     fewer = {header: {**row, "n_examples": "4"} for header, row in lines[0].cells.items()}
     first = Line(lines[0].label, fewer)
-    assert protocol_caption([first, *lines[1:]]).startswith("resnet20 on the first 16 cifar10 test images")
+    assert protocol_caption([first, *lines[1:]])[1].startswith("resnet20 on the first 16 cifar10 test images")
 
 
 def test_the_caption_says_which_training_stage_each_checkpoint_is(board, tmp_path):
@@ -254,10 +265,38 @@ def test_the_caption_says_which_training_stage_each_checkpoint_is(board, tmp_pat
         {"file": "ft.pt", "sha256": "b" * 64, "stage": "finetune", "init": "results/checkpoints/pre.pt", "epochs": 12},
     ]))  # fmt: skip
     caption = protocol_caption([*lines, *[trained("ft.pt", "b" * 64)] * 2, trained("pre.pt", "c" * 64)], shipped)
-    assert caption.endswith(
+    assert caption[-1] == (
         "Checkpoints (results/checkpoints/manifest.json): ft.pt = train.stage=finetune from pre.pt, 12 epochs; "
         f"pre.pt: not in results/checkpoints/manifest.json (sha256 {'c' * 16})."
     )
-    assert "Checkpoints" not in protocol_caption(lines, shipped)  # no line names a checkpoint
+    assert "Checkpoints" not in " ".join(protocol_caption(lines, shipped))  # no line names a checkpoint
     (shipped / "checkpoints" / "manifest.json").write_text("[{")  # unreadable: no sentence, the rest stands
-    assert "Checkpoints" not in protocol_caption([*lines, trained("ft.pt", "b" * 64)], shipped)
+    assert "Checkpoints" not in " ".join(protocol_caption([*lines, trained("ft.pt", "b" * 64)], shipped))
+
+
+def test_a_shattered_gradient_marks_the_cells_that_differentiate_it(board):
+    """ZeroPur declares a shattered gradient (every step moves by a sign): the cells that differentiated its real
+    purifier carry the mark, BPDA's and the oblivious one do not, and the finding calls its known-draws figure an
+    upper bound rather than robustness; a defense without the declaration gets no mark."""
+    from purebench.defenses import DEFENSES
+    from purebench.defenses.base import Defense
+
+    assert DEFENSES.built_type("zeropur").shattered_gradient and DEFENSES.built_type("zeropur_gs").shattered_gradient
+    assert DEFENSES.built_type("median_blur") is Defense and not Defense.shattered_gradient
+    results, _ = board
+    rows = read_rows(results / "leaderboard.csv")
+    base = next(r for r in rows if r["defense"] == "gaussian_noise")
+    zeropur = [
+        {**base, "defense": "zeropur", "defense_params": "", "threat_model": threat, "ra": ra, "finished_at": "2100"}
+        for threat, ra in (("oblivious", "40.0"), ("bpda_eot", "20.0"), ("known_draws", "17.0"))
+    ]
+    lines = protocol_lines([*rows, *zeropur], None)
+    line = next(x for x in lines if x.label == "zeropur")
+    assert line.shattered and shattered_cells(line) == ["PGD known draws"]
+    assert not any(shattered_cells(x) for x in lines if x is not line)
+    headers, table = matrix_table(lines)
+    cells = dict(zip(headers, table[lines.index(line)], strict=True))
+    assert SHATTERED in cells["PGD known draws"] and SHATTERED not in cells["PGD BPDA+EOT"] + cells["PGD oblivious"]
+    assert f"{SHATTERED} zeropur's 17.00% there came through a shattered gradient: an upper bound" in finding(lines)
+    assert any(item.startswith(f"{ABOVE_OBLIVIOUS} = ") and SHATTERED in item for item in protocol_caption(lines))
+    assert not any(SHATTERED in item for item in protocol_caption([x for x in lines if x is not line]))

@@ -323,3 +323,22 @@ def test_skip_finished_returns_the_leaderboard_row_instead_of_evaluating(make_cf
     assert calls and fresh["run_id"] != first["run_id"] and fresh["config_hash"] == first["config_hash"]
     with pytest.raises(PurebenchError, match="skip_finished is a switch"):
         evaluate(make_cfg("defense=gaussian_blur", *FAST, "skip_finished=maybe"))
+
+
+def test_the_purification_figure_names_its_run_and_reads_its_differences(tmp_path, monkeypatch):
+    """A figure opened on its own says which run it shows (its title) and what the difference colours mean
+    (a colour bar under the grid)."""
+    import matplotlib.pyplot as plt
+    import torch
+
+    from purebench.eval import figures
+
+    kept = []
+    monkeypatch.setattr(figures.plt, "close", kept.append)
+    x = torch.rand(2, 3, 8, 8)
+    figures.purification_grid(x, x.flip(-1), x, ["a", "b"], tmp_path / "f.png", "zeropur under pgd, threat=adaptive")
+    (fig,) = kept
+    assert fig.get_suptitle() == "zeropur under pgd, threat=adaptive" and (tmp_path / "f.png").is_file()
+    (bar,) = [ax for ax in fig.axes if ax.get_xlabel().startswith("|difference|")]
+    assert bar.get_position().y1 < min(ax.get_position().y0 for ax in fig.axes if ax is not bar)  # under the grid
+    plt.close(fig)

@@ -1,9 +1,12 @@
 """The ``Defense`` interface that the runner and every threat model read.
 
-A defense is a module with ``purify(x) -> x`` on batches in [0, 1] and three declared
+A defense is a module with ``purify(x) -> x`` on batches in [0, 1] and four declared
 properties. Threat models decide how to attack from these properties alone (never from the
 defense's name): ``randomized`` switches on EOT and repeated evaluation, ``differentiable``
-says whether gradients through ``purify`` are meaningful, and ``bpda_approximation`` is the
+says whether gradients through ``purify`` are meaningful, ``shattered_gradient`` that the exact
+gradient exists but ignores how the purification responds to its input (a sign or rounding step:
+Athalye et al. 2018's shattered gradients), so the leaderboard marks what the gradient rungs leave
+as an upper bound, and ``bpda_approximation`` is the
 surrogate that BPDA differentiates instead of ``purify`` (identity unless a defense knows better).
 ``adaptive_purify`` is what a fully adaptive attacker differentiates: the real purifier, with any
 inner optimisation unrolled into the graph.
@@ -24,6 +27,7 @@ class Defense(nn.Module, ABC):
 
     randomized: bool = False
     differentiable: bool = True
+    shattered_gradient: bool = False
     trainable: bool = False
 
     @abstractmethod
@@ -51,7 +55,12 @@ class Defense(nn.Module, ABC):
 
     def describe(self) -> dict[str, bool]:
         """The declared properties, recorded in every result row."""
-        return {"randomized": self.randomized, "differentiable": self.differentiable, "trainable": self.trainable}
+        return {
+            "randomized": self.randomized,
+            "differentiable": self.differentiable,
+            "shattered_gradient": self.shattered_gradient,
+            "trainable": self.trainable,
+        }
 
 
 DEFENSES: Registry[Defense] = Registry("defense")

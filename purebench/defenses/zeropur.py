@@ -117,6 +117,9 @@ class ZeroPur(Defense):
 
     trainable = False
     differentiable = True
+    # Every GS and AP step moves by a * sign(grad) (Alg. 1 line 6, Alg. 2 line 11): the exact gradient is the
+    # identity masked where [0, 1] clamps (_ClipChain), blind to how the steps depend on the input.
+    shattered_gradient = True
 
     def __init__(
         self,
@@ -324,12 +327,12 @@ def _build(
 
 
 @DEFENSES.register("zeropur")
-def zeropur(name: str, classifier: Classifier, **params) -> Defense:
+def zeropur(name: str, classifier: Classifier, **params) -> ZeroPur:
     """ZeroPur = Guided Shift + Adaptive Projection."""
     return _build(classifier, ap=True, **params)
 
 
 @DEFENSES.register("zeropur_gs")
-def zeropur_gs(name: str, classifier: Classifier, **params) -> Defense:
+def zeropur_gs(name: str, classifier: Classifier, **params) -> ZeroPur:
     """Guided Shift only (Table 1's "GS" rows); the AP keys of the config are ignored by design."""
     return _build(classifier, ap=False, **params)

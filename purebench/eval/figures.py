@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 
 import matplotlib
@@ -20,12 +21,15 @@ def _normalised(diff: torch.Tensor) -> torch.Tensor:
 
 
 def purification_grid(
-    x: torch.Tensor, x_adv: torch.Tensor, purified: torch.Tensor, labels: list[str], path: Path
+    x: torch.Tensor, x_adv: torch.Tensor, purified: torch.Tensor, labels: list[str], path: Path, title: str = ""
 ) -> None:
     """One row per image; the row label gives the true class and the predictions on the clean, adversarial
-    and purified image (class names, as the dataset's metadata has them)."""
+    and purified image (class names, as the dataset's metadata has them). ``title`` names the run (defense,
+    attack, threat, budget), so a figure opened on its own says what it shows; the colour bar reads the
+    difference columns, each image's |difference| scaled to its own largest."""
     n = x.shape[0]
-    fig, axes = plt.subplots(n, len(COLUMNS), figsize=(1.6 * len(COLUMNS), 1.7 * n), squeeze=False)
+    fig, axes = plt.subplots(n, len(COLUMNS), figsize=(1.6 * len(COLUMNS), 1.7 * n + 0.8), squeeze=False)
+    shown = None
     for i in range(n):
         images = [x[i], x_adv[i], purified[i]]
         panels = [im.permute(1, 2, 0).clamp(0, 1).cpu().numpy() for im in images]
@@ -35,13 +39,22 @@ def purification_grid(
         ]
         for j, panel in enumerate(panels):
             ax = axes[i][j]
-            ax.imshow(panel, cmap="viridis" if j >= 3 else None, vmin=0, vmax=1)
+            image = ax.imshow(panel, cmap="viridis" if j >= 3 else None, vmin=0, vmax=1)
+            shown = image if j >= 3 else shown
             ax.set_xticks([])
             ax.set_yticks([])
             if i == 0:
                 ax.set_title(COLUMNS[j], fontsize=7)
         axes[i][0].set_ylabel(labels[i], fontsize=6)
-    fig.tight_layout()
+    fig.suptitle(textwrap.fill(title, 110), fontsize=7)
+    height = fig.get_size_inches()[1]
+    fig.tight_layout(rect=(0, 0.7 / height, 1, 1))  # room under the grid for the colour bar
+    left, right = axes[-1][3].get_position().x0, axes[-1][-1].get_position().x1
+    bar = fig.colorbar(
+        shown, cax=fig.add_axes((left, 0.4 / height, right - left, 0.08 / height)), orientation="horizontal"
+    )
+    bar.set_label("|difference| / its image's largest", fontsize=6)
+    bar.ax.tick_params(labelsize=5)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
     plt.close(fig)

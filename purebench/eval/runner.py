@@ -280,7 +280,7 @@ def _evaluate_batch(
     first: bool,
     cache: ObliviousCache | None,
     stages: StageProgress,
-    figure: tuple[Path, int] | None = None,
+    figure: tuple[Path, int, str] | None = None,  # where, how many images, the title naming the run
 ) -> dict[str, Any]:
     """Clean, SA, attack, adversarial and RA predictions of one batch (all randomness seeded by the batch)."""
     x, y = dataset.load(batch)
@@ -331,7 +331,7 @@ def _evaluate_batch(
                 ra_hits += (ra_pred == y).long()
                 votes[torch.arange(len(y), device=y.device), ra_pred] += 1
             if chunk == 0 and first and figure is not None:
-                path, n = figure[0], min(figure[1], len(batch))
+                path, n, title = figure[0], min(figure[1], len(batch)), figure[2]
                 ra_pred = predictions[0]
                 names = dataset.class_names
                 labels = [
@@ -339,7 +339,7 @@ def _evaluate_batch(
                     f"{names[int(ra_pred[i])]}"
                     for i in range(n)
                 ]
-                purification_grid(x[:n], x_adv[:n], purified[:n], labels, path)
+                purification_grid(x[:n], x_adv[:n], purified[:n], labels, path, title)
             bar.update(len(predictions))
             tick(len(predictions))
     # majority vote over the evaluations (Lee & Kim 2023): correct only when the label has strictly the most votes
@@ -505,7 +505,11 @@ def _evaluate(cfg: DictConfig, progress: Progress, supplied: Supplied | None) ->
         }  # fmt: skip
         cache = ObliviousCache(results_dir, cache_key, images)
     figure_path = results_dir / "figures" / f"{chash}.png"
-    figure = (figure_path, settings["figures"]) if settings["figures"] > 0 else None
+    title = (
+        f"{cfg.defense.name} under {cfg.attack.name}, threat={threat.name}, {attack.norm} eps={attack.eps:.4g}, "
+        f"{dataset.name} (config {chash})"
+    )
+    figure = (figure_path, settings["figures"], title) if settings["figures"] > 0 else None
     per_example_rows: list[dict[str, int]] = []
     cache_hits = []
     reused = 0

@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from purebench.defenses import DEFENSES
 from purebench.errors import PurebenchError
 from purebench.eval.atomic_files import atomic_write_text
 from purebench.eval.intervals import percent_bounds
@@ -53,6 +54,11 @@ NOT_APPLICABLE = "n/a (deterministic)"
 # SA-RA figure's triangles are rungs).
 ABOVE_OBLIVIOUS = "†"
 INFORMED = ("eot", "bpda_eot", "adaptive")  # the rungs that draw EOT samples of a randomized defense
+# A rung that differentiates the real purifier of a defense declaring ``shattered_gradient`` (a sign or rounding
+# step): its exact gradient is blind to how the purification responds to the input, so the RA there is an upper
+# bound that a smoothed backward pass could lower, not evidence of robustness.
+SHATTERED = "‡"
+EXACT_GRADIENT = ("eot", "adaptive", "known_draws")
 # The shipped purifiers' manifest under results_dir (python -m purebench.train.export writes it): which training
 # stage a checkpoint named in a line is, so "atop (atop_rt2_pre.pt)" reads without opening the file.
 SHIPPED_MANIFEST = Path("checkpoints") / "manifest.json"
@@ -67,6 +73,7 @@ class Line:
     # column -> the full-gradient row beside the surrogate row standing there, and the surrogate row on its images
     checks: dict[str, tuple[dict[str, str], dict[str, str] | None]] = field(default_factory=dict)
     randomized: bool = False
+    shattered: bool = False  # the defense declares shattered_gradient (its gradient rungs are upper bounds)
     worst: float | None = None  # per-example worst over the rungs run, in %
     worst_n: int = 0
 
@@ -107,7 +114,7 @@ def protocol_lines(rows: Sequence[dict[str, str]], runs_dir: Path | None, protoc
         column = _column(row)
         if column is None:
             continue
-        line = lines.setdefault(setting_label(row), Line(setting_label(row)))
+        line = lines.setdefault(setting_label(row), Line(setting_label(row), shattered=_shattered(row["defense"])))
         line.randomized |= row.get("defense_randomized") == "True" or row.get("randomness_detected") == "True"
         held = line.cells.get(column)
         if held is None or rank(row) >= rank(held):
@@ -124,6 +131,25 @@ def protocol_lines(rows: Sequence[dict[str, str]], runs_dir: Path | None, protoc
     for line in lines.values():
         line.worst, line.worst_n = _worst_over_rungs(line, runs_dir)
     return sorted(lines.values(), key=_order)
+
+
+def _shattered(defense: str) -> bool:
+    """Whether ``defense`` declares a shattered gradient; False for one this install does not know (a plugin's)."""
+    try:
+        built = DEFENSES.built_type(defense)
+    except PurebenchError:
+        return False
+    return bool(getattr(built, "shattered_gradient", False))
+
+
+def shattered_cells(line: Line) -> list[str]:
+    """The columns of ``line`` that differentiated a shattered gradient: the real purifier (not BPDA's identity,
+    not a surrogate) of a defense declaring one."""
+    return [
+        column
+        for column, row in line.cells.items()
+        if line.shattered and not is_surrogate(row) and row["threat_model"] in EXACT_GRADIENT
+    ]
 
 
 def _ra(line: Line, column: str) -> float:
@@ -166,7 +192,8 @@ def _cell(line: Line, column: str, n: int, protocol_eot: int) -> str:
     row = line.cells.get(column)
     if row is None:
         return NOT_APPLICABLE if column == PGD_KNOWN_DRAWS and not line.randomized else NOT_RUN
-    notes = [f"n={row['n_examples']}"] if int(row["n_examples"]) != n else []
+    # a cell on other images than the line's SA has its own SA beside its n
+    notes = [f"n={row['n_examples']}, SA {float(row['sa']):.2f}"] if int(row["n_examples"]) != n else []
     if line.randomized and _informed(row) and int(row["threat_eot_iter"] or 1) < protocol_eot:
         notes.append(f"EOT-{row['threat_eot_iter']}")  # fewer draws per gradient than the protocol's
     if row.get("threat_surrogate"):
@@ -176,6 +203,7 @@ def _cell(line: Line, column: str, n: int, protocol_eot: int) -> str:
         there = f", surrogate there {float(paired['ra']):.2f}" if paired else ""
         notes.append(f"full gradient on the first {full['n_examples']}: {float(full['ra']):.2f}{there}")
     flag = [ABOVE_OBLIVIOUS] if column in above_oblivious(line) else []
+    flag += [SHATTERED] if column in shattered_cells(line) else []
     figure = f"{float(row['ra']):.2f}"  # two decimals throughout, so the column reads aligned
     return " ".join([figure, interval(row, "ra"), *flag, *([f"({'; '.join(notes)})"] if notes else [])]).strip()
 
@@ -245,11 +273,12 @@ def shipped_checkpoints(lines: Sequence[Line], results_dir: Path | None) -> str:
     return f"Checkpoints ({shown}): {'; '.join(described.values())}." if described else ""
 
 
-def protocol_caption(lines: Sequence[Line], results_dir: Path | None = None) -> str:
-    """What the protocol and the columns are, read from the rows (classifier, images, budget, seed, attacks, EOT)
-    and, for the checkpoints the lines name, the manifest under ``results_dir``."""
+def protocol_caption(lines: Sequence[Line], results_dir: Path | None = None) -> list[str]:
+    """The caption's items: the abbreviations, the protocol read from the rows (classifier, images, budget,
+    seed, attacks, EOT), the rungs, the marks, the order and, for the checkpoints the lines name, the
+    manifest under ``results_dir``."""
     if not lines:
-        return ""
+        return []
     row = lines[0].main
     rows = [r for line in lines for r in line.cells.values()]
     steps = sorted({r["attack_steps"] for r in rows if r["attack"] == "pgd"})
@@ -260,51 +289,71 @@ def protocol_caption(lines: Sequence[Line], results_dir: Path | None = None) -> 
         if informed
         else ""
     )
-    return (
-        f"{row['classifier']} on the first {protocol_images(lines)} {row['dataset']} test images (fewer where the n "
-        f"column or a cell says n=), {budget(row)}, seed {row['seed']}; {'/'.join(f'PGD-{s}' for s in steps) or 'PGD'} and AutoAttack "
-        f"rand (APGD-CE + APGD-DLR, EOT 20){random_part}. Rungs: oblivious = attack the classifier alone, then "
-        "purify (the papers' protocol); BPDA+EOT = forward through the purifier, identity backward; adaptive = "
-        "gradients through the real purifier; known draws = adaptive with the evaluation's own random draws; "
-        "surrogate = gradients through a cheaper copy (Lee & Kim 2023), evaluation with the real defense. "
-        "`<paper>_floor` = the paper's corruption step with a classical fill instead of its learned network. RA % "
-        "with its 95% interval; RA counts an example only if its clean input is also classified correctly. "
-        f"{ABOVE_OBLIVIOUS} = above the oblivious figure: that attack is weaker here, not the defense stronger. "
-        "The last column is each example's worst case over every rung run (given once BPDA+EOT and adaptive were). "
-        "AutoAttack's oblivious examples fool the classifier alone, as PGD's do; where they keep more RA after "
-        "purification they transfer less, and the lower figure is the bound. Rows: most robust first (worst over "
-        "rungs, then adaptive RA, then oblivious RA). " + shipped_checkpoints(lines, results_dir)
-    ).strip()
+    marks = [f"{ABOVE_OBLIVIOUS} = above the oblivious figure: that attack is weaker here, not the defense stronger."]
+    if any(shattered_cells(line) for line in lines):
+        marks.append(
+            f"{SHATTERED} = the defense's exact gradient is shattered (a sign or rounding step; Athalye et al. "
+            "2018): differentiating it sees BPDA's identity with clamped pixels zeroed, so the figure is an upper "
+            "bound that a smoothed backward pass could lower."
+        )
+    items = [
+        "SA = standard accuracy (clean images, purified); RA = robust accuracy, in % with its 95% interval, "
+        "counting an example only if its clean input is also classified correctly (as AutoAttack and RobustBench "
+        "do). Every RA is an upper bound: a stronger attack can only lower it.",
+        f"{row['classifier']} on the first {protocol_images(lines)} {row['dataset']} test images (fewer where the "
+        "n column says so, or a cell says n= with its own SA), "
+        f"{budget(row)}, seed {row['seed']}; {'/'.join(f'PGD-{s}' for s in steps) or 'PGD'} and AutoAttack rand "
+        f"(APGD-CE + APGD-DLR, EOT 20){random_part}.",
+        "Rungs, weakest attacker first: oblivious = attack the classifier alone, then purify (the papers' "
+        "protocol); BPDA+EOT = forward through the purifier, identity backward; adaptive = gradients through the "
+        "real purifier; known draws = adaptive replaying the evaluation's own random draws (an attacker who knows "
+        "the seed, which a deployed defense keeps secret: it shows how much robustness is owed to randomness); "
+        "surrogate = gradients through a cheaper copy of the purifier (Lee & Kim 2023; under BPDA+EOT its forward "
+        "pass), the evaluation through the real one.",
+        "`<paper>_floor` = the paper's corruption step with a classical fill instead of its learned network; "
+        f"`{NOT_RUN}` = no row of this protocol yet (results/README.md says which cells are queued and which are "
+        f"left out for their cost); `{NOT_APPLICABLE}` = no draws to know.",
+        " ".join(marks),
+        "The last column is each example's worst case over every rung run (given once BPDA+EOT and adaptive "
+        "were). AutoAttack's oblivious examples fool the classifier alone, as PGD's do; where they keep more RA "
+        "after purification they transfer less, and the lower figure is the bound.",
+        "Rows: most robust first (worst over rungs, then adaptive RA, then oblivious RA).",
+        shipped_checkpoints(lines, results_dir),
+    ]
+    return [item for item in items if item]
 
 
 def finding(lines: Sequence[Line]) -> str:
-    """Two or three sentences that state what the matrix shows, generated from its figures: the oblivious
-    range, what the adaptive rung leaves, and any informed rung that scores above the oblivious one."""
+    """A few sentences that state what the matrix shows, generated from its figures: the oblivious range, what
+    the adaptive rung leaves (each figure above the broken line with what qualifies it: a surrogate or a
+    shattered gradient makes it an upper bound), the best worst case over rungs, what known draws leave, and
+    any informed rung that scores above the oblivious one."""
     purifiers = [line for line in lines if line.label != "none"]  # the undefended classifier is the reference
     oblivious = sorted((x for x in purifiers if PGD_OBLIVIOUS in x.cells), key=lambda x: _ra(x, PGD_OBLIVIOUS))
-    adaptive = sorted((x for x in purifiers if PGD_ADAPTIVE in x.cells), key=lambda x: _ra(x, PGD_ADAPTIVE))
+    adaptive = sorted((x for x in purifiers if PGD_ADAPTIVE in x.cells), key=lambda x: -_ra(x, PGD_ADAPTIVE))
     sentences = []
     if oblivious:
         low, high = _ra(oblivious[0], PGD_OBLIVIOUS), _ra(oblivious[-1], PGD_OBLIVIOUS)
         sentences.append(
             f"Against the oblivious attacker (the papers' protocol) the {len(oblivious)} purifiers keep "
-            f"{low:.1f}-{high:.1f}% RA under PGD (best: {oblivious[-1].label})"
+            f"{low:.2f}-{high:.2f}% RA under PGD (best: {oblivious[-1].label})"
         )
     if adaptive:
-        best = adaptive[-1]
         lead = "but under" if sentences else "Under"
         rung = "the adaptive attacker (PGD through the purifier, with EOT when it is random)"
-        top = _ra(best, PGD_ADAPTIVE)
-        if top <= BROKEN:
-            floor = "0.0% RA" if top == 0 else f"at most {top:.1f}% RA"
+        standing = [x for x in adaptive if _ra(x, PGD_ADAPTIVE) > BROKEN]
+        if not standing:
+            top = _ra(adaptive[0], PGD_ADAPTIVE)
+            floor = "0.00% RA" if top == 0 else f"at most {top:.2f}% RA"
             sentences.append(f"{lead} {rung} every one of the {len(adaptive)} run there falls to {floor}")
         else:
-            broken = sum(_ra(x, PGD_ADAPTIVE) <= BROKEN for x in adaptive)
+            kept = "; ".join(f"{x.label} keeps {_kept(x)}" for x in standing)
             sentences.append(
-                f"{lead} {rung} {broken} of the {len(adaptive)} run there fall to {BROKEN:.0f}% RA or below and the "
-                f"most robust, {best.label}, keeps {_kept(best)}"
+                f"{lead} {rung} {len(adaptive) - len(standing)} of the {len(adaptive)} run there fall to "
+                f"{BROKEN:.0f}% RA or below; {kept}"
             )
     text = "; ".join(sentences) + "." if sentences else ""
+    text += _best_worst(purifiers)
     known = [x for x in purifiers if PGD_KNOWN_DRAWS in x.cells]
     if known:
         broken = [x for x in known if _ra(x, PGD_KNOWN_DRAWS) <= BROKEN]
@@ -313,8 +362,12 @@ def finding(lines: Sequence[Line]) -> str:
             f"purifiers run there fall to {BROKEN:.0f}% RA or below: whatever they keep against an attacker without "
             "the draws is owed to their randomness."
         )
+        masked = [x for x in known if x not in broken and PGD_KNOWN_DRAWS in shattered_cells(x)]
+        if masked:
+            kept = ", ".join(f"{x.label}'s {_ra(x, PGD_KNOWN_DRAWS):.2f}%" for x in masked)
+            text += f" {SHATTERED} {kept} there came through a shattered gradient: an upper bound, not robustness."
     weak = [
-        f"{c.removeprefix(attack_name('pgd') + ' ')} on {x.label}: {_ra(x, c):.1f} against {_ra(x, base):.1f}"
+        f"{c.removeprefix(attack_name('pgd') + ' ')} on {x.label}: {_ra(x, c):.2f} against {_ra(x, base):.2f}"
         for x in purifiers
         for c, base in above_oblivious(x).items()
     ]
@@ -329,22 +382,44 @@ def finding(lines: Sequence[Line]) -> str:
     return text.strip()
 
 
+def _best_worst(purifiers: Sequence[Line]) -> str:
+    """The sentence on the strongest attacker: the highest per-example worst case over rungs among the lines
+    whose white-box rungs ran, with its interval, since the ranking of figures this close needs one."""
+    worst = [x for x in purifiers if x.worst is not None]
+    if not worst:
+        return ""
+    best = max(worst, key=lambda x: x.worst or 0.0)
+    bounds = percent_bounds(best.worst or 0.0, best.worst_n)
+    figure = f"{best.worst:.2f}%" + (f" [{bounds[0]:.1f}, {bounds[1]:.1f}]" if bounds else "")
+    verdict = (
+        f": none of the {len(worst)} purifiers with their white-box rungs run keeps more than {BROKEN:.0f}% against "
+        "the strongest attacker run"
+        if (best.worst or 0.0) <= BROKEN
+        else ""
+    )
+    mark = f" {SHATTERED}" if shattered_cells(best) else ""
+    return (
+        f" Taking each example's worst case over the rungs run, the most robust is {best.label} with {figure}{mark} "
+        f"(n={best.worst_n}){verdict}."
+    )
+
+
 def _kept(line: Line) -> str:
-    """What the adaptive cell of ``line`` leaves, with what qualifies it: ``20.0% [9.7, 36.7] (n=32, surrogate
-    gradient; full gradient on the first 16: 6.2%; worst over rungs 0.0%; SA 60.94%)``: a surrogate figure
-    never stands without the exact-gradient check beside it."""
+    """What the adaptive cell of ``line`` leaves, with what qualifies it: ``20.00% [9.7, 36.7] (n=32, surrogate
+    gradient: an upper bound; full gradient on the first 16: 6.25%; SA 60.94%)``: a surrogate figure never
+    stands without saying so, nor without the exact-gradient check beside it once there is one."""
     row = line.cells[PGD_ADAPTIVE]
     notes = [f"n={row['n_examples']}"] if int(row["n_examples"]) != int(line.main["n_examples"]) else []
-    notes += ["surrogate gradient"] if row.get("threat_surrogate") else []
+    if row.get("threat_surrogate"):
+        notes.append(f"through a surrogate {row['threat_surrogate']} gradient: an upper bound")
+    if PGD_ADAPTIVE in shattered_cells(line):
+        notes.append(f"{SHATTERED} through a shattered gradient: an upper bound")
     if PGD_ADAPTIVE in line.checks:
         full = line.checks[PGD_ADAPTIVE][0]
-        notes.append(f"full gradient on the first {full['n_examples']}: {float(full['ra']):.1f}%")
-    qualifiers = [", ".join(notes)] if notes else []
-    if line.worst is not None:
-        qualifiers.append(f"worst over rungs {line.worst:.1f}%")
-    qualifiers.append(f"SA {float(line.main['sa']):.2f}%")
-    figure = " ".join(p for p in (f"{float(row['ra']):.1f}%", interval(row, "ra")) if p)
-    return f"{figure} ({'; '.join(qualifiers)})"
+        notes.append(f"full gradient on the first {full['n_examples']}: {float(full['ra']):.2f}%")
+    notes.append(f"SA {float(row['sa']):.2f}%")
+    figure = " ".join(p for p in (f"{float(row['ra']):.2f}%", interval(row, "ra")) if p)
+    return f"{figure} ({'; '.join(notes)})"
 
 
 def matrix_body(rows: Sequence[dict[str, str]], runs_dir: Path | None, protocol: str = HEADLINE) -> str:
@@ -354,7 +429,7 @@ def matrix_body(rows: Sequence[dict[str, str]], runs_dir: Path | None, protocol:
         return ""
     headers, table = matrix_table(lines)
     caption = protocol_caption(lines, runs_dir.parent if runs_dir is not None else None)
-    return "\n".join([finding(lines), "", markdown_table(headers, table), "", caption, ""])
+    return "\n".join([finding(lines), "", markdown_table(headers, table), "", *(f"- {item}" for item in caption), ""])
 
 
 def matrix_markdown(rows: Sequence[dict[str, str]], runs_dir: Path | None, protocol: str = HEADLINE) -> str:

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from purebench.errors import PurebenchError
 from purebench.eval.threats import SURROGATE_SUFFIX
+from purebench.provenance import CHECKPOINT_KEYS
 
 _PAIR_START = re.compile(r",(?=[A-Za-z_][A-Za-z0-9_]*=)")  # a comma that starts the next key=value pair
 
@@ -74,11 +75,13 @@ def changed(defense: str, recorded: str) -> str:
 
 def setting_label(row: dict[str, str]) -> str:
     """A defense setting's short name, the one the figures, the HTML page and the matrix use: the defense and
-    its checkpoint's file name, else the keys it changed from its defaults. Digests (``model_sha256=...``) are
-    left out: they tell weight files apart, not settings a reader chooses between."""
-    checkpoint = split_params(row.get("defense_params", "")).get("checkpoint", "None")
-    if checkpoint not in ("None", ""):
-        return f"{row['defense']} ({Path(checkpoint).name})"
+    the name of the trained network it loads (its ``checkpoint`` or ``model``, default or not: "diffpure
+    (diffpure_small)" is not the paper's model), else the keys it changed from its defaults. Digests
+    (``model_sha256=...``) are left out: they tell weight files apart, not settings a reader chooses between."""
+    params = split_params(row.get("defense_params", ""))
+    weights = next((params[k] for k in CHECKPOINT_KEYS if params.get(k, "None") not in ("None", "")), None)
+    if weights is not None:
+        return f"{row['defense']} ({Path(weights).name})"
     keys = [k for k in changed(row["defense"], row.get("defense_params", "")).split(", ") if "_sha256=" not in k]
     keys = [k for k in keys if k and k != "defaults"]
     return f"{row['defense']} ({', '.join(keys)})" if keys else row["defense"]

@@ -38,11 +38,13 @@ from purebench.leaderboard.matrix import (
     ABOVE_OBLIVIOUS,
     HEADLINE,
     RUNGS,
+    SHATTERED,
     Line,
     above_oblivious,
     is_surrogate,
     protocol_images,
     protocol_lines,
+    shattered_cells,
 )
 from purebench.leaderboard.params import attack_name, rung_name, setting_label
 from purebench.leaderboard.table import budget
@@ -62,7 +64,7 @@ RUNG_MARKERS = dict(zip(LADDER, "osDv^Ph<>p", strict=False))  # SA-RA: one marke
 LINE_ATTACK = RUNGS[0][1]  # the matrix's attack under every rung (PGD) draws the lines; the others are markers
 MARKERS = {"line": "o", "surrogate": "X", "other attack": "D", "default job": "*", "SA": "s"}
 SPREAD = 0.56  # the x width (in rungs) over which a rung's markers are spread apart, one place per setting
-STAR = 0.44  # the default job's star: this far right of its rung, past every setting's markers
+STAR = 0.38  # the default job's star: this far right of its rung, just past every setting's markers
 LIMITS = (-3, 102)  # SA-RA axes: a marker at 0 or 100 shows whole
 DETERMINISTIC = "n/a: deterministic"  # a column no drawn setting can have: known draws of deterministic defenses
 NOT_RUN = "not run"  # a column none of the drawn settings was run under yet
@@ -172,13 +174,20 @@ def ladder_figure(dataset: str, panels: dict[tuple[str, str, str], Series]) -> p
 
 @plt.rc_context(STYLE)
 def headline_ladder_figure(rows: Sequence[dict[str, str]], lines: Sequence[Line]) -> plt.Figure:
-    """The matrix as a ladder: its first :data:`MAX_LINES` lines (the most robust; the rest named beside the
-    panel), the PGD cells joined between neighbouring rungs run (a gap at a rung not run), AutoAttack rand
-    cells and surrogate-gradient cells as their own markers, and the default job's cell (:func:`default_job_row`) as a star right of the markers of its rung. A rung
+    """The matrix as a ladder: its first :data:`MAX_LINES` lines (the most robust, the default job's defense
+    among them whatever its rank; the rest named beside the panel), the PGD cells joined between neighbouring
+    rungs run (a gap at a rung not run), AutoAttack rand cells and surrogate-gradient cells as their own
+    markers, and the default job's cell (:func:`default_job_row`) as a star in its defense's colour right of the
+    markers of its rung. A rung
     none of the drawn lines has a cell under says why: :data:`DETERMINISTIC` where every drawn defense is
     deterministic (known draws are the draws of a randomized defense), else :data:`NOT_RUN`."""
     rungs = list(dict.fromkeys(rung for _, _, rung in RUNGS))
+    job = default_job_row(rows, lines[0].main)
     drawn = lines[:MAX_LINES]
+    # the default job's defense is drawn whatever its rank: its star stands beside its line
+    mine = next((line for line in lines if job is not None and line.label == setting_label(job)), None)
+    if mine is not None and mine not in drawn:
+        drawn = [*drawn[:-1], mine]
     fig, (panel, legend_area) = plt.subplots(1, 2, figsize=(LADDER_PANEL[0] + LEGEND_WIDTH, LADDER_PANEL[1]),
                                              layout="constrained",
                                              gridspec_kw={"width_ratios": (LADDER_PANEL[0], LEGEND_WIDTH)})  # fmt: skip
@@ -197,26 +206,31 @@ def headline_ladder_figure(rows: Sequence[dict[str, str]], lines: Sequence[Line]
             others.setdefault(attack, attack_name(attack, next(iter(cells.values()))["attack_params"]))
             _points(panel, rungs, cells, shift + _step(len(drawn)) / 2, marker=MARKERS["other attack"],
                     color=colour["color"], markerfacecolor="white", markersize=3.5)  # fmt: skip
-        for header in above_oblivious(line):  # flagged as in the matrix: a weak attack, not a strong defense
+        # flagged as in the matrix: a weak attack (not a strong defense), a shattered gradient (an upper bound)
+        flags = {header: ABOVE_OBLIVIOUS for header in above_oblivious(line)}
+        flags |= {header: SHATTERED for header in shattered_cells(line)}
+        for header, mark in flags.items():
             attack, rung = next((a, r) for h, a, r in RUNGS if h == header)
             x = rungs.index(rung) + shift + (0 if attack == LINE_ATTACK else _step(len(drawn)) / 2)  # its marker's x
-            panel.annotate(ABOVE_OBLIVIOUS, (x, float(line.cells[header]["ra"])),
+            panel.annotate(mark, (x, float(line.cells[header]["ra"])),
                            xytext=(4, 2), textcoords="offset points", fontsize=8, color=colour["color"])  # fmt: skip
     for k, rung in enumerate(rungs):
         if rung not in filled:
             text = DETERMINISTIC if not any(line.randomized for line in drawn) else NOT_RUN
             panel.text(k, 50, text, rotation=90, ha="center", va="center", fontsize=6, color="0.4")
     main = drawn[0].main
-    job = default_job_row(rows, main)
     if job is not None and job["threat_model"] in rungs:
-        _points(panel, rungs, {job["threat_model"]: job}, STAR, marker=MARKERS["default job"], color="black",
-                markersize=8, markeredgecolor="white", markeredgewidth=0.5, zorder=4)  # fmt: skip
+        star = colours[mine.label]["color"] if mine is not None else "black"  # its defense's colour
+        _points(panel, rungs, {job["threat_model"]: job}, STAR, marker=MARKERS["default job"], color=star,
+                markersize=9, markeredgecolor="black", markeredgewidth=0.6, zorder=4)  # fmt: skip
     _keys(panel, surrogate, attack_name(LINE_ATTACK), list(others.values()), job)
     _ladder_axes(panel, rungs, f"{main['classifier']}, {budget(main)}")
-    rest = [line.label for line in lines[MAX_LINES:]]
+    rest = [line.label for line in lines if line not in drawn]
     notes = [f"In the matrix, not drawn here: {', '.join(rest)}."] if rest else []
     if any(above_oblivious(line) for line in drawn):
         notes.append(f"{ABOVE_OBLIVIOUS} above its oblivious figure: a weaker attack there, not robustness.")
+    if any(shattered_cells(line) for line in drawn):
+        notes.append(f"{SHATTERED} through a shattered gradient (sign steps): an upper bound.")
     _ladder_legend(legend_area, panel, " ".join(notes))
     fig.suptitle(f"{main['dataset']}: RA up the threat ladder, headline protocol", fontsize=8)
     return fig
@@ -316,7 +330,7 @@ def _keys(
 def default_job_label(job: dict[str, str]) -> str:
     """The star's legend entry: what ``python -m purebench`` runs and where the star is drawn."""
     return textwrap.fill(
-        f"default job (python -m purebench, star right of its rung): {job['defense']}, "
+        f"default job (python -m purebench, star right of its rung, in its defense's colour): {job['defense']}, "
         f"{attack_name(job['attack'], job.get('attack_params', ''))}, n={job['n_examples']}",
         44,
     )
