@@ -237,9 +237,11 @@ def test_the_sa_ra_figure_keeps_its_legend_to_twelve_entries(data_root):
     assert len(named) == 2 and all(label not in entries for label in named)
     assert {"oblivious", "BPDA+EOT", "adaptive"} <= set(entries) and entries[0] == "zeropur"  # rungs by name
     assert [ax.get_title() for ax in fig.axes if ax.get_title()] == [
-        "resnet20, PGD, Linf 8/255\nheadline protocol, n up to 128",  # the ladder's attack first
-        "resnet20, AutoAttack (rand), Linf 8/255\nheadline protocol, n up to 128",
+        "resnet20, PGD, Linf 8/255\nheadline protocol, n = 128",  # the ladder's attack first
+        "resnet20, AutoAttack (rand), Linf 8/255\nheadline protocol, n = 128",
     ]
+    pgd = fig.axes[0]  # a setting's rungs share its clean images: its SA interval is drawn once, not per rung
+    assert sum(c.has_xerr for c in pgd.containers) == 10 and len(pgd.containers) == 30
     plt.close(fig)
     # Without protocol rows: every rung of the ladder, ten settings under two rungs each, one panel.
     plain = [{**row, "protocol": "", "threat_model": t} for row in rows[::4] for t in ("oblivious", "known_draws")]

@@ -42,7 +42,6 @@ from purebench.leaderboard.matrix import (
     Line,
     above_oblivious,
     is_surrogate,
-    protocol_images,
     protocol_lines,
     shattered_cells,
 )
@@ -404,14 +403,19 @@ def sa_ra_figure(rows: Sequence[dict[str, str]], runs_dir: Path | None) -> plt.F
     for ax, (classifier, attack, width) in zip(axes.flat, panels, strict=False):
         members = [r for r in rows if (r["classifier"], r["attack"], budget(r)) == (classifier, attack, width)]
         key = (classifier, attack_name(attack, members[0]["attack_params"]), width)
+        sa_drawn = set()  # a setting's SA interval once per image set: its rungs share the clean images
         for row in members:
             rung = row["threat_model"].removesuffix(SURROGATE_SUFFIX)
             colour = colours.get(setting_label(row), OTHER)
-            ax.errorbar(float(row["sa"]), float(row["ra"]), xerr=[[e] for e in _interval(row, "sa")],
+            first = (setting_label(row), row["n_examples"], row["sa"]) not in sa_drawn
+            sa_drawn.add((setting_label(row), row["n_examples"], row["sa"]))
+            ax.errorbar(float(row["sa"]), float(row["ra"]), xerr=[[e] for e in _interval(row, "sa")] if first else None,
                         yerr=[[e] for e in _interval(row, "ra")], marker=RUNG_MARKERS.get(rung, "X"), color=colour,
                         markerfacecolor="white" if is_surrogate(row) else colour, markersize=3,
                         linewidth=0.6, capsize=1.5, alpha=0.8)  # fmt: skip
-        title = ", ".join(key) + (f"\n{HEADLINE} protocol, n up to {protocol_images(lines)}" if lines else "")
+        sizes = sorted({int(r["n_examples"]) for r in members})
+        images = f"n = {sizes[0]}" if len(sizes) == 1 else f"n = {sizes[0]}-{sizes[-1]} (the matrix's n)"
+        title = ", ".join(key) + (f"\n{HEADLINE} protocol, {images}" if lines else "")
         ax.set(xlim=LIMITS, ylim=LIMITS, xlabel="SA %", ylabel="RA %", title=title)
         ax.grid(alpha=0.3)
     for ax in list(axes.flat)[len(panels) :]:
