@@ -77,16 +77,18 @@ class Registry(Generic[T]):
         raise PurebenchError(f"Unknown {self.kind} '{name}'.{hint} Available {self.kind}s: {', '.join(choices)}.")
 
     def built_type(self, name: str) -> type | None:
-        """The class ``name``'s factory says it returns (its return annotation), so its declared class
-        properties can be read without building it (the leaderboard reads a defense's ``shattered_gradient``
-        for rows written before the property was recorded); None without a resolvable class annotation."""
+        """The class ``name`` builds, read without building it: the factory itself when it is a class, else the
+        class its return annotation names. The leaderboard reads class-level declarations this way (a defense's
+        ``shattered_gradient``) for rows written before the run files recorded them; a property an instance
+        sets in ``__init__`` is not visible here. None when no annotation resolves to a class (none given, a name
+        only type checkers import, a ``functools.partial``); a :class:`PurebenchError` for an unknown name."""
         factory = self.get(name)
-        hint = inspect.get_annotations(factory).get("return")
-        if isinstance(hint, str):
-            try:
-                hint = eval(hint, factory.__globals__)  # the module's own annotation, not user input
-            except NameError:  # a name imported for type checking only
-                return None
+        if isinstance(factory, type):
+            return factory
+        try:
+            hint = inspect.get_annotations(inspect.unwrap(factory), eval_str=True).get("return")
+        except Exception:  # an annotation that does not evaluate here, or an object annotations cannot be read from
+            return None
         return hint if isinstance(hint, type) else None
 
     def build(self, name: str, **kwargs: Any) -> T:

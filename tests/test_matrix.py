@@ -88,12 +88,13 @@ def test_the_finding_follows_the_figures(board):
     blur.cells["PGD adaptive"] = {**blur.cells["PGD adaptive"], "ra": "30.0"}
     kept = "0 of the 1 run there fall to 5% RA or below; gaussian_blur keeps 30.00% ["
     assert kept in finding(lines) and f"(n=8; SA {rows['adaptive']['sa']:.2f}%)" in finding(lines)  # its n, its SA
-    best = f"the most robust is gaussian_blur with {blur.worst:.2f}% ["  # the worst case, read from the run files
-    assert best in finding(lines) and "(n=8)" in finding(lines)
+    best = f"(1 purifier with both white-box rungs run), the highest is gaussian_blur with {blur.worst:.2f}% ["
+    assert best in finding(lines) and "(n=8)" in finding(lines)  # the worst case, read from the run files
+    assert "Not computed yet (a white-box rung not run): gaussian_noise." in finding(lines)  # named, not dropped
     blur.worst = 1.0  # every purifier with white-box rungs at or below the broken line: said in words
-    assert "(n=8): none of the 1 purifiers with their white-box rungs run keeps more than 5%" in finding(lines)
+    assert "(n=8): none keeps more than 5%." in finding(lines)
     blur.worst = 30.0
-    assert "with 30.00% [" in finding(lines) and "none of the" not in finding(lines)
+    assert "with 30.00% [" in finding(lines) and "none keeps" not in finding(lines)
     blur.cells["PGD adaptive"] = {**blur.cells["PGD adaptive"], "ra": "0.0"}
     assert "every one of the 1 run there falls to 0.00% RA" in finding(lines)
     blur.cells["PGD BPDA+EOT"] = {**blur.cells["PGD BPDA+EOT"], "ra": "99.0"}  # a rung above the oblivious one
@@ -224,7 +225,7 @@ def test_a_surrogate_cell_on_more_images_stands_with_the_full_gradient_cell_as_i
     assert cells["PGD adaptive"].startswith("20.00 [") and "surrogate steps=10" in cells["PGD adaptive"]
     assert cells["PGD adaptive"].endswith("full gradient on the first 16: 6.25)")
     text = finding([line])
-    assert "keeps 20.00% [" in text and "surrogate steps=10 gradient: an upper bound" in text
+    assert "keeps 20.00% [" in text and "surrogate steps=10 gradient: a weaker attack, a loose upper bound" in text
     assert "full gradient on the first 16: 6.25%" in text
     # With the surrogate cell on the same 16 images, the check compares like with like.
     paired = {**surrogate, "n_examples": "16", "ra": "12.5"}
@@ -293,10 +294,67 @@ def test_a_shattered_gradient_marks_the_cells_that_differentiate_it(board):
     lines = protocol_lines([*rows, *zeropur], None)
     line = next(x for x in lines if x.label == "zeropur")
     assert line.shattered and shattered_cells(line) == ["PGD known draws"]
+    # The adaptive rung marked too, with the qualifier in the finding; not through a surrogate of the purifier,
+    # nor with backprop_steps=0 (the identity stands in for the purifier's gradient there).
+    adaptive = {**zeropur[-1], "threat_model": "adaptive", "threat_backprop_steps": "all", "ra": "20.0"}
+    line.cells["PGD adaptive"] = adaptive
+    assert shattered_cells(line) == ["PGD known draws", "PGD adaptive"]
+    assert "zeropur keeps 20.00% [" in finding([line]) and f"{SHATTERED} through a shattered gradient" in finding(
+        [line]
+    )
+    for other in (
+        {"threat_model": "adaptive_surrogate", "threat_surrogate": "steps=10"},
+        {"threat_backprop_steps": "0"},
+    ):
+        line.cells["PGD adaptive"] = {**adaptive, **other}
+        assert shattered_cells(line) == ["PGD known draws"]
+    del line.cells["PGD adaptive"]
     assert not any(shattered_cells(x) for x in lines if x is not line)
     headers, table = matrix_table(lines)
     cells = dict(zip(headers, table[lines.index(line)], strict=True))
     assert SHATTERED in cells["PGD known draws"] and SHATTERED not in cells["PGD BPDA+EOT"] + cells["PGD oblivious"]
-    assert f"{SHATTERED} zeropur's 17.00% there came through a shattered gradient: an upper bound" in finding(lines)
+    assert f"{SHATTERED} zeropur's 17.00% there came through a shattered gradient: a loose upper bound" in finding(
+        lines
+    )
     assert any(item.startswith(f"{ABOVE_OBLIVIOUS} = ") and SHATTERED in item for item in protocol_caption(lines))
     assert not any(SHATTERED in item for item in protocol_caption([x for x in lines if x is not line]))
+
+
+def test_built_type_reads_the_class_a_factory_builds_without_building_it():
+    """The class itself, a factory's resolvable return annotation, else None (nothing to read, a name only type
+    checkers import, a partial); an unknown name lists the choices as ``get`` does."""
+    import functools
+
+    from purebench.errors import PurebenchError
+    from purebench.registry import Registry
+
+    class Thing:
+        shattered_gradient = True
+
+    things: Registry[Thing] = Registry("thing")
+    things.register("class")(Thing)
+    things.register("annotated")(lambda: Thing())
+    things._factories["annotated"].__annotations__ = {"return": Thing}
+    things.register("bare")(lambda: Thing())
+    things.register("unresolved")(lambda: Thing())
+    things._factories["unresolved"].__annotations__ = {"return": "OnlyForTypeCheckers"}
+    things.register("partial")(functools.partial(Thing))
+    assert [things.built_type(n) for n in ("class", "annotated", "bare", "unresolved", "partial")] == [
+        Thing, Thing, None, None, None,
+    ]  # fmt: skip
+    with pytest.raises(PurebenchError, match="Available things: annotated, bare, class"):
+        things.built_type("clas")
+
+
+def test_every_shattered_defense_class_is_what_a_registered_factory_declares():
+    """The leaderboard reads ``shattered_gradient`` from the class a factory's annotation names: a class declaring
+    it behind a factory annotated ``-> Defense`` would lose its mark silently."""
+    from purebench.defenses import DEFENSES
+    from purebench.defenses.base import Defense
+
+    def subclasses(cls: type) -> list[type]:
+        return [c for sub in cls.__subclasses__() for c in (sub, *subclasses(sub))]
+
+    declared = {DEFENSES.built_type(name) for name in DEFENSES.list()}
+    shattered = {c for c in subclasses(Defense) if c.__dict__.get("shattered_gradient")}
+    assert shattered and shattered <= declared

@@ -342,3 +342,12 @@ def test_the_purification_figure_names_its_run_and_reads_its_differences(tmp_pat
     (bar,) = [ax for ax in fig.axes if ax.get_xlabel().startswith("|difference|")]
     assert bar.get_position().y1 < min(ax.get_position().y0 for ax in fig.axes if ax is not bar)  # under the grid
     plt.close(fig)
+
+
+def test_the_runner_titles_its_figure_with_the_run(make_cfg, data_root, monkeypatch):
+    from purebench.eval import runner
+
+    titles = []
+    monkeypatch.setattr(runner, "purification_grid", lambda *args: titles.append(args[-1]))
+    row = evaluate(make_cfg("defense=gaussian_blur", *FAST, "threat=bpda"))
+    assert titles == [f"gaussian_blur under pgd, threat=bpda, Linf eps=0.03137, cifar10 (config {row['config_hash']})"]

@@ -15,7 +15,7 @@ COLUMNS = ("clean", "adversarial", "purified", "|adv - clean|", "|purified - adv
 
 
 def _normalised(diff: torch.Tensor) -> torch.Tensor:
-    """Per-image |difference| summed over channels, scaled to [0, 1] for display."""
+    """One panel's |difference| summed over channels, scaled to [0, 1] by its own largest for display."""
     d = diff.abs().sum(0)
     return d / d.max().clamp_min(1e-12)
 
@@ -26,7 +26,7 @@ def purification_grid(
     """One row per image; the row label gives the true class and the predictions on the clean, adversarial
     and purified image (class names, as the dataset's metadata has them). ``title`` names the run (defense,
     attack, threat, budget), so a figure opened on its own says what it shows; the colour bar reads the
-    difference columns, each image's |difference| scaled to its own largest."""
+    difference columns, each panel's |difference| scaled to its own largest."""
     n = x.shape[0]
     fig, axes = plt.subplots(n, len(COLUMNS), figsize=(1.6 * len(COLUMNS), 1.7 * n + 0.8), squeeze=False)
     shown = None
@@ -53,7 +53,7 @@ def purification_grid(
     bar = fig.colorbar(
         shown, cax=fig.add_axes((left, 0.4 / height, right - left, 0.08 / height)), orientation="horizontal"
     )
-    bar.set_label("|difference| / its image's largest", fontsize=6)
+    bar.set_label("|difference| / the largest in its panel (each panel scaled on its own)", fontsize=6)
     bar.ax.tick_params(labelsize=5)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)

@@ -505,9 +505,10 @@ def _evaluate(cfg: DictConfig, progress: Progress, supplied: Supplied | None) ->
         }  # fmt: skip
         cache = ObliviousCache(results_dir, cache_key, images)
     figure_path = results_dir / "figures" / f"{chash}.png"
+    # the run in words; the config hash names the full settings (two checkpoints of one defense differ there)
     title = (
-        f"{cfg.defense.name} under {cfg.attack.name}, threat={threat.name}, {attack.norm} eps={attack.eps:.4g}, "
-        f"{dataset.name} (config {chash})"
+        f"{cfg.defense.name} under {cfg.attack.name}, threat={threat_info['threat_model']}, {attack.norm} "
+        f"eps={attack.eps:.4g}, {dataset.name} (config {chash})"
     )
     figure = (figure_path, settings["figures"], title) if settings["figures"] > 0 else None
     per_example_rows: list[dict[str, int]] = []

@@ -11,6 +11,7 @@ table states the finding in words, generated from the figures, so it cannot drif
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 from collections.abc import Sequence
@@ -55,10 +56,12 @@ NOT_APPLICABLE = "n/a (deterministic)"
 ABOVE_OBLIVIOUS = "†"
 INFORMED = ("eot", "bpda_eot", "adaptive")  # the rungs that draw EOT samples of a randomized defense
 # A rung that differentiates the real purifier of a defense declaring ``shattered_gradient`` (a sign or rounding
-# step): its exact gradient is blind to how the purification responds to the input, so the RA there is an upper
-# bound that a smoothed backward pass could lower, not evidence of robustness.
+# step): its exact gradient is blind to how the purification responds to the input, so the RA there is a loose
+# upper bound that a smoothed backward pass could lower, not evidence of robustness. (The matrix's columns with
+# an exact gradient; a surrogate rung is named as such in its cell, and threat.backprop_steps=0 replaces the
+# purifier's gradient by the identity.)
 SHATTERED = "‡"
-EXACT_GRADIENT = ("eot", "adaptive", "known_draws")
+EXACT_GRADIENT = ("adaptive", "known_draws")
 # The shipped purifiers' manifest under results_dir (python -m purebench.train.export writes it): which training
 # stage a checkpoint named in a line is, so "atop (atop_rt2_pre.pt)" reads without opening the file.
 SHIPPED_MANIFEST = Path("checkpoints") / "manifest.json"
@@ -133,22 +136,25 @@ def protocol_lines(rows: Sequence[dict[str, str]], runs_dir: Path | None, protoc
     return sorted(lines.values(), key=_order)
 
 
+@functools.cache
 def _shattered(defense: str) -> bool:
-    """Whether ``defense`` declares a shattered gradient; False for one this install does not know (a plugin's)."""
+    """Whether ``defense`` declares a shattered gradient; False, with a warning, when its class cannot be read
+    (a plugin this install lacks or cannot import, an annotation that does not resolve)."""
     try:
         built = DEFENSES.built_type(defense)
-    except PurebenchError:
+    except Exception as exc:  # the leaderboard of finished rows must not fail on one defense's declaration
+        log.warning("defense %r: its declared properties cannot be read (%s); no shattered-gradient mark", defense, exc)
         return False
     return bool(getattr(built, "shattered_gradient", False))
 
 
 def shattered_cells(line: Line) -> list[str]:
-    """The columns of ``line`` that differentiated a shattered gradient: the real purifier (not BPDA's identity,
-    not a surrogate) of a defense declaring one."""
+    """The columns of ``line`` that differentiated a shattered gradient: the real purifier of a defense declaring
+    one, with its gradient (not BPDA's identity, nor ``threat.backprop_steps=0``'s straight-through one)."""
     return [
         column
         for column, row in line.cells.items()
-        if line.shattered and not is_surrogate(row) and row["threat_model"] in EXACT_GRADIENT
+        if line.shattered and row["threat_model"] in EXACT_GRADIENT and row.get("threat_backprop_steps") != "0"
     ]
 
 
@@ -227,6 +233,7 @@ def _worst_cell(line: Line, n: int) -> str:
         return ""
     bounds = percent_bounds(line.worst, line.worst_n)
     text = f"{line.worst:.2f}" + (f" [{bounds[0]:.1f}, {bounds[1]:.1f}]" if bounds else "")
+    text += f" {SHATTERED}" if shattered_cells(line) else ""  # a shattered rung among those it is the worst of
     return text + (f" (n={line.worst_n})" if line.worst_n != n else "")
 
 
@@ -292,9 +299,9 @@ def protocol_caption(lines: Sequence[Line], results_dir: Path | None = None) -> 
     marks = [f"{ABOVE_OBLIVIOUS} = above the oblivious figure: that attack is weaker here, not the defense stronger."]
     if any(shattered_cells(line) for line in lines):
         marks.append(
-            f"{SHATTERED} = the defense's exact gradient is shattered (a sign or rounding step; Athalye et al. "
-            "2018): differentiating it sees BPDA's identity with clamped pixels zeroed, so the figure is an upper "
-            "bound that a smoothed backward pass could lower."
+            f"{SHATTERED} = the defense declares a shattered gradient (a sign or rounding step; Athalye et al. "
+            "2018): its exact gradient says nothing of how the purification responds to its input, so the figure is "
+            "a loose upper bound that a smoothed backward pass could lower, not evidence of robustness."
         )
     items = [
         "SA = standard accuracy (clean images, purified); RA = robust accuracy, in % with its 95% interval, "
@@ -335,7 +342,8 @@ def finding(lines: Sequence[Line]) -> str:
     if oblivious:
         low, high = _ra(oblivious[0], PGD_OBLIVIOUS), _ra(oblivious[-1], PGD_OBLIVIOUS)
         sentences.append(
-            f"Against the oblivious attacker (the papers' protocol) the {len(oblivious)} purifiers keep "
+            f"Against the oblivious attacker (the papers' protocol) the {len(oblivious)} "
+            f"purifier{'s' if len(oblivious) != 1 else ''} keep{'s' if len(oblivious) == 1 else ''} "
             f"{low:.2f}-{high:.2f}% RA under PGD (best: {oblivious[-1].label})"
         )
     if adaptive:
@@ -365,7 +373,10 @@ def finding(lines: Sequence[Line]) -> str:
         masked = [x for x in known if x not in broken and PGD_KNOWN_DRAWS in shattered_cells(x)]
         if masked:
             kept = ", ".join(f"{x.label}'s {_ra(x, PGD_KNOWN_DRAWS):.2f}%" for x in masked)
-            text += f" {SHATTERED} {kept} there came through a shattered gradient: an upper bound, not robustness."
+            text += (
+                f" {SHATTERED} {kept} there came through a shattered gradient: a loose upper bound, not evidence of "
+                "robustness."
+            )
     weak = [
         f"{c.removeprefix(attack_name('pgd') + ' ')} on {x.label}: {_ra(x, c):.2f} against {_ra(x, base):.2f}"
         for x in purifiers
@@ -383,37 +394,39 @@ def finding(lines: Sequence[Line]) -> str:
 
 
 def _best_worst(purifiers: Sequence[Line]) -> str:
-    """The sentence on the strongest attacker: the highest per-example worst case over rungs among the lines
-    whose white-box rungs ran, with its interval, since the ranking of figures this close needs one."""
+    """The sentence on every rung at once: the highest per-example worst case over rungs among the lines whose
+    white-box rungs ran, with its interval and n (the lines differ in n, so the interval is what to compare),
+    and the lines whose worst case is not computed yet, named rather than left out."""
     worst = [x for x in purifiers if x.worst is not None]
     if not worst:
         return ""
     best = max(worst, key=lambda x: x.worst or 0.0)
     bounds = percent_bounds(best.worst or 0.0, best.worst_n)
     figure = f"{best.worst:.2f}%" + (f" [{bounds[0]:.1f}, {bounds[1]:.1f}]" if bounds else "")
-    verdict = (
-        f": none of the {len(worst)} purifiers with their white-box rungs run keeps more than {BROKEN:.0f}% against "
-        "the strongest attacker run"
-        if (best.worst or 0.0) <= BROKEN
-        else ""
-    )
     mark = f" {SHATTERED}" if shattered_cells(best) else ""
-    return (
-        f" Taking each example's worst case over the rungs run, the most robust is {best.label} with {figure}{mark} "
-        f"(n={best.worst_n}){verdict}."
+    plural = "s" if len(worst) != 1 else ""
+    verdict = f": none keeps more than {BROKEN:.0f}%" if (best.worst or 0.0) <= BROKEN else ""
+    text = (
+        f" Taking each example's worst case over the rungs run ({len(worst)} purifier{plural} with both white-box "
+        f"rungs run), the highest is {best.label} with {figure}{mark} (n={best.worst_n}){verdict}."
     )
+    pending = [x.label for x in purifiers if x.worst is None]
+    if pending:
+        text += f" Not computed yet (a white-box rung not run): {', '.join(pending)}."
+    return text
 
 
 def _kept(line: Line) -> str:
-    """What the adaptive cell of ``line`` leaves, with what qualifies it: ``20.00% [9.7, 36.7] (n=32, surrogate
-    gradient: an upper bound; full gradient on the first 16: 6.25%; SA 60.94%)``: a surrogate figure never
-    stands without saying so, nor without the exact-gradient check beside it once there is one."""
+    """What the adaptive cell of ``line`` leaves, with what qualifies it: ``20.00% [9.7, 36.7] (n=32; through a
+    surrogate steps=10 gradient: a weaker attack, a loose upper bound; full gradient on the first 16: 6.25%;
+    SA 60.94%)``: a surrogate or shattered-gradient figure never stands without saying so, nor without the
+    exact-gradient check beside it once there is one."""
     row = line.cells[PGD_ADAPTIVE]
     notes = [f"n={row['n_examples']}"] if int(row["n_examples"]) != int(line.main["n_examples"]) else []
     if row.get("threat_surrogate"):
-        notes.append(f"through a surrogate {row['threat_surrogate']} gradient: an upper bound")
+        notes.append(f"through a surrogate {row['threat_surrogate']} gradient: a weaker attack, a loose upper bound")
     if PGD_ADAPTIVE in shattered_cells(line):
-        notes.append(f"{SHATTERED} through a shattered gradient: an upper bound")
+        notes.append(f"{SHATTERED} through a shattered gradient: a loose upper bound")
     if PGD_ADAPTIVE in line.checks:
         full = line.checks[PGD_ADAPTIVE][0]
         notes.append(f"full gradient on the first {full['n_examples']}: {float(full['ra']):.2f}%")

@@ -74,17 +74,39 @@ def changed(defense: str, recorded: str) -> str:
 
 
 def setting_label(row: dict[str, str]) -> str:
-    """A defense setting's short name, the one the figures, the HTML page and the matrix use: the defense and
-    the name of the trained network it loads (its ``checkpoint`` or ``model``, default or not: "diffpure
-    (diffpure_small)" is not the paper's model), else the keys it changed from its defaults. Digests
-    (``model_sha256=...``) are left out: they tell weight files apart, not settings a reader chooses between."""
+    """A defense setting's short name, the one the figures, the HTML page and the matrix use. A trained
+    ``checkpoint`` names the setting by its file name alone (the keys beside it build the network the file
+    needs); a ``model`` (weights a sampler runs, default or not: "diffpure (diffpure_small)" is not the paper's
+    model) by its name and the keys changed from the defaults, as a setting without weights is named, so two
+    samplers of one model never share a name. Digests (``model_sha256=...``) are left out: they tell weight
+    files apart, not settings a reader chooses between."""
     params = split_params(row.get("defense_params", ""))
-    weights = next((params[k] for k in CHECKPOINT_KEYS if params.get(k, "None") not in ("None", "")), None)
-    if weights is not None:
-        return f"{row['defense']} ({Path(weights).name})"
-    keys = [k for k in changed(row["defense"], row.get("defense_params", "")).split(", ") if "_sha256=" not in k]
-    keys = [k for k in keys if k and k != "defaults"]
-    return f"{row['defense']} ({', '.join(keys)})" if keys else row["defense"]
+    checkpoint = params.get("checkpoint", "None")
+    if checkpoint not in ("None", ""):
+        return f"{row['defense']} ({Path(checkpoint).name})"
+    weights = _weights(params)
+    keys = [k for k in changed_keys(row) if k.split("=", 1)[0] not in CHECKPOINT_KEYS]
+    parts = ([Path(weights).name] if weights else []) + keys
+    return f"{row['defense']} ({', '.join(parts)})" if parts else row["defense"]
+
+
+def changed_keys(row: dict[str, str]) -> list[str]:
+    """The ``key=value`` pairs a row's defense changed from its defaults, digests left out (empty at defaults)."""
+    keys = changed(row["defense"], row.get("defense_params", "")).split(", ")
+    return [k for k in keys if k and k != "defaults" and "_sha256=" not in k]
+
+
+def _weights(params: dict[str, str]) -> str | None:
+    """The trained network a defense loads: the first ``checkpoint``/``model`` value naming a file or a hub id
+    (a block such as IMPure's ``model={...}`` describes an architecture, not weights)."""
+    return next(
+        (
+            params[k]
+            for k in CHECKPOINT_KEYS
+            if params.get(k, "None") not in ("None", "") and not params[k].startswith("{")
+        ),
+        None,
+    )
 
 
 def _as_dict(value: str) -> dict | None:

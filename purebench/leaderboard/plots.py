@@ -45,7 +45,7 @@ from purebench.leaderboard.matrix import (
     protocol_lines,
     shattered_cells,
 )
-from purebench.leaderboard.params import attack_name, rung_name, setting_label
+from purebench.leaderboard.params import attack_name, changed_keys, rung_name, setting_label
 from purebench.leaderboard.table import budget
 
 PANEL = (3.3, 2.6)  # inches: one paper column
@@ -63,6 +63,7 @@ RUNG_MARKERS = dict(zip(LADDER, "osDv^Ph<>p", strict=False))  # SA-RA: one marke
 LINE_ATTACK = RUNGS[0][1]  # the matrix's attack under every rung (PGD) draws the lines; the others are markers
 MARKERS = {"line": "o", "surrogate": "X", "other attack": "D", "default job": "*", "SA": "s"}
 SPREAD = 0.56  # the x width (in rungs) over which a rung's markers are spread apart, one place per setting
+LABEL_WIDTH = 40  # characters per legend line: a setting's label with its changed keys wraps rather than widens
 STAR = 0.38  # the default job's star: this far right of its rung, just past every setting's markers
 LIMITS = (-3, 102)  # SA-RA axes: a marker at 0 or 100 shows whole
 DETERMINISTIC = "n/a: deterministic"  # a column no drawn setting can have: known draws of deterministic defenses
@@ -112,7 +113,7 @@ def default_job_row(rows: Sequence[dict[str, str]], like: dict[str, str]) -> dic
     job = default_job()
     matches = [
         r for r in filter(has_ra, rows)
-        if not r.get("protocol") and r["threat_model"] == job["threat"] and setting_label(r) == r["defense"]
+        if not r.get("protocol") and r["threat_model"] == job["threat"] and not changed_keys(r)
         and all(r[k] == job[k] for k in ("dataset", "classifier", "defense", "attack")) and budget(r) == budget(like)
     ]  # fmt: skip
     return max(matches, key=lambda r: (int(r["n_examples"]), r["finished_at"]), default=None)
@@ -206,8 +207,10 @@ def headline_ladder_figure(rows: Sequence[dict[str, str]], lines: Sequence[Line]
             _points(panel, rungs, cells, shift + _step(len(drawn)) / 2, marker=MARKERS["other attack"],
                     color=colour["color"], markerfacecolor="white", markersize=3.5)  # fmt: skip
         # flagged as in the matrix: a weak attack (not a strong defense), a shattered gradient (an upper bound)
-        flags = {header: ABOVE_OBLIVIOUS for header in above_oblivious(line)}
-        flags |= {header: SHATTERED for header in shattered_cells(line)}
+        flags: dict[str, str] = defaultdict(str)
+        for marks, mark in ((above_oblivious(line), ABOVE_OBLIVIOUS), (shattered_cells(line), SHATTERED)):
+            for header in marks:
+                flags[header] += mark
         for header, mark in flags.items():
             attack, rung = next((a, r) for h, a, r in RUNGS if h == header)
             x = rungs.index(rung) + shift + (0 if attack == LINE_ATTACK else _step(len(drawn)) / 2)  # its marker's x
@@ -222,14 +225,14 @@ def headline_ladder_figure(rows: Sequence[dict[str, str]], lines: Sequence[Line]
         star = colours[mine.label]["color"] if mine is not None else "black"  # its defense's colour
         _points(panel, rungs, {job["threat_model"]: job}, STAR, marker=MARKERS["default job"], color=star,
                 markersize=9, markeredgecolor="black", markeredgewidth=0.6, zorder=4)  # fmt: skip
-    _keys(panel, surrogate, attack_name(LINE_ATTACK), list(others.values()), job)
+    _keys(panel, surrogate, attack_name(LINE_ATTACK), list(others.values()), job, coloured=mine is not None)
     _ladder_axes(panel, rungs, f"{main['classifier']}, {budget(main)}")
     rest = [line.label for line in lines if line not in drawn]
     notes = [f"In the matrix, not drawn here: {', '.join(rest)}."] if rest else []
     if any(above_oblivious(line) for line in drawn):
         notes.append(f"{ABOVE_OBLIVIOUS} above its oblivious figure: a weaker attack there, not robustness.")
     if any(shattered_cells(line) for line in drawn):
-        notes.append(f"{SHATTERED} through a shattered gradient (sign steps): an upper bound.")
+        notes.append(f"{SHATTERED} through a shattered gradient: a loose upper bound.")
     _ladder_legend(legend_area, panel, " ".join(notes))
     fig.suptitle(f"{main['dataset']}: RA up the threat ladder, headline protocol", fontsize=8)
     return fig
@@ -301,6 +304,7 @@ def _keys(
     line_attack: str = "",
     others: Sequence[str] = (),
     job: dict[str, str] | None = None,
+    coloured: bool = False,
 ) -> None:
     """Legend keys after the settings' colours: what the SA squares, the joined markers, the other attacks'
     markers, the surrogate-gradient marker and the default job's star stand for (the ones drawn)."""
@@ -323,13 +327,15 @@ def _keys(
                 markeredgewidth=0.5, label="surrogate gradient")  # fmt: skip
     if job is not None:
         ax.plot([], [], linestyle="", marker=MARKERS["default job"], color="black", markersize=7,
-                label=default_job_label(job))  # fmt: skip
+                label=default_job_label(job, coloured))  # fmt: skip
 
 
-def default_job_label(job: dict[str, str]) -> str:
-    """The star's legend entry: what ``python -m purebench`` runs and where the star is drawn."""
+def default_job_label(job: dict[str, str], coloured: bool = False) -> str:
+    """The star's legend entry: what ``python -m purebench`` runs and where the star is drawn (in its defense's
+    colour when that defense has a line here)."""
+    colour = ", in its defense's colour" if coloured else ""
     return textwrap.fill(
-        f"default job (python -m purebench, star right of its rung, in its defense's colour): {job['defense']}, "
+        f"default job (python -m purebench, star right of its rung{colour}): {job['defense']}, "
         f"{attack_name(job['attack'], job.get('attack_params', ''))}, n={job['n_examples']}",
         44,
     )
@@ -351,7 +357,11 @@ def _ladder_axes(ax: plt.Axes, rungs: list[str], title: str) -> None:
 def _ladder_legend(area: plt.Axes, panel: plt.Axes, note: str) -> None:
     """The panel's legend, and ``note`` under it, in ``area`` right of the panel."""
     area.axis("off")
-    area.legend(*panel.get_legend_handles_labels(), loc="upper left", frameon=False, ncol=1, borderaxespad=0)
+    handles, labels = panel.get_legend_handles_labels()
+    labels = [
+        label if "\n" in label else textwrap.fill(label, LABEL_WIDTH) for label in labels
+    ]  # the panel keeps its width
+    area.legend(handles, labels, loc="upper left", frameon=False, ncol=1, borderaxespad=0)
     if note:
         area.text(0.0, 0.0, textwrap.fill(note, 60), transform=area.transAxes, ha="left", va="bottom",
                   fontsize=5, color="0.3")  # fmt: skip
@@ -421,7 +431,7 @@ def sa_ra_figure(rows: Sequence[dict[str, str]], runs_dir: Path | None) -> plt.F
     for ax in list(axes.flat)[len(panels) :]:
         ax.axis("off")
     fig.legend(
-        list(entries.values()), list(entries), loc="lower center", ncol=legend_columns, frameon=False, fontsize=6,
+        list(entries.values()), [textwrap.fill(e, LABEL_WIDTH) for e in entries], loc="lower center", ncol=legend_columns, frameon=False, fontsize=6,
         bbox_to_anchor=(0.5, 0.16 * len(grey_note) / height),
     )  # fmt: skip
     if grey_note:
