@@ -117,7 +117,8 @@ def protocol_lines(rows: Sequence[dict[str, str]], runs_dir: Path | None, protoc
         column = _column(row)
         if column is None:
             continue
-        line = lines.setdefault(setting_label(row), Line(setting_label(row), shattered=_shattered(row["defense"])))
+        label = setting_label(row)
+        line = lines.get(label) or lines.setdefault(label, Line(label, shattered=_shattered(row["defense"])))
         line.randomized |= row.get("defense_randomized") == "True" or row.get("randomness_detected") == "True"
         held = line.cells.get(column)
         if held is None or rank(row) >= rank(held):
@@ -151,10 +152,12 @@ def _shattered(defense: str) -> bool:
 def shattered_cells(line: Line) -> list[str]:
     """The columns of ``line`` that differentiated a shattered gradient: the real purifier of a defense declaring
     one, with its gradient (not BPDA's identity, nor ``threat.backprop_steps=0``'s straight-through one)."""
+    if not line.shattered:
+        return []
     return [
         column
         for column, row in line.cells.items()
-        if line.shattered and row["threat_model"] in EXACT_GRADIENT and row.get("threat_backprop_steps") != "0"
+        if row["threat_model"] in EXACT_GRADIENT and row.get("threat_backprop_steps") != "0"
     ]
 
 
@@ -401,11 +404,12 @@ def _best_worst(purifiers: Sequence[Line]) -> str:
     if not worst:
         return ""
     best = max(worst, key=lambda x: x.worst or 0.0)
-    bounds = percent_bounds(best.worst or 0.0, best.worst_n)
-    figure = f"{best.worst:.2f}%" + (f" [{bounds[0]:.1f}, {bounds[1]:.1f}]" if bounds else "")
+    top = best.worst or 0.0
+    bounds = percent_bounds(top, best.worst_n)
+    figure = f"{top:.2f}%" + (f" [{bounds[0]:.1f}, {bounds[1]:.1f}]" if bounds else "")
     mark = f" {SHATTERED}" if shattered_cells(best) else ""
     plural = "s" if len(worst) != 1 else ""
-    verdict = f": none keeps more than {BROKEN:.0f}%" if (best.worst or 0.0) <= BROKEN else ""
+    verdict = f": none keeps more than {BROKEN:.0f}%" if top <= BROKEN else ""
     text = (
         f" Taking each example's worst case over the rungs run ({len(worst)} purifier{plural} with both white-box "
         f"rungs run), the highest is {best.label} with {figure}{mark} (n={best.worst_n}){verdict}."

@@ -15,7 +15,6 @@ from pathlib import Path
 
 from purebench.errors import PurebenchError
 from purebench.eval.threats import SURROGATE_SUFFIX
-from purebench.provenance import CHECKPOINT_KEYS
 
 _PAIR_START = re.compile(r",(?=[A-Za-z_][A-Za-z0-9_]*=)")  # a comma that starts the next key=value pair
 
@@ -84,9 +83,9 @@ def setting_label(row: dict[str, str]) -> str:
     checkpoint = params.get("checkpoint", "None")
     if checkpoint not in ("None", ""):
         return f"{row['defense']} ({Path(checkpoint).name})"
-    weights = _weights(params)
-    keys = [k for k in changed_keys(row) if k.split("=", 1)[0] not in CHECKPOINT_KEYS]
-    parts = ([Path(weights).name] if weights else []) + keys
+    model = params.get("model", "None")  # a block such as IMPure's model={...} is an architecture, not weights
+    weights = [Path(model).name] if model not in ("None", "") and not model.startswith("{") else []
+    parts = weights + [k for k in changed_keys(row) if not k.startswith("model=")]
     return f"{row['defense']} ({', '.join(parts)})" if parts else row["defense"]
 
 
@@ -94,19 +93,6 @@ def changed_keys(row: dict[str, str]) -> list[str]:
     """The ``key=value`` pairs a row's defense changed from its defaults, digests left out (empty at defaults)."""
     keys = changed(row["defense"], row.get("defense_params", "")).split(", ")
     return [k for k in keys if k and k != "defaults" and "_sha256=" not in k]
-
-
-def _weights(params: dict[str, str]) -> str | None:
-    """The trained network a defense loads: the first ``checkpoint``/``model`` value naming a file or a hub id
-    (a block such as IMPure's ``model={...}`` describes an architecture, not weights)."""
-    return next(
-        (
-            params[k]
-            for k in CHECKPOINT_KEYS
-            if params.get(k, "None") not in ("None", "") and not params[k].startswith("{")
-        ),
-        None,
-    )
 
 
 def _as_dict(value: str) -> dict | None:

@@ -186,7 +186,7 @@ def headline_ladder_figure(rows: Sequence[dict[str, str]], lines: Sequence[Line]
     drawn = lines[:MAX_LINES]
     # the default job's defense is drawn whatever its rank: its star stands beside its line
     mine = next((line for line in lines if job is not None and line.label == setting_label(job)), None)
-    if mine is not None and mine not in drawn:
+    if mine is not None and all(line is not mine for line in drawn):
         drawn = [*drawn[:-1], mine]
     fig, (panel, legend_area) = plt.subplots(1, 2, figsize=(LADDER_PANEL[0] + LEGEND_WIDTH, LADDER_PANEL[1]),
                                              layout="constrained",
@@ -227,7 +227,8 @@ def headline_ladder_figure(rows: Sequence[dict[str, str]], lines: Sequence[Line]
                 markersize=9, markeredgecolor="black", markeredgewidth=0.6, zorder=4)  # fmt: skip
     _keys(panel, surrogate, attack_name(LINE_ATTACK), list(others.values()), job, coloured=mine is not None)
     _ladder_axes(panel, rungs, f"{main['classifier']}, {budget(main)}")
-    rest = [line.label for line in lines if line not in drawn]
+    shown = {line.label for line in drawn}
+    rest = [line.label for line in lines if line.label not in shown]
     notes = [f"In the matrix, not drawn here: {', '.join(rest)}."] if rest else []
     if any(above_oblivious(line) for line in drawn):
         notes.append(f"{ABOVE_OBLIVIOUS} above its oblivious figure: a weaker attack there, not robustness.")
@@ -416,9 +417,10 @@ def sa_ra_figure(rows: Sequence[dict[str, str]], runs_dir: Path | None) -> plt.F
         sa_drawn = set()  # a setting's SA interval once per image set: its rungs share the clean images
         for row in members:
             rung = row["threat_model"].removesuffix(SURROGATE_SUFFIX)
-            colour = colours.get(setting_label(row), OTHER)
-            first = (setting_label(row), row["n_examples"], row["sa"]) not in sa_drawn
-            sa_drawn.add((setting_label(row), row["n_examples"], row["sa"]))
+            label = setting_label(row)
+            colour = colours.get(label, OTHER)
+            first = (label, row["n_examples"], row["sa"]) not in sa_drawn
+            sa_drawn.add((label, row["n_examples"], row["sa"]))
             ax.errorbar(float(row["sa"]), float(row["ra"]), xerr=[[e] for e in _interval(row, "sa")] if first else None,
                         yerr=[[e] for e in _interval(row, "ra")], marker=RUNG_MARKERS.get(rung, "X"), color=colour,
                         markerfacecolor="white" if is_surrogate(row) else colour, markersize=3,
