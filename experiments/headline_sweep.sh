@@ -69,13 +69,14 @@ cell headline defense=diffpure threat=adaptive 'threat.surrogate={steps:10}' n_e
 # BPDA+EOT does: 64 x 20 x 20 purifications, ~1 h each here (0.13 s per purification in the known-draws cell).
 cell headline defense=zeropur threat=adaptive n_examples=64
 cell headline defense=zeropur threat=bpda_eot n_examples=64
-# 8. The surrogate's check: the same surrogate cell and the full-gradient cell on DiffPure's first 16 images.
-cell headline defense=diffpure threat=adaptive 'threat.surrogate={steps:10}' n_examples=16
-cell headline defense=diffpure threat=adaptive n_examples=16
-# 9. AutoAttack rand adaptive for atop_floor (APGD-CE and APGD-DLR with their own EOT-20; ~1 h here),
-# last: the issue asks AutoAttack adaptive only where it fits the budget.
+# 8. The surrogate's check, first half: the surrogate cell on DiffPure's first 16 images, in batches of 8 so
+# that the full-gradient cell (step 10) shares its PGD random starts and resumes per 8 images.
+cell headline defense=diffpure threat=adaptive 'threat.surrogate={steps:10}' n_examples=16 batch_size=8
+# 9. AutoAttack rand adaptive for atop_floor (APGD-CE and APGD-DLR with their own EOT-20; ~1 h here): the
+# issue asks AutoAttack adaptive only where it fits the budget.
 cell headline_autoattack defense=atop_floor threat=adaptive threat.eot_iter=1
-
+# 10. The surrogate's check, second half: the full-gradient cell (~75 min per batch of 8 here), last.
+cell headline defense=diffpure threat=adaptive n_examples=16 batch_size=8
 echo "=== $(date -u +%FT%TZ) done; ${#failed[@]} failed cell(s)"
 for f in "${failed[@]}"; do echo "FAILED: $f"; done
 [ ${#failed[@]} -eq 0 ]
