@@ -29,7 +29,6 @@ def purification_grid(
     difference columns, each panel's |difference| scaled to its own largest."""
     n = x.shape[0]
     fig, axes = plt.subplots(n, len(COLUMNS), figsize=(1.6 * len(COLUMNS), 1.7 * n + 0.8), squeeze=False)
-    shown = None
     for i in range(n):
         images = [x[i], x_adv[i], purified[i]]
         panels = [im.permute(1, 2, 0).clamp(0, 1).cpu().numpy() for im in images]
@@ -39,8 +38,7 @@ def purification_grid(
         ]
         for j, panel in enumerate(panels):
             ax = axes[i][j]
-            image = ax.imshow(panel, cmap="viridis" if j >= 3 else None, vmin=0, vmax=1)
-            shown = image if j >= 3 else shown
+            ax.imshow(panel, cmap="viridis" if j >= 3 else None, vmin=0, vmax=1)
             ax.set_xticks([])
             ax.set_yticks([])
             if i == 0:
@@ -51,7 +49,9 @@ def purification_grid(
     fig.tight_layout(rect=(0, 0.7 / height, 1, 1))  # room under the grid for the colour bar
     left, right = axes[-1][3].get_position().x0, axes[-1][-1].get_position().x1
     bar = fig.colorbar(
-        shown, cax=fig.add_axes((left, 0.4 / height, right - left, 0.08 / height)), orientation="horizontal"
+        axes[-1][-1].images[0],
+        cax=fig.add_axes((left, 0.4 / height, right - left, 0.08 / height)),
+        orientation="horizontal",
     )
     bar.set_label("|difference| / the largest in its panel (each panel scaled on its own)", fontsize=6)
     bar.ax.tick_params(labelsize=5)
