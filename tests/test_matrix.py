@@ -12,6 +12,7 @@ from purebench.eval.runner import evaluate
 from purebench.leaderboard.__main__ import main as leaderboard
 from purebench.leaderboard.matrix import (
     ABOVE_OBLIVIOUS,
+    LEFT_OUT,
     NOT_APPLICABLE,
     NOT_RUN,
     SHATTERED,
@@ -318,6 +319,49 @@ def test_a_shattered_gradient_marks_the_cells_that_differentiate_it(board):
     )
     assert any(item.startswith(f"{ABOVE_OBLIVIOUS} = ") and SHATTERED in item for item in protocol_caption(lines))
     assert not any(SHATTERED in item for item in protocol_caption([x for x in lines if x is not line]))
+
+
+def test_a_cell_left_out_on_purpose_says_so_and_why_until_a_row_stands_there(board, tmp_path):
+    """results_dir/left_out.csv turns a gap the sweep will not fill from `not run` into `left out`, its reason in
+    the caption once for every line it covers; a row run there stands whatever the file says, another protocol's
+    lines are not read, and a line the matrix cannot place is refused with the choices."""
+    import shutil
+
+    from purebench.errors import PurebenchError
+    from purebench.leaderboard.left_out import FILE_NAME
+
+    results = tmp_path / "results"
+    shutil.copytree(board[0], results)
+    rows = read_rows(results / "leaderboard.csv")
+
+    def place(*lines: str) -> list[Line]:
+        header = "protocol,defense,attack,threat_model,reason"
+        (results / FILE_NAME).write_text("\n".join([header, *lines]) + "\n")
+        return protocol_lines(rows, results / "runs")
+
+    lines = place(
+        'headline,gaussian_noise,autoattack,oblivious,"hours here, a GPU job"',
+        "headline,gaussian_blur,autoattack,oblivious,too dear",
+        "headline,gaussian_blur,pgd,oblivious,run anyway",  # its row stands
+        "other,gaussian_noise,pgd,adaptive,another protocol's",
+    )
+    headers, table = matrix_table(lines)
+    blur, noise = (dict(zip(headers, line, strict=True)) for line in table)
+    assert noise["AutoAttack (rand) oblivious"] == blur["AutoAttack (rand) oblivious"] == LEFT_OUT
+    assert blur["PGD oblivious"].startswith(rows[0]["ra"][:4]) and noise["PGD adaptive"] == NOT_RUN
+    told = [item for item in protocol_caption(lines) if item.startswith("Left out")]
+    assert told == [
+        f"Left out ({FILE_NAME}). AutoAttack (rand) oblivious for gaussian_blur: too dear. "
+        "AutoAttack (rand) oblivious for gaussian_noise: hours here, a GPU job."
+    ]
+    assert not any(item.startswith("Left out") for item in protocol_caption(place()))  # header only: no gap told
+    for bad, said in (
+        ("headline,gaussian_blur,autoattack,bpda_eot,why", "choose one of pgd,oblivious, pgd,bpda_eot"),
+        ("headline,gausian_blur,pgd,adaptive,why", "Did you mean 'gaussian_blur'"),
+        ("headline,gaussian_blur,pgd,adaptive,", "say why the cell is left out"),
+    ):
+        with pytest.raises(PurebenchError, match=said):
+            place(bad)
 
 
 def test_built_type_reads_the_class_a_factory_builds_without_building_it():

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import jinja2
+import markupsafe
 
 from purebench.eval.atomic_files import is_safe_name
 from purebench.leaderboard.matrix import finding, matrix_table, protocol_caption, protocol_lines
@@ -45,6 +46,15 @@ _TEMPLATES = jinja2.Environment(
     loader=jinja2.PackageLoader("purebench.leaderboard", "templates"),
     autoescape=jinja2.select_autoescape(["html", "j2"]),
 )
+_CODE_SPAN = re.compile(r"`([^`]+)`")
+
+
+def code_spans(text: str) -> markupsafe.Markup:
+    """Markdown's `code` spans of a caption item (shared with leaderboard.md) as <code>, the rest escaped."""
+    return markupsafe.Markup(_CODE_SPAN.sub(r"<code>\1</code>", str(markupsafe.escape(text))))
+
+
+_TEMPLATES.filters["code_spans"] = code_spans
 _NUMERIC = {"n_examples", "sa", "ra", "ra_worst", "ra_vote", "n_eval", "threat_eot_iter"}
 # Characters a long cell keeps before "…" (the full text is its title): what a 1400 px window has room for.
 _ABBREVIATED = {"defense_params": 40, "attack_params": 24, "run_id": 15}

@@ -24,6 +24,8 @@ from purebench.eval.atomic_files import atomic_write_text
 from purebench.eval.intervals import percent_bounds
 from purebench.eval.results import has_ra, per_example_worst
 from purebench.eval.threats import SURROGATE_SUFFIX
+from purebench.leaderboard.left_out import FILE_NAME as LEFT_OUT_FILE
+from purebench.leaderboard.left_out import read_left_out
 from purebench.leaderboard.params import attack_name, rung_name, setting_label, split_params
 from purebench.leaderboard.table import budget, complete, interval, markdown_table
 from purebench.provenance import CHECKPOINT_KEYS
@@ -44,6 +46,7 @@ PGD_OBLIVIOUS, PGD_ADAPTIVE, PGD_KNOWN_DRAWS, AA_ADAPTIVE = (RUNGS[i][0] for i i
 WHITE_BOX = ("bpda_eot", "adaptive")  # both must have been run for the worst case over rungs to mean anything
 BROKEN = 5.0  # RA (%) at or below which a defense counts as broken in the finding sentence
 NOT_RUN = "not run"
+LEFT_OUT = "left out"  # a cell the sweep leaves out on purpose (results_dir/left_out.csv says why)
 # The block of a README that ``python -m purebench.leaderboard results_dir=DIR readme=PATH[,PATH]`` keeps equal to
 # the matrix (the marker names no particular file, so any README can hold the block).
 README_START = (
@@ -77,6 +80,7 @@ class Line:
     checks: dict[str, tuple[dict[str, str], dict[str, str] | None]] = field(default_factory=dict)
     randomized: bool = False
     shattered: bool = False  # the defense declares shattered_gradient (its gradient rungs are upper bounds)
+    left_out: dict[str, str] = field(default_factory=dict)  # column -> why the sweep leaves it out (no row there)
     worst: float | None = None  # per-example worst over the rungs run, in %
     worst_n: int = 0
 
@@ -132,8 +136,12 @@ def protocol_lines(rows: Sequence[dict[str, str]], runs_dir: Path | None, protoc
         if is_surrogate(standing):  # paired with the same surrogate on the check's images
             key = (label, column, row["n_examples"], standing.get("threat_surrogate", ""))
             lines[label].checks[column] = (row, surrogate.get(key))
+    columns = {(attack, rung): header for header, attack, rung in RUNGS}
+    reasons = read_left_out(runs_dir.parent, protocol, columns) if runs_dir is not None else {}
     for line in lines.values():
         line.worst, line.worst_n = _worst_over_rungs(line, runs_dir)
+        defense = line.main["defense"]
+        line.left_out = {c: why for (d, c), why in reasons.items() if d == defense and c not in line.cells}
     return sorted(lines.values(), key=_order)
 
 
@@ -200,7 +208,9 @@ def _protocol_eot(lines: Sequence[Line]) -> int:
 def _cell(line: Line, column: str, n: int, protocol_eot: int) -> str:
     row = line.cells.get(column)
     if row is None:
-        return NOT_APPLICABLE if column == PGD_KNOWN_DRAWS and not line.randomized else NOT_RUN
+        if column == PGD_KNOWN_DRAWS and not line.randomized:
+            return NOT_APPLICABLE
+        return LEFT_OUT if column in line.left_out else NOT_RUN
     # a cell on other images than the line's SA has its own SA beside its n
     notes = [f"n={row['n_examples']}, SA {float(row['sa']):.2f}"] if int(row["n_examples"]) != n else []
     if line.randomized and _informed(row) and int(row["threat_eot_iter"] or 1) < protocol_eot:
@@ -321,8 +331,9 @@ def protocol_caption(lines: Sequence[Line], results_dir: Path | None = None) -> 
         "surrogate = gradients through a cheaper copy of the purifier (Lee & Kim 2023; under BPDA+EOT its forward "
         "pass), the evaluation through the real one.",
         "`<paper>_floor` = the paper's corruption step with a classical fill instead of its learned network; "
-        f"`{NOT_RUN}` = no row of this protocol yet (results/README.md says which cells are queued and which are "
-        f"left out for their cost); `{NOT_APPLICABLE}` = no draws to know.",
+        f"`{NOT_RUN}` = no row of this protocol yet (queued: results/README.md has the plan); `{LEFT_OUT}` = not "
+        f"part of the sweep (below); `{NOT_APPLICABLE}` = no draws to know.",
+        _left_out_caption(lines),
         " ".join(marks),
         "The last column is each example's worst case over every rung run (given once BPDA+EOT and adaptive "
         "were). AutoAttack's oblivious examples fool the classifier alone, as PGD's do; where they keep more RA "
@@ -331,6 +342,16 @@ def protocol_caption(lines: Sequence[Line], results_dir: Path | None = None) -> 
         shipped_checkpoints(lines, results_dir),
     ]
     return [item for item in items if item]
+
+
+def _left_out_caption(lines: Sequence[Line]) -> str:
+    """One item giving each reason of the ``left out`` cells once, with the lines and the column it covers."""
+    covered: dict[tuple[str, str], list[str]] = {}  # (column, reason) -> the labels of the lines it leaves out
+    for line in lines:
+        for column, why in line.left_out.items():
+            covered.setdefault((column, why), []).append(line.label)
+    told = " ".join(f"{column} for {', '.join(labels)}: {why}." for (column, why), labels in covered.items())
+    return f"Left out ({LEFT_OUT_FILE}). {told}" if covered else ""
 
 
 def finding(lines: Sequence[Line]) -> str:
