@@ -96,6 +96,10 @@ def test_the_finding_follows_the_figures(board):
     assert "(n=8): none keeps more than 5%." in finding(lines)
     blur.worst = 30.0
     assert "with 30.00% [" in finding(lines) and "none keeps" not in finding(lines)
+    noise = next(x for x in lines if x.label == "gaussian_noise")
+    noise.worst, noise.worst_n = 2.5, 16  # above the broken line, the best is set beside what the others keep
+    assert "with 30.00% [" in finding(lines) and "(n=8); the other 1 at most 2.50%." in finding(lines)
+    noise.worst = None
     blur.cells["PGD adaptive"] = {**blur.cells["PGD adaptive"], "ra": "0.0"}
     assert "every one of the 1 run there falls to 0.00% RA" in finding(lines)
     blur.cells["PGD BPDA+EOT"] = {**blur.cells["PGD BPDA+EOT"], "ra": "99.0"}  # a rung above the oblivious one
@@ -104,7 +108,6 @@ def test_the_finding_follows_the_figures(board):
         f"a weaker attack there rather than robustness: BPDA+EOT on gaussian_blur: 99.00 against {oblivious:.2f}"
         in finding(lines)
     )
-    noise = next(x for x in lines if x.label == "gaussian_noise")
     noise.cells["PGD known draws"] = {**noise.cells["PGD oblivious"], "threat_model": "known_draws", "ra": "0.0"}
     assert "(known draws), 1 of the 1 randomized purifiers run there fall to 5% RA or below" in finding(lines)
     assert matrix_table(lines)[1][0][4].endswith(ABOVE_OBLIVIOUS)
@@ -317,6 +320,8 @@ def test_a_shattered_gradient_marks_the_cells_that_differentiate_it(board):
     assert f"{SHATTERED} zeropur's 17.00% there came through a shattered gradient: a loose upper bound" in finding(
         lines
     )
+    line.worst, line.worst_n = 6.0, 64  # its worst case over rungs takes in the shattered ones: said so
+    assert f"with 6.00% [2.3, 14.7] (n=64; {SHATTERED} its rungs include a shattered gradient" in finding(lines)
     assert any(item.startswith(f"{ABOVE_OBLIVIOUS} = ") and SHATTERED in item for item in protocol_caption(lines))
     assert not any(SHATTERED in item for item in protocol_caption([x for x in lines if x is not line]))
 

@@ -428,12 +428,18 @@ def _best_worst(purifiers: Sequence[Line]) -> str:
     top = best.worst or 0.0
     bounds = percent_bounds(top, best.worst_n)
     figure = f"{top:.2f}%" + (f" [{bounds[0]:.1f}, {bounds[1]:.1f}]" if bounds else "")
-    mark = f" {SHATTERED}" if shattered_cells(best) else ""
+    notes = [f"n={best.worst_n}"]
+    if shattered_cells(best):
+        notes.append(f"{SHATTERED} its rungs include a shattered gradient: a loose upper bound")
+    others = [x.worst or 0.0 for x in worst if x is not best]
+    if top <= BROKEN:
+        verdict = f": none keeps more than {BROKEN:.0f}%"
+    else:  # what the rest keep, so one line above the broken line is not read as the rule
+        verdict = f"; the other {len(others)} at most {max(others):.2f}%" if others else ""
     plural = "s" if len(worst) != 1 else ""
-    verdict = f": none keeps more than {BROKEN:.0f}%" if top <= BROKEN else ""
     text = (
         f" Taking each example's worst case over the rungs run ({len(worst)} purifier{plural} with both white-box "
-        f"rungs run), the highest is {best.label} with {figure}{mark} (n={best.worst_n}){verdict}."
+        f"rungs run), the highest is {best.label} with {figure} ({'; '.join(notes)}){verdict}."
     )
     pending = [x.label for x in purifiers if x.worst is None]
     if pending:
