@@ -5,8 +5,9 @@ images, one budget, one seed) are laid out one line per defense setting and one 
 threat ladder, PGD-20 under each rung and AutoAttack rand under the oblivious and adaptive ones. Each cell
 is RA with its 95% interval; a cell on fewer images than the protocol's own says so. The last column is the
 per-example worst case over every rung that was run, given only when the white-box rungs (BPDA+EOT and
-adaptive) were: without them a "worst case" would be the oblivious figure in disguise. A sentence above the
-table states the finding in words, generated from the figures, so it cannot drift from them.
+adaptive) were: without them a "worst case" would be the oblivious figure in disguise. A cell with no row
+reads ``not run`` (queued) or, where ``left_out.csv`` lists it, ``left out`` with the reason in the caption. A
+sentence above the table states the finding in words, generated from the figures, so it cannot drift from them.
 """
 
 from __future__ import annotations
