@@ -78,7 +78,7 @@ cell headline_autoattack defense=atop_floor threat=adaptive threat.eot_iter=1
 # 10. The surrogate's check, second half: the full-gradient cell (~75 min per batch of 8 here), last.
 cell headline defense=diffpure threat=adaptive n_examples=16 batch_size=8
 # 11. AutoAttack rand adaptive for the trained purifiers: atop_floor's cell took 3.5x its PGD-20 adaptive cell
-# here (42 against 12 min), so ~1 h each (their PGD-20 adaptive cells took 13-20 min). ZeroPur and DiffPure stay
+# here (41 against 12 min), so ~1 h each (their PGD-20 adaptive cells took 13-20 min). ZeroPur and DiffPure stay
 # out (results/left_out.csv: days here).
 for defense in "$ATOP_FT" "$IMPURE" "$ATOP_PRE"; do cell headline_autoattack $defense threat=adaptive threat.eot_iter=1; done
 echo "=== $(date -u +%FT%TZ) done; ${#failed[@]} failed cell(s)"
