@@ -43,6 +43,7 @@ RUNGS = [
         ("autoattack", "oblivious"), ("autoattack", "adaptive"),
     ]
 ]  # fmt: skip
+COLUMNS = {(attack, rung): header for header, attack, rung in RUNGS}  # (attack, rung) -> its column header
 PGD_OBLIVIOUS, PGD_ADAPTIVE, PGD_KNOWN_DRAWS, AA_ADAPTIVE = (RUNGS[i][0] for i in (0, 2, 3, 5))
 WHITE_BOX = ("bpda_eot", "adaptive")  # both must have been run for the worst case over rungs to mean anything
 BROKEN = 5.0  # RA (%) at or below which a defense counts as broken in the finding sentence
@@ -93,7 +94,7 @@ class Line:
 
 def _column(row: dict[str, str]) -> str | None:
     rung = row["threat_model"].removesuffix(SURROGATE_SUFFIX)
-    return next((header for header, attack, name in RUNGS if attack == row["attack"] and name == rung), None)
+    return COLUMNS.get((row["attack"], rung))
 
 
 def is_surrogate(row: dict[str, str]) -> bool:
@@ -137,8 +138,7 @@ def protocol_lines(rows: Sequence[dict[str, str]], runs_dir: Path | None, protoc
         if is_surrogate(standing):  # paired with the same surrogate on the check's images
             key = (label, column, row["n_examples"], standing.get("threat_surrogate", ""))
             lines[label].checks[column] = (row, surrogate.get(key))
-    columns = {(attack, rung): header for header, attack, rung in RUNGS}
-    reasons = read_left_out(runs_dir.parent, protocol, columns) if runs_dir is not None else {}
+    reasons = read_left_out(runs_dir.parent, protocol, COLUMNS) if runs_dir is not None else {}
     for line in lines.values():
         line.worst, line.worst_n = _worst_over_rungs(line, runs_dir)
         defense = line.main["defense"]
