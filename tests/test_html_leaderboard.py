@@ -179,7 +179,9 @@ def test_the_page_leads_with_the_finding_and_the_matrix(tmp_path, browser, page)
     defaults = browser.find_element(By.XPATH, "//h2[@id='defaults']/following-sibling::ul[1]")
     assert "`" not in defaults.get_attribute("textContent") and defaults.find_elements(By.TAG_NAME, "code")
     finding = browser.find_element(By.CSS_SELECTOR, "p.finding").text
-    assert finding.startswith("Against the oblivious attacker") and "zeropur" in finding
+    assert (
+        finding.startswith("In short: once the attacker differentiates through the purifier") and "zeropur" in finding
+    )
     # In a 1400 x 900 window the finding and the whole matrix, caption included, are on the first screen.
     bottom, right, height, width = browser.execute_script(
         "var r = document.getElementById('matrix').getBoundingClientRect();"

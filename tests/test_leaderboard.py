@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import math
 import re
 from pathlib import Path
 
@@ -208,8 +209,9 @@ def test_the_headline_ladder_draws_at_most_eight_settings_and_the_default_job(da
     from purebench.leaderboard.matrix import protocol_lines
     from purebench.leaderboard.plots import MAX_LINES, headline_ladder_figure
 
-    job = _full_row(attack="autoattack", eps="0.03137", ra="42.7", n_examples="512", finished_at="2026-03-01")
-    rows = [*_headline_rows(), job]
+    job = _full_row(attack="autoattack", eps="0.03137", ra="42.7", n_examples="128", finished_at="2026-03-01")
+    larger = {**job, "n_examples": "512", "finished_at": "2026-03-02"}  # another command: not the default job
+    rows = [*_headline_rows(), job, larger]
     lines = protocol_lines(rows, None)
     assert len(lines) == 10
     fig = headline_ladder_figure(rows, lines)
@@ -220,7 +222,7 @@ def test_the_headline_ladder_draws_at_most_eight_settings_and_the_default_job(da
     assert "atop (atop_rt2_atop.pt)" in drawn  # a checkpoint by its file name
     (star,) = [e for e in entries if e.startswith("default job")]
     assert "python -m purebench" in star and "zeropur, AutoAttack (rand)" in star.replace("\n", " ")
-    assert "n=512" in star
+    assert "n=128" in star  # conf/config.yaml's n_examples, whatever ran on more images later
     notes = " ".join(t.get_text() for t in legend_area.texts)
     assert "gaussian_blur" in notes and "none" in notes  # the two not drawn are named
     assert "8/255" in panel.get_title() and _tick_labels_apart(panel)
@@ -238,7 +240,7 @@ def test_the_sa_ra_figure_keeps_its_legend_to_twelve_entries(data_root):
     entries = [t.get_text() for t in fig.legends[0].get_texts()]
     assert len(entries) <= MAX_LEGEND == 12 and "2 other settings" in entries  # 10 settings, 3 rungs: 2 share grey
     [grey] = [t.get_text() for t in fig.texts if t.get_text().startswith("grey: ")]
-    named = grey.removeprefix("grey: ").replace("\n", " ").split(", ")
+    named = grey.removeprefix("grey: ").replace("\n", " ").split(".")[0].split(", ")  # then the marks' notes
     assert len(named) == 2 and all(label not in entries for label in named)
     assert {"oblivious", "BPDA+EOT", "adaptive"} <= set(entries) and entries[0] == "zeropur"  # rungs by name
     assert [ax.get_title() for ax in fig.axes if ax.get_title()] == [
@@ -299,7 +301,7 @@ def test_the_headline_ladder_keeps_every_defense_apart_where_all_sit_at_zero(dat
     from purebench.leaderboard.plots import DETERMINISTIC, NOT_RUN, headline_ladder_figure
 
     settings = [*HEADLINE_SETTINGS[:7], HEADLINE_SETTINGS[-1]]  # seven defenses and the undefended model
-    job = _full_row(attack="autoattack", attack_params="version=rand", eps="0.03137", ra="60.0", n_examples="512",
+    job = _full_row(attack="autoattack", attack_params="version=rand", eps="0.03137", ra="60.0", n_examples="128",
                     finished_at="2026-03-01")  # fmt: skip
     rows = [*_headline_rows(settings, adaptive_ra="0.0"), job]
     lines = protocol_lines(rows, None)
@@ -349,7 +351,7 @@ def test_a_ladder_line_breaks_at_a_rung_not_run(data_root):
 
     import matplotlib.pyplot as plt
 
-    from purebench.leaderboard.matrix import ABOVE_OBLIVIOUS, SHATTERED, protocol_lines
+    from purebench.leaderboard.matrix import SHATTERED, WEAKER_ATTACK, protocol_lines
     from purebench.leaderboard.plots import headline_ladder_figure
 
     rows = [
@@ -360,7 +362,7 @@ def test_a_ladder_line_breaks_at_a_rung_not_run(data_root):
     ticks = [label.get_text() for label in panel.get_xticklabels()]
     gap = [(x, y) for x, y, _, line in _markers(panel, ticks.index("BPDA+EOT") - 1) if line.get_linestyle() == "-"]
     assert len(gap) == 2 and sum(math.isnan(y) for _, y in gap) == 1  # atop's marker there, zeropur's a gap
-    flags = lambda fig: [t for t in fig.axes[0].texts if t.get_text() == ABOVE_OBLIVIOUS]  # noqa: E731
+    flags = lambda fig: [t for t in fig.axes[0].texts if t.get_text() == WEAKER_ATTACK]  # noqa: E731
     # nothing flagged above oblivious, nothing left out; zeropur's adaptive marker is flagged shattered and the
     # note beside the panel says what that means
     (note,) = fig.axes[1].texts
@@ -379,7 +381,35 @@ def test_a_ladder_line_breaks_at_a_rung_not_run(data_root):
     fig = headline_ladder_figure(rows, protocol_lines(rows, None))
     (flag,) = flags(fig)
     assert flag.xy[1] == 99.0
-    assert f"{ABOVE_OBLIVIOUS} above its oblivious figure" in fig.axes[1].texts[0].get_text()
+    assert f"{WEAKER_ATTACK} above its oblivious figure" in fig.axes[1].texts[0].get_text()
+    plt.close(fig)
+
+
+def test_the_figures_set_a_surrogate_cell_apart_and_carry_the_matrix_marks(data_root):
+    """Where the gradient changes (a surrogate cell between full-gradient ones) the ladder's line is dotted, not
+    solid; the SA-RA figure marks a shattered-gradient cell as the matrix does and says what the mark means."""
+    import matplotlib.pyplot as plt
+
+    from purebench.leaderboard.matrix import SHATTERED, protocol_lines
+    from purebench.leaderboard.plots import SURROGATE_JOIN, headline_ladder_figure, sa_ra_figure
+
+    rows = [
+        {**r, "threat_model": "bpda_eot_surrogate", "threat_surrogate": "steps=10"}
+        if r["defense"] == "atop" and r["threat_model"] == "bpda_eot"
+        else r
+        for r in _headline_rows(HEADLINE_SETTINGS[:2])
+    ]
+    fig = headline_ladder_figure(rows, protocol_lines(rows, None))
+    panel = fig.axes[0]
+    dotted = [line for line in panel.lines if line.get_linestyle() == SURROGATE_JOIN and len(line.get_xdata())]
+    assert len(dotted) == 2  # oblivious -> BPDA+EOT (surrogate) -> adaptive, both of atop's
+    assert all(abs(b - a - 1) < 1e-9 for a, b in (line.get_xdata() for line in dotted))
+    solid = [(x, y) for x, y, _, line in _markers(panel, 1) if line.get_linestyle() == "-"]
+    assert sorted(math.isnan(y) for _, y in solid) == [False, True]  # atop's solid line breaks at the surrogate
+    plt.close(fig)
+    fig = sa_ra_figure(rows, None)
+    assert SHATTERED in [t.get_text() for t in fig.axes[0].texts]  # zeropur's adaptive cell
+    assert any(f"{SHATTERED} through a shattered gradient" in t.get_text().replace("\n", " ") for t in fig.texts)
     plt.close(fig)
 
 
@@ -399,3 +429,15 @@ def test_the_sa_ra_axes_show_markers_at_zero_whole(data_root):
     for ax in (ax for ax in fig.axes if ax.get_title()):
         assert ax.get_xlim() == ax.get_ylim() == (-3, 102)  # the adaptive markers at RA 0 are not cut in half
     plt.close(fig)
+
+
+def test_the_eot_column_counts_the_draws_an_attack_averages_itself():
+    """AutoAttack rand averages its own eot_iter draws (its rows set the threat's EOT to 1): the column says 20,
+    whose they are, not 1."""
+    from purebench.leaderboard.table import eot_text
+
+    rand = "version=rand,attacks=apgd-ce+apgd-dlr,restarts=1,eot_iter=20,n_queries=5000"
+    assert eot_text({"threat_eot_iter": "1", "attack_params": rand}) == "20 (the attack's)"
+    assert eot_text({"threat_eot_iter": "5", "attack_params": rand}) == "5 x 20"
+    assert eot_text({"threat_eot_iter": "20", "attack_params": "steps=20"}) == "20"
+    assert eot_text({"threat_eot_iter": "1", "attack_params": rand.replace("eot_iter=20", "eot_iter=1")}) == "1"

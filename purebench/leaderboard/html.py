@@ -29,7 +29,7 @@ import jinja2
 import markupsafe
 
 from purebench.eval.atomic_files import is_safe_name
-from purebench.leaderboard.matrix import finding, matrix_table, protocol_caption, protocol_lines
+from purebench.leaderboard.matrix import finding, lead, matrix_table, protocol_caption, protocol_lines
 from purebench.leaderboard.params import attack_name, legend, rung_name, setting_label, split_params
 from purebench.leaderboard.table import (
     INTERVAL_NOTE,
@@ -73,8 +73,9 @@ TERMS = [
     ("worst", "RA worst: an image counts only if it is robust in every one of the n_eval evaluations."),
     ("vote", "RA vote: the majority vote of the predictions over the evaluations decides."),
     ("evals", "n_eval: how many times each adversarial image is purified and classified (randomized defenses)."),
-    ("EOT", "draws of the defense's randomness averaged per attack gradient (expectation over transformation); as "
-            "a rung: gradients through the defense's differentiable parts, EOT over its randomness."),
+    ("EOT", "draws of the defense's randomness averaged per attack gradient (expectation over transformation; "
+            "\"the attack's\" where the attack averages them itself, as AutoAttack rand does); as a rung: gradients "
+            "through the defense's differentiable parts, EOT over its randomness."),
     (rung_name("oblivious"), "the attacker attacks the classifier alone, then the defense purifies its adversarial "
                              "image (the papers' protocol)."),
     (rung_name("bpda"), "backward pass differentiable approximation: the gradient passes through the purifier as "
@@ -214,7 +215,7 @@ def html_leaderboard(
     filters = [{"name": name, "options": sorted({read(r) for r in done}, key=_natural)} for name, read in FILTERS]
     ladders, plots = _figures(results_dir)
     return _TEMPLATES.get_template("leaderboard.html.j2").render(
-        finding=finding(lines), matrix_headers=headers, matrix=[[figure_cell(c) for c in line] for line in table],
+        lead=lead(lines), finding=finding(lines).removeprefix(lead(lines)), matrix_headers=headers, matrix=[[figure_cell(c) for c in line] for line in table],
         matrix_caption=protocol_caption(lines, results_dir),
         ladders=ladders, terms=TERMS, note=INTERVAL_NOTE, filters=filters, n_superseded=len(old),
         headers=[HEADERS.get(column, header) for header, column in SHOWN], sections=sections, plots=plots,

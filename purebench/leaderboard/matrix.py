@@ -56,9 +56,11 @@ README_START = (
 )
 README_END = "<!-- end of the headline matrix -->"
 NOT_APPLICABLE = "n/a (deterministic)"
-# An informed rung above the oblivious figure: a weak attack there, not a strong defense (not a triangle: the
-# SA-RA figure's triangles are rungs).
-ABOVE_OBLIVIOUS = "†"
+# A figure a weaker attack left: an informed rung above its attack's oblivious figure, or one attack above
+# another on the same white-box rung (AutoAttack's single-draw early stop on a randomized purifier). The lower
+# figure is the bound, the marked one says nothing of the defense (not a triangle: the SA-RA figure's
+# triangles are rungs).
+WEAKER_ATTACK = "†"
 INFORMED = ("eot", "bpda_eot", "adaptive")  # the rungs that draw EOT samples of a randomized defense
 # A rung that differentiates the real purifier of a defense declaring ``shattered_gradient`` (a sign or rounding
 # step): its exact gradient is blind to how the purification responds to the input, so the RA there is a loose
@@ -109,7 +111,7 @@ def protocol_images(lines: Sequence[Line]) -> int:
 
 def protocol_lines(rows: Sequence[dict[str, str]], runs_dir: Path | None, protocol: str = HEADLINE) -> list[Line]:
     """The protocol's lines, the latest row per cell on the most images (a full-gradient row before a surrogate
-    one on as many), ordered by worst case over rungs, then adaptive RA, then oblivious RA (descending). Where a
+    one on as many), ordered by worst case over rungs, then the lower adaptive RA, then oblivious RA (descending). Where a
     surrogate row stands, the full-gradient row of its column on the most images is kept as its check, with the
     surrogate row on as many images where there is one: fewer images with exact gradients do not replace more
     images with a surrogate's, they are shown beside them, compared on the same images."""
@@ -176,7 +178,8 @@ def _ra(line: Line, column: str) -> float:
 
 
 def _order(line: Line) -> tuple[float, float, float]:
-    adaptive = max(_ra(line, PGD_ADAPTIVE), _ra(line, AA_ADAPTIVE))
+    # the lower of the adaptive figures run: the other came from the weaker attack
+    adaptive = min((_ra(line, c) for c in (PGD_ADAPTIVE, AA_ADAPTIVE) if c in line.cells), default=-1.0)
     return (-(line.worst if line.worst is not None else -1.0), -adaptive, -_ra(line, PGD_OBLIVIOUS))
 
 
@@ -222,23 +225,28 @@ def _cell(line: Line, column: str, n: int, protocol_eot: int) -> str:
         full, paired = line.checks[column]
         there = f", surrogate there {float(paired['ra']):.2f}" if paired else ""
         notes.append(f"full gradient on the first {full['n_examples']}: {float(full['ra']):.2f}{there}")
-    flag = [ABOVE_OBLIVIOUS] if column in above_oblivious(line) else []
+    flag = [WEAKER_ATTACK] if column in weaker_attacks(line) else []
     flag += [SHATTERED] if column in shattered_cells(line) else []
     figure = f"{float(row['ra']):.2f}"  # two decimals throughout, so the column reads aligned
     return " ".join([figure, interval(row, "ra"), *flag, *([f"({'; '.join(notes)})"] if notes else [])]).strip()
 
 
-def above_oblivious(line: Line) -> dict[str, str]:
-    """The informed-rung columns of ``line`` whose RA exceeds the same attack's oblivious RA, each with that
-    oblivious column: there the attack is weaker than attacking the classifier alone (BPDA's identity backward
-    pass through a strong filter), so the figure says nothing about the defense; the matrix marks it and the
-    finding names it."""
+def weaker_attacks(line: Line) -> dict[str, str]:
+    """The columns of ``line`` a weaker attack filled, each with the column whose lower figure is the bound: an
+    informed rung above the same attack's oblivious RA (BPDA's identity backward pass through a strong filter
+    is weaker than attacking the classifier alone), or one attack above another on the same white-box rung
+    (AutoAttack leaves an example once one random draw misclassifies it). The figure says nothing about the
+    defense; the matrix marks it and the finding names it."""
     above = {}
     for header, attack, rung in RUNGS:
-        base = next((h for h, a, r in RUNGS if a == attack and r == "oblivious"), None)
-        held = rung != "oblivious" and header in line.cells and base in line.cells
-        if held and float(line.cells[header]["ra"]) > float(line.cells[base]["ra"]):
-            above[header] = base
+        if rung == "oblivious" or header not in line.cells:
+            continue
+        rivals = [  # the same attack's oblivious cell, and the other attacks' on this rung
+            h for h, a, r in RUNGS if h in line.cells and h != header and (r == rung or (a, r) == (attack, "oblivious"))
+        ]  # fmt: skip
+        lowest = min(rivals, key=lambda h: float(line.cells[h]["ra"]), default=None)
+        if lowest is not None and float(line.cells[header]["ra"]) > float(line.cells[lowest]["ra"]):
+            above[header] = lowest
     return above
 
 
@@ -310,7 +318,10 @@ def protocol_caption(lines: Sequence[Line], results_dir: Path | None = None) -> 
         if informed
         else ""
     )
-    marks = [f"{ABOVE_OBLIVIOUS} = above the oblivious figure: that attack is weaker here, not the defense stronger."]
+    marks = [
+        f"{WEAKER_ATTACK} = above the same attack's oblivious figure, or above another attack's on the same rung: "
+        "that attack is weaker here, not the defense stronger (the lower figure is the bound)."
+    ]
     if any(shattered_cells(line) for line in lines):
         marks.append(
             f"{SHATTERED} = the defense declares a shattered gradient (a sign or rounding step; Athalye et al. "
@@ -339,7 +350,7 @@ def protocol_caption(lines: Sequence[Line], results_dir: Path | None = None) -> 
         "The last column is each example's worst case over every rung run (given once BPDA+EOT and adaptive "
         "were). AutoAttack's oblivious examples fool the classifier alone, as PGD's do; where they keep more RA "
         "after purification they transfer less, and the lower figure is the bound.",
-        "Rows: most robust first (worst over rungs, then adaptive RA, then oblivious RA).",
+        "Rows: most robust first (worst over rungs, then the lower adaptive RA of the two attacks, then oblivious RA).",
         shipped_checkpoints(lines, results_dir),
     ]
     return [item for item in items if item]
@@ -372,28 +383,27 @@ def finding(lines: Sequence[Line]) -> str:
             f"{low:.2f}-{high:.2f}% RA under PGD (best: {oblivious[-1].label})"
         )
     if adaptive:
-        lead = "but under" if sentences else "Under"
+        opening = "but under" if sentences else "Under"
         rung = "the adaptive attacker (PGD through the purifier, with EOT when it is random)"
         standing = [x for x in adaptive if _ra(x, PGD_ADAPTIVE) > BROKEN]
         if not standing:
             top = _ra(adaptive[0], PGD_ADAPTIVE)
             floor = "0.00% RA" if top == 0 else f"at most {top:.2f}% RA"
-            sentences.append(f"{lead} {rung} every one of the {len(adaptive)} run there falls to {floor}")
+            sentences.append(f"{opening} {rung} every one of the {len(adaptive)} run there falls to {floor}")
         else:
             kept = "; ".join(f"{x.label} keeps {_kept(x)}" for x in standing)
             sentences.append(
-                f"{lead} {rung} {len(adaptive) - len(standing)} of the {len(adaptive)} run there fall to "
+                f"{opening} {rung} {len(adaptive) - len(standing)} of the {len(adaptive)} run there fall to "
                 f"{BROKEN:.0f}% RA or below; {kept}"
             )
-    text = "; ".join(sentences) + "." if sentences else ""
+    text = lead(lines) + ("; ".join(sentences) + "." if sentences else "")
     text += _best_worst(purifiers)
     known = [x for x in purifiers if PGD_KNOWN_DRAWS in x.cells]
     if known:
         broken = [x for x in known if _ra(x, PGD_KNOWN_DRAWS) <= BROKEN]
         text += (
             f" Given the evaluation's own random draws (known draws), {len(broken)} of the {len(known)} randomized "
-            f"purifiers run there fall to {BROKEN:.0f}% RA or below: whatever they keep against an attacker without "
-            "the draws is owed to their randomness."
+            f"purifiers run there fall to {BROKEN:.0f}% RA or below{_owed_to_randomness(broken)}."
         )
         masked = [x for x in known if x not in broken and PGD_KNOWN_DRAWS in shattered_cells(x)]
         if masked:
@@ -403,19 +413,69 @@ def finding(lines: Sequence[Line]) -> str:
                 "robustness."
             )
     weak = [
-        f"{c.removeprefix(attack_name('pgd') + ' ')} on {x.label}: {_ra(x, c):.2f} against {_ra(x, base):.2f}"
+        f"{c} on {x.label}: {_ra(x, c):.2f} against {base} {_ra(x, base):.2f}"
         for x in purifiers
-        for c, base in above_oblivious(x).items()
+        for c, base in weaker_attacks(x).items()
     ]
     if weak:
         text += (
-            f" {ABOVE_OBLIVIOUS} Above its oblivious figure, so a weaker attack there rather than robustness: "
-            f"{'; '.join(weak)}."
+            f" {WEAKER_ATTACK} A weaker attack rather than robustness (above its oblivious figure, or another "
+            f"attack's on the same rung): {'; '.join(weak)}."
         )
     pending = [x.label for x in purifiers if x not in adaptive]
     if pending:
         text += f" Not yet run under the headline protocol's adaptive rung: {', '.join(pending)}."
     return text.strip()
+
+
+def lead(lines: Sequence[Line]) -> str:
+    """The answer in one sentence, which opens :func:`finding` (the page sets it apart): how many purifiers the
+    adaptive rung breaks, and whether those it does not are kept only by a gradient that makes their figure a
+    loose upper bound (a surrogate's, or a shattered one)."""
+    adaptive = [x for x in lines if x.label != "none" and PGD_ADAPTIVE in x.cells]
+    if not adaptive:
+        return ""
+    standing = [x for x in adaptive if _ra(x, PGD_ADAPTIVE) > BROKEN]
+    loose = [
+        x for x in standing if is_surrogate(x.cells[PGD_ADAPTIVE]) or PGD_ADAPTIVE in shattered_cells(x)
+    ]  # fmt: skip
+    firm = [x.label for x in standing if x not in loose]
+    broken, run = len(adaptive) - len(standing), len(adaptive)
+    text = (
+        f"In short: once the attacker differentiates through the purifier, {broken} of the {run} "
+        f"purifier{'s' if run != 1 else ''} run there keep{'s' if broken == 1 else ''} at most {BROKEN:.0f}% RA"
+    )
+    if firm:
+        text += f"; {_and(firm)} keep{'s' if len(firm) == 1 else ''} more"
+    if loose:
+        text += (
+            f"; {_and([x.label for x in loose])} keep{'s' if len(loose) == 1 else ''} more only through a "
+            "gradient that makes the figure a loose upper bound (a surrogate's or a shattered one)"
+        )
+    return text + ". "
+
+
+def _and(labels: Sequence[str]) -> str:
+    """``a``, ``a and b``, ``a, b and c``: labels hold commas of their own, so the last pair is joined by a word."""
+    return " and ".join([", ".join(labels[:-1]), labels[-1]] if len(labels) > 1 else labels)
+
+
+def _owed_to_randomness(broken: Sequence[Line]) -> str:
+    """The clause naming the lines that known draws break but the adaptive rung did not: what they keep without
+    the draws is owed to their randomness, unless (said for each) that adaptive figure came through a surrogate,
+    when part of the gap is the surrogate's weaker gradient."""
+    owed = [x for x in broken if _ra(x, PGD_ADAPTIVE) > BROKEN]
+    if not owed:
+        return ""
+    surrogate = [x.label for x in owed if is_surrogate(x.cells[PGD_ADAPTIVE])]
+    caveat = (
+        f" ({', '.join(surrogate)}: that adaptive figure came through a surrogate gradient, the known draws through "
+        "the real purifier, so part of the gap is the surrogate's weaker gradient)"
+        if surrogate
+        else ""
+    )
+    verb = "keeps" if len(owed) == 1 else "keep"
+    return f": what {', '.join(x.label for x in owed)} {verb} without the draws is owed to randomness{caveat}"
 
 
 def _best_worst(purifiers: Sequence[Line]) -> str:

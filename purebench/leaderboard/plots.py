@@ -18,6 +18,7 @@ named (ladder) or shares one grey entry (SA-RA), it is in the tables either way.
 from __future__ import annotations
 
 import functools
+import itertools
 import math
 import textwrap
 from collections import defaultdict
@@ -35,15 +36,15 @@ from purebench.eval.atomic_files import atomic_path, inside, link_target, safe_n
 from purebench.eval.results import has_ra
 from purebench.eval.threats import LADDER, SURROGATE_SUFFIX
 from purebench.leaderboard.matrix import (
-    ABOVE_OBLIVIOUS,
     HEADLINE,
     RUNGS,
     SHATTERED,
+    WEAKER_ATTACK,
     Line,
-    above_oblivious,
     is_surrogate,
     protocol_lines,
     shattered_cells,
+    weaker_attacks,
 )
 from purebench.leaderboard.params import attack_name, changed_keys, rung_name, setting_label
 from purebench.leaderboard.table import budget
@@ -62,6 +63,8 @@ UNDEFENDED_STYLE = {"color": "0.35", "linestyle": "--"}
 RUNG_MARKERS = dict(zip(LADDER, "osDv^Ph<>p", strict=False))  # SA-RA: one marker per rung (spares for new ones)
 LINE_ATTACK = RUNGS[0][1]  # the matrix's attack under every rung (PGD) draws the lines; the others are markers
 MARKERS = {"line": "o", "surrogate": "X", "other attack": "D", "default job": "*", "SA": "s"}
+SURROGATE_JOIN = ":"  # the line to and from a surrogate-gradient cell: the gradient changes along it
+FLAG_BOX = {"boxstyle": "square,pad=0.05", "facecolor": "white", "edgecolor": "none", "alpha": 0.8}  # over markers
 SPREAD = 0.56  # the x width (in rungs) over which a rung's markers are spread apart, one place per setting
 LABEL_WIDTH = 40  # characters per legend line: a setting's label with its changed keys wraps rather than widens
 STAR = 0.38  # the default job's star: this far right of its rung, just past every setting's markers
@@ -102,21 +105,25 @@ def _interval(row: dict[str, str], figure: str) -> tuple[float, float]:
 
 @functools.cache
 def default_job() -> dict[str, str]:
-    """What ``python -m purebench`` runs without arguments: conf/config.yaml's choice per config group."""
+    """What ``python -m purebench`` runs without arguments: conf/config.yaml's choice per config group, and its
+    number of images."""
     config = OmegaConf.load(CONF_DIR / "config.yaml")
-    return {k: str(v) for entry in config.defaults if isinstance(entry, DictConfig) for k, v in entry.items()}
+    groups = {k: str(v) for entry in config.defaults if isinstance(entry, DictConfig) for k, v in entry.items()}
+    return {**groups, "n_examples": str(config.n_examples)}
 
 
 def default_job_row(rows: Sequence[dict[str, str]], like: dict[str, str]) -> dict[str, str] | None:
     """The default job's row on ``like``'s dataset, classifier and budget (the defense at its defaults, no
-    protocol): the one on the most images, the latest when tied; None when it was not run there."""
+    protocol, its number of images: a run on more is another command): the latest; None when it was not run
+    there."""
     job = default_job()
     matches = [
         r for r in filter(has_ra, rows)
         if not r.get("protocol") and r["threat_model"] == job["threat"] and not changed_keys(r)
-        and all(r[k] == job[k] for k in ("dataset", "classifier", "defense", "attack")) and budget(r) == budget(like)
+        and all(r[k] == job[k] for k in ("dataset", "classifier", "defense", "attack", "n_examples"))
+        and budget(r) == budget(like)
     ]  # fmt: skip
-    return max(matches, key=lambda r: (int(r["n_examples"]), r["finished_at"]), default=None)
+    return max(matches, key=lambda r: r["finished_at"], default=None)
 
 
 @plt.rc_context(STYLE)
@@ -208,14 +215,14 @@ def headline_ladder_figure(rows: Sequence[dict[str, str]], lines: Sequence[Line]
                     color=colour["color"], markerfacecolor="white", markersize=3.5)  # fmt: skip
         # flagged as in the matrix: a weak attack (not a strong defense), a shattered gradient (an upper bound)
         flags: dict[str, str] = defaultdict(str)
-        for marks, mark in ((above_oblivious(line), ABOVE_OBLIVIOUS), (shattered_cells(line), SHATTERED)):
+        for marks, mark in ((weaker_attacks(line), WEAKER_ATTACK), (shattered_cells(line), SHATTERED)):
             for header in marks:
                 flags[header] += mark
         for header, mark in flags.items():
             attack, rung = next((a, r) for h, a, r in RUNGS if h == header)
             x = rungs.index(rung) + shift + (0 if attack == LINE_ATTACK else _step(len(drawn)) / 2)  # its marker's x
-            panel.annotate(mark, (x, float(line.cells[header]["ra"])),
-                           xytext=(4, 2), textcoords="offset points", fontsize=8, color=colour["color"])  # fmt: skip
+            panel.annotate(mark, (x, float(line.cells[header]["ra"])), xytext=(4, 2), textcoords="offset points",
+                           fontsize=8, color=colour["color"], zorder=5, bbox=FLAG_BOX)  # fmt: skip
     for k, rung in enumerate(rungs):
         if rung not in filled:
             text = DETERMINISTIC if not any(line.randomized for line in drawn) else NOT_RUN
@@ -230,8 +237,11 @@ def headline_ladder_figure(rows: Sequence[dict[str, str]], lines: Sequence[Line]
     shown = {line.label for line in drawn}
     rest = [line.label for line in lines if line.label not in shown]
     notes = [f"In the matrix, not drawn here: {', '.join(rest)}."] if rest else []
-    if any(above_oblivious(line) for line in drawn):
-        notes.append(f"{ABOVE_OBLIVIOUS} above its oblivious figure: a weaker attack there, not robustness.")
+    if any(weaker_attacks(line) for line in drawn):
+        notes.append(
+            f"{WEAKER_ATTACK} above its oblivious figure, or another attack's on the same rung: a weaker attack "
+            "there, not robustness."
+        )
     if any(shattered_cells(line) for line in drawn):
         notes.append(f"{SHATTERED} through a shattered gradient: a loose upper bound.")
     _ladder_legend(legend_area, panel, " ".join(notes))
@@ -284,18 +294,25 @@ def _ladder_line(
     shift: float,
 ) -> bool:
     """One setting: its SA (``sa_row``'s) at the left, and its RA up the rungs (``cells``: rung -> row) joined
-    in ``style`` (:func:`setting_colours`), which is its legend entry, a surrogate-gradient cell marked; whether
-    there was one."""
+    in ``style`` (:func:`setting_colours`), which is its legend entry; a surrogate-gradient cell marked and
+    joined to its neighbours by a dotted line (the gradient changes there: a drop to or from it is partly the
+    gradient's); whether there was one."""
     colour = style["color"]
     ax.plot([-1 + shift], [float(sa_row["sa"])], marker=MARKERS["SA"], markersize=3, color=colour, linestyle="")
     ax.plot([], [], marker=MARKERS["line"], markersize=3, linewidth=1, label=label, **style)  # the legend entry
     if not cells:  # a setting of the matrix without PGD cells yet: its other markers only
         return False
-    _points(ax, rungs, cells, shift, marker=MARKERS["line"], **style)
     surrogate = {t: row for t, row in cells.items() if is_surrogate(row)}
+    _points(ax, rungs, {t: row for t, row in cells.items() if t not in surrogate}, shift, marker=MARKERS["line"],
+            **style)  # fmt: skip
     if surrogate:
         _points(ax, rungs, surrogate, shift, marker=MARKERS["surrogate"], color=colour, markersize=7,
                 markeredgecolor="white", markeredgewidth=0.5, zorder=3)  # fmt: skip
+        run = sorted(rungs.index(t) for t in cells)
+        for a, b in itertools.pairwise(run):
+            if b == a + 1 and (rungs[a] in surrogate or rungs[b] in surrogate):
+                ax.plot([a + shift, b + shift], [float(cells[rungs[k]]["ra"]) for k in (a, b)], color=colour,
+                        linestyle=SURROGATE_JOIN, linewidth=1)  # fmt: skip
     return bool(surrogate)
 
 
@@ -324,8 +341,8 @@ def _keys(
         ax.plot([], [], linestyle="", marker=MARKERS["other attack"], color="black", markerfacecolor="white",
                 markersize=3, label=attack)  # fmt: skip
     if surrogate:
-        ax.plot([], [], linestyle="", marker=MARKERS["surrogate"], color="black", markersize=7, markeredgecolor="white",
-                markeredgewidth=0.5, label="surrogate gradient")  # fmt: skip
+        ax.plot([], [], linestyle=SURROGATE_JOIN, linewidth=1, marker=MARKERS["surrogate"], color="black", markersize=7,
+                markeredgecolor="white", markeredgewidth=0.5, label="surrogate gradient (dotted line to it)")  # fmt: skip
     if job is not None:
         ax.plot([], [], linestyle="", marker=MARKERS["default job"], color="black", markersize=7,
                 label=default_job_label(job, coloured))  # fmt: skip
@@ -356,16 +373,19 @@ def _ladder_axes(ax: plt.Axes, rungs: list[str], title: str) -> None:
 
 
 def _ladder_legend(area: plt.Axes, panel: plt.Axes, note: str) -> None:
-    """The panel's legend, and ``note`` under it, in ``area`` right of the panel."""
+    """The panel's legend, and ``note`` under it (below the area's bottom when the legend runs that far: the saved
+    figure grows to hold it), in ``area`` right of the panel."""
     area.axis("off")
     handles, labels = panel.get_legend_handles_labels()
     labels = [
         label if "\n" in label else textwrap.fill(label, LABEL_WIDTH) for label in labels
     ]  # the panel keeps its width
-    area.legend(handles, labels, loc="upper left", frameon=False, ncol=1, borderaxespad=0)
+    legend = area.legend(handles, labels, loc="upper left", frameon=False, ncol=1, borderaxespad=0)
     if note:
-        area.text(0.0, 0.0, textwrap.fill(note, 60), transform=area.transAxes, ha="left", va="bottom",
-                  fontsize=5, color="0.3")  # fmt: skip
+        area.figure.canvas.draw()  # lays the figure out, so the legend's extent is where it is saved
+        bottom = legend.get_window_extent().transformed(area.transAxes.inverted()).y0
+        area.text(0.0, min(bottom - 0.03, 0.2), textwrap.fill(note, 60), transform=area.transAxes, ha="left",
+                  va="top", fontsize=5, color="0.3")  # fmt: skip
 
 
 @plt.rc_context(STYLE)
@@ -382,9 +402,14 @@ def sa_ra_figure(rows: Sequence[dict[str, str]], runs_dir: Path | None) -> plt.F
     colours. At most :data:`MAX_LEGEND` legend entries: settings beyond them share one grey entry."""
     rows = list(filter(has_ra, rows))
     lines = protocol_lines(rows, runs_dir)
+    flags: dict[int, str] = defaultdict(str)  # id(row) -> the matrix's marks on its cell
     if lines:
         rows = [row for line in lines for row in line.cells.values()]
         order = [line.label for line in lines]
+        for line in lines:
+            for marks, mark in ((weaker_attacks(line), WEAKER_ATTACK), (shattered_cells(line), SHATTERED)):
+                for header in marks:
+                    flags[id(line.cells[header])] += mark
     else:
         counts: dict[str, int] = defaultdict(int)
         for row in rows:
@@ -400,13 +425,21 @@ def sa_ra_figure(rows: Sequence[dict[str, str]], runs_dir: Path | None) -> plt.F
     if grey:
         entries[f"{len(grey)} other settings"] = _entry("s", OTHER)
     entries |= {rung_name(rung): _entry(RUNG_MARKERS.get(rung, "X"), "black") for rung in rungs}
-    if surrogate:
-        entries["hollow: surrogate gradient"] = _entry("o", "black", markerfacecolor="white")
+    if surrogate:  # keyed by the marker of a rung it was run under
+        rung = next(r["threat_model"].removesuffix(SURROGATE_SUFFIX) for r in rows if is_surrogate(r))
+        entries["hollow: surrogate gradient"] = _entry(RUNG_MARKERS.get(rung, "X"), "black", markerfacecolor="white")
     # PGD's panel first: the ladder's attack; AutoAttack beside it.
     panels = sorted({(r["classifier"], r["attack"], budget(r)) for r in rows}, key=lambda p: (p[1] != LINE_ATTACK, p))
     columns = min(3, len(panels))
     n_rows = -(-len(panels) // columns)
-    grey_note = textwrap.wrap(f"grey: {', '.join(grey)}", width=int(20 * PANEL[0] * columns)) if grey else []
+    notes = [f"grey: {', '.join(grey)}."] if grey else []
+    if any(WEAKER_ATTACK in f for f in flags.values()):
+        notes.append(
+            f"{WEAKER_ATTACK} a weaker attack there (above its oblivious figure or another attack's), not robustness."
+        )
+    if any(SHATTERED in f for f in flags.values()):
+        notes.append(f"{SHATTERED} through a shattered gradient: a loose upper bound.")
+    grey_note = textwrap.wrap(" ".join(notes), width=int(20 * PANEL[0] * columns))
     legend_columns = 2 * columns
     legend_height = 0.16 * (-(-len(entries) // legend_columns) + len(grey_note)) + 0.1  # inches
     height = PANEL[1] * n_rows + legend_height
@@ -425,6 +458,9 @@ def sa_ra_figure(rows: Sequence[dict[str, str]], runs_dir: Path | None) -> plt.F
                         yerr=[[e] for e in _interval(row, "ra")], marker=RUNG_MARKERS.get(rung, "X"), color=colour,
                         markerfacecolor="white" if is_surrogate(row) else colour, markersize=3,
                         linewidth=0.6, capsize=1.5, alpha=0.8)  # fmt: skip
+            if flags.get(id(row)):
+                ax.annotate(flags[id(row)], (float(row["sa"]), float(row["ra"])), xytext=(3, 1),
+                            textcoords="offset points", fontsize=7, color=colour, zorder=5, bbox=FLAG_BOX)  # fmt: skip
         sizes = sorted({int(r["n_examples"]) for r in members})
         images = f"n = {sizes[0]}" if len(sizes) == 1 else f"n = {sizes[0]}-{sizes[-1]} (the matrix's n)"
         title = ", ".join(key) + (f"\n{HEADLINE} protocol, {images}" if lines else "")

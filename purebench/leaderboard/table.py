@@ -16,7 +16,7 @@ from purebench.eval.intervals import BOUNDED
 from purebench.eval.results import has_ra, per_example_worst
 from purebench.eval.threats import LADDER, base_rung
 from purebench.leaderboard.merge import MERGED
-from purebench.leaderboard.params import changed, legend
+from purebench.leaderboard.params import changed, legend, split_params
 
 # (header, column) pairs shown in the Markdown tables; the CSV keeps every column. Figures carry their
 # 95% Wilson interval (purebench.eval.intervals), defense parameters only the keys changed from the defaults.
@@ -51,7 +51,18 @@ def shown(row: dict[str, str], column: str) -> str:
         return f"{row['clean_acc_undefended']} / {row['adv_acc_undefended']}"
     if column == "commit":
         return row.get("commit", "")[:7]
+    if column == "threat_eot_iter":
+        return eot_text(row)
     return str(row.get(column, ""))
+
+
+def eot_text(row: dict[str, str]) -> str:
+    """The draws averaged per gradient: the threat model's EOT, times an attack's own (AutoAttack rand averages
+    ``eot_iter`` draws itself, so its rows set the threat's to 1): ``20 (the attack's)``, ``5 x 4``, ``20``."""
+    threat, attack = row.get("threat_eot_iter", ""), split_params(row.get("attack_params", "")).get("eot_iter", "1")
+    if attack in ("", "1"):
+        return threat
+    return f"{attack} (the attack's)" if threat in ("", "1") else f"{threat} x {attack}"
 
 
 def eps_text(eps: float, norm: str = "Linf") -> str:
