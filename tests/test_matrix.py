@@ -17,6 +17,7 @@ from purebench.leaderboard.matrix import (
     SHATTERED,
     WEAKER_ATTACK,
     Line,
+    _name_stages,
     finding,
     matrix_table,
     protocol_caption,
@@ -297,6 +298,13 @@ def test_the_caption_says_which_training_stage_each_checkpoint_is(board, tmp_pat
         f"pre.pt: not in results/checkpoints/manifest.json (sha256 {'c' * 16})."
     )
     assert "Checkpoints" not in " ".join(protocol_caption(lines, shipped))  # no line names a checkpoint
+    # Two lines of one defense: each label says its stage; a defense with one line keeps its label.
+    pair, alone = [trained("ft.pt", "b" * 64), trained("pre.pt", "a" * 64)], trained("ft.pt", "b" * 64)
+    for line, defense in ((pair[0], "atop"), (pair[1], "atop"), (alone, "impure")):
+        line.cells["PGD oblivious"]["defense"] = defense
+    _name_stages([*pair, alone], shipped)
+    assert [x.label for x in pair] == ["atop (ft.pt, fine-tuned)", "atop (pre.pt, pretrained)"]
+    assert alone.label == "atop (ft.pt)"  # its defense's only line: the file name says enough
     (shipped / "checkpoints" / "manifest.json").write_text("[{")  # unreadable: no sentence, the rest stands
     assert "Checkpoints" not in " ".join(protocol_caption([*lines, trained("ft.pt", "b" * 64)], shipped))
 

@@ -15,9 +15,11 @@ from __future__ import annotations
 import functools
 import json
 import logging
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from purebench.defenses import DEFENSES
 from purebench.errors import PurebenchError
@@ -72,6 +74,7 @@ EXACT_GRADIENT = ("adaptive", "known_draws")
 # The shipped purifiers' manifest under results_dir (python -m purebench.train.export writes it): which training
 # stage a checkpoint named in a line is, so "atop (atop_rt2_pre.pt)" reads without opening the file.
 SHIPPED_MANIFEST = Path("checkpoints") / "manifest.json"
+STAGES = {"pretrain": "pretrained", "finetune": "fine-tuned"}  # a manifest's train.stage, as a label says it
 
 
 @dataclass
@@ -145,6 +148,8 @@ def protocol_lines(rows: Sequence[dict[str, str]], runs_dir: Path | None, protoc
         line.worst, line.worst_n = _worst_over_rungs(line, runs_dir)
         defense = line.main["defense"]
         line.left_out = {c: why for (d, c), why in reasons.items() if d == defense and c not in line.cells}
+    if runs_dir is not None:
+        _name_stages(list(lines.values()), runs_dir.parent)
     return sorted(lines.values(), key=_order)
 
 
@@ -271,28 +276,52 @@ def matrix_table(lines: Sequence[Line]) -> tuple[list[str], list[list[str]]]:
     return headers, table
 
 
-def shipped_checkpoints(lines: Sequence[Line], results_dir: Path | None) -> str:
-    """One sentence naming each trained file of ``lines`` (a ``checkpoint`` or ``model`` the rows hashed) with
-    its training stage, epochs and the checkpoint it continued, from the manifest under ``results_dir``,
-    matched by the SHA-256 prefix its rows record (a file retrained since is not described by its name's
-    newer entry); empty when no line names one, or when the manifest cannot be read (a warning says so)."""
-    if results_dir is None:
-        return ""
-    path, shown = results_dir / SHIPPED_MANIFEST, (Path(results_dir.name) / SHIPPED_MANIFEST).as_posix()
+def _manifest(results_dir: Path) -> list[dict[str, Any]] | None:
+    """The entries of the shipped purifiers' manifest under ``results_dir`` ([] without one); None, with a
+    warning, when it cannot be read."""
+    path = results_dir / SHIPPED_MANIFEST
     try:
-        entries = json.loads(path.read_text()) if path.is_file() else []
+        return json.loads(path.read_text()) if path.is_file() else []
     except (OSError, ValueError) as exc:
-        log.warning("%s cannot be read (%s); the matrix caption leaves the checkpoints out", path, exc)
+        log.warning("%s cannot be read (%s); the matrix leaves the checkpoints' training stages out", path, exc)
+        return None
+
+
+def _hashed_files(line: Line, entries: Sequence[dict[str, Any]]) -> list[tuple[str, str, dict[str, Any] | None]]:
+    """(file name, SHA-256 prefix, its manifest entry or None) of each trained file ``line``'s rows hashed (a
+    ``checkpoint`` or ``model`` on disk), matched by the prefix (a file retrained since is not described by its
+    name's newer entry)."""
+    params = split_params(line.main.get("defense_params", ""))
+    files = [
+        (Path(params[key]).name, params[f"{key}_sha256"]) for key in CHECKPOINT_KEYS if params.get(f"{key}_sha256")
+    ]
+    return [(name, digest, next((e for e in entries if e.get("sha256", "").startswith(digest)), None))
+            for name, digest in files]  # fmt: skip
+
+
+def _name_stages(lines: Sequence[Line], results_dir: Path) -> None:
+    """Where one defense has several lines (AToP pretrained and fine-tuned), each label adds its checkpoint's
+    training stage from the manifest: ``atop (atop_rt2_pre.pt, pretrained)`` reads without the caption."""
+    entries = _manifest(results_dir) or []
+    defenses = Counter(line.main["defense"] for line in lines)
+    for line in (x for x in lines if defenses[x.main["defense"]] > 1):
+        words = [STAGES[e["stage"]] for _, _, e in _hashed_files(line, entries) if e and e.get("stage") in STAGES]
+        if words:
+            named = line.label.removesuffix(")") + ", " if line.label.endswith(")") else f"{line.label} ("
+            line.label = f"{named}{', '.join(words)})"
+
+
+def shipped_checkpoints(lines: Sequence[Line], results_dir: Path | None) -> str:
+    """One sentence naming each trained file of ``lines`` with its training stage, epochs and the checkpoint it
+    continued, from the manifest under ``results_dir``; empty when no line names one, or when the manifest
+    cannot be read (a warning says so)."""
+    entries = _manifest(results_dir) if results_dir is not None else None
+    if entries is None:
         return ""
+    shown = (Path(results_dir.name) / SHIPPED_MANIFEST).as_posix()
     described: dict[tuple[str, str], str] = {}  # (file, digest) -> its description, once however many lines
     for line in lines:
-        params = split_params(line.main.get("defense_params", ""))
-        for key in CHECKPOINT_KEYS:
-            digest = params.get(f"{key}_sha256", "")
-            if not digest:  # not a file on disk (a hub name, or none)
-                continue
-            name = Path(params[key]).name
-            entry = next((e for e in entries if e.get("sha256", "").startswith(digest)), None)
+        for name, digest, entry in _hashed_files(line, entries):
             if entry is None:
                 described[name, digest] = f"{name}: not in {shown} (sha256 {digest})"
                 continue

@@ -403,6 +403,7 @@ def sa_ra_figure(rows: Sequence[dict[str, str]], runs_dir: Path | None) -> plt.F
     rows = list(filter(has_ra, rows))
     lines = protocol_lines(rows, runs_dir)
     flags: dict[int, str] = defaultdict(str)  # id(row) -> the matrix's marks on its cell
+    labels = {id(row): line.label for line in lines for row in line.cells.values()}  # the matrix's names
     if lines:
         rows = [row for line in lines for row in line.cells.values()]
         order = [line.label for line in lines]
@@ -450,7 +451,7 @@ def sa_ra_figure(rows: Sequence[dict[str, str]], runs_dir: Path | None) -> plt.F
         sa_drawn = set()  # a setting's SA interval once per image set: its rungs share the clean images
         for row in members:
             rung = row["threat_model"].removesuffix(SURROGATE_SUFFIX)
-            label = setting_label(row)
+            label = labels.get(id(row)) or setting_label(row)
             colour = colours.get(label, OTHER)
             first = (label, row["n_examples"], row["sa"]) not in sa_drawn
             sa_drawn.add((label, row["n_examples"], row["sa"]))
