@@ -76,11 +76,10 @@ cell headline defense=diffpure threat=adaptive 'threat.surrogate={steps:10}' n_e
 # issue asks AutoAttack adaptive only where it fits the budget.
 cell headline_autoattack defense=atop_floor threat=adaptive threat.eot_iter=1
 # 10. AutoAttack rand adaptive for IMPure: atop_floor's cell took 3.5x its PGD-20 adaptive cell here (41 against
-# 12 min); IMPure's runs ~6 min per batch of 32 (~50 min). Before the full-gradient cell, whose batches of 8 take
-# ~85 min each: a session of 3 h holds IMPure's cell and one of those batches, not the two batches.
+# 12 min); IMPure's took 56 min. Before the full-gradient cell, whose batches of 8 take 1 h 40 min each.
 cell headline_autoattack $IMPURE threat=adaptive threat.eot_iter=1
-# 11. The surrogate's check, second half: the full-gradient cell (~85 min per batch of 8 here: PGD-20 steps of
-# ~4.1 min, each EOT-20 through the 100-step reverse SDE).
+# 11. The surrogate's check, second half: the full-gradient cell (1 h 40 min per batch of 8 here: PGD-20 steps of
+# ~4.3 min, each EOT-20 through the 100-step reverse SDE; ~23 GB resident: give a 24 GB machine swap).
 cell headline defense=diffpure threat=adaptive n_examples=16 batch_size=8
 # 12. AutoAttack rand adaptive for fine-tuned and pretrained AToP (~1 h each: their PGD-20 adaptive cells took
 # 17-20 min). ZeroPur and DiffPure stay out (results/left_out.csv: days here).

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from purebench.eval.threats import SURROGATE_SUFFIX, base_rung
 from purebench.leaderboard.params import changed
-from purebench.leaderboard.table import eps_text, with_interval
+from purebench.leaderboard.table import eot_text, eps_text, with_interval
 
 _FIELDS = [
     ("dataset", "dataset"), ("classifier", "classifier"), ("defense", "defense"), ("changed params", "defense_params"),
@@ -81,6 +81,8 @@ def print_summary(row: dict, results_dir: Path | None = None, figure: str | None
             value = f"{changed(str(row['defense']), str(row[key]))} (full list in the run file)"
         elif key == "threat_model" and (meaning := rung_meaning(str(value))):
             value = f"{value}: {meaning}"
+        elif key == "threat_eot_iter":
+            value = eot_text(row)  # AutoAttack rand averages its own draws: "20 (the attack's)", not the threat's 1
         elif key == "unperturbed":
             value = f"{value} (x_adv = x: the attack gave up or found the example misclassified; scored as purify(x))"
         lines.append(f"{label:<{width}}  {value}")
