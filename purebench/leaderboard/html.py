@@ -202,6 +202,7 @@ def html_leaderboard(
     why = {row["run_id"]: (reasons or {}).get(row["run_id"], "") for row in old}  # a current row has none
     lines = protocol_lines(done, results_dir / "runs")
     headers, table = matrix_table(lines)
+    answer = lead(lines)  # the finding's first sentence, set apart on the page
     sections = [
         {
             "anchor": f"{dataset}-{threat}",
@@ -215,7 +216,7 @@ def html_leaderboard(
     filters = [{"name": name, "options": sorted({read(r) for r in done}, key=_natural)} for name, read in FILTERS]
     ladders, plots = _figures(results_dir)
     return _TEMPLATES.get_template("leaderboard.html.j2").render(
-        lead=lead(lines), finding=finding(lines).removeprefix(lead(lines)), matrix_headers=headers, matrix=[[figure_cell(c) for c in line] for line in table],
+        lead=answer, finding=finding(lines).removeprefix(answer), matrix_headers=headers, matrix=[[figure_cell(c) for c in line] for line in table],
         matrix_caption=protocol_caption(lines, results_dir),
         ladders=ladders, terms=TERMS, note=INTERVAL_NOTE, filters=filters, n_superseded=len(old),
         headers=[HEADERS.get(column, header) for header, column in SHOWN], sections=sections, plots=plots,

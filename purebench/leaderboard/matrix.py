@@ -15,7 +15,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -230,8 +230,7 @@ def _cell(line: Line, column: str, n: int, protocol_eot: int) -> str:
         full, paired = line.checks[column]
         there = f", surrogate there {float(paired['ra']):.2f}" if paired else ""
         notes.append(f"full gradient on the first {full['n_examples']}: {float(full['ra']):.2f}{there}")
-    flag = [WEAKER_ATTACK] if column in weaker_attacks(line) else []
-    flag += [SHATTERED] if column in shattered_cells(line) else []
+    flag = list(marks(line).get(column, ""))
     figure = f"{float(row['ra']):.2f}"  # two decimals throughout, so the column reads aligned
     return " ".join([figure, interval(row, "ra"), *flag, *([f"({'; '.join(notes)})"] if notes else [])]).strip()
 
@@ -253,6 +252,16 @@ def weaker_attacks(line: Line) -> dict[str, str]:
         if lowest is not None and float(line.cells[header]["ra"]) > float(line.cells[lowest]["ra"]):
             above[header] = lowest
     return above
+
+
+def marks(line: Line) -> dict[str, str]:
+    """column -> the marks its cell carries (:data:`WEAKER_ATTACK`, then :data:`SHATTERED`), read alike by the
+    matrix and both figures."""
+    flags: dict[str, str] = defaultdict(str)
+    for columns, mark in ((weaker_attacks(line), WEAKER_ATTACK), (shattered_cells(line), SHATTERED)):
+        for column in columns:
+            flags[column] += mark
+    return dict(flags)
 
 
 def _worst_cell(line: Line, n: int) -> str:

@@ -42,9 +42,8 @@ from purebench.leaderboard.matrix import (
     WEAKER_ATTACK,
     Line,
     is_surrogate,
+    marks,
     protocol_lines,
-    shattered_cells,
-    weaker_attacks,
 )
 from purebench.leaderboard.params import attack_name, changed_keys, rung_name, setting_label
 from purebench.leaderboard.table import budget
@@ -63,6 +62,11 @@ UNDEFENDED_STYLE = {"color": "0.35", "linestyle": "--"}
 RUNG_MARKERS = dict(zip(LADDER, "osDv^Ph<>p", strict=False))  # SA-RA: one marker per rung (spares for new ones)
 LINE_ATTACK = RUNGS[0][1]  # the matrix's attack under every rung (PGD) draws the lines; the others are markers
 MARKERS = {"line": "o", "surrogate": "X", "other attack": "D", "default job": "*", "SA": "s"}
+MARK_NOTES = {  # the matrix's marks, said under a figure's legend
+    WEAKER_ATTACK: f"{WEAKER_ATTACK} above its oblivious figure, or another attack's on the same rung: a weaker "
+    "attack there, not robustness.",
+    SHATTERED: f"{SHATTERED} through a shattered gradient: a loose upper bound.",
+}
 SURROGATE_JOIN = ":"  # the line to and from a surrogate-gradient cell: the gradient changes along it
 FLAG_BOX = {"boxstyle": "square,pad=0.05", "facecolor": "white", "edgecolor": "none", "alpha": 0.8}  # over markers
 SPREAD = 0.56  # the x width (in rungs) over which a rung's markers are spread apart, one place per setting
@@ -214,11 +218,7 @@ def headline_ladder_figure(rows: Sequence[dict[str, str]], lines: Sequence[Line]
             _points(panel, rungs, cells, shift + _step(len(drawn)) / 2, marker=MARKERS["other attack"],
                     color=colour["color"], markerfacecolor="white", markersize=3.5)  # fmt: skip
         # flagged as in the matrix: a weak attack (not a strong defense), a shattered gradient (an upper bound)
-        flags: dict[str, str] = defaultdict(str)
-        for marks, mark in ((weaker_attacks(line), WEAKER_ATTACK), (shattered_cells(line), SHATTERED)):
-            for header in marks:
-                flags[header] += mark
-        for header, mark in flags.items():
+        for header, mark in marks(line).items():
             attack, rung = next((a, r) for h, a, r in RUNGS if h == header)
             x = rungs.index(rung) + shift + (0 if attack == LINE_ATTACK else _step(len(drawn)) / 2)  # its marker's x
             panel.annotate(mark, (x, float(line.cells[header]["ra"])), xytext=(4, 2), textcoords="offset points",
@@ -237,16 +237,15 @@ def headline_ladder_figure(rows: Sequence[dict[str, str]], lines: Sequence[Line]
     shown = {line.label for line in drawn}
     rest = [line.label for line in lines if line.label not in shown]
     notes = [f"In the matrix, not drawn here: {', '.join(rest)}."] if rest else []
-    if any(weaker_attacks(line) for line in drawn):
-        notes.append(
-            f"{WEAKER_ATTACK} above its oblivious figure, or another attack's on the same rung: a weaker attack "
-            "there, not robustness."
-        )
-    if any(shattered_cells(line) for line in drawn):
-        notes.append(f"{SHATTERED} through a shattered gradient: a loose upper bound.")
+    notes += _mark_notes([flag for line in drawn for flag in marks(line).values()])
     _ladder_legend(legend_area, panel, " ".join(notes))
     fig.suptitle(f"{main['dataset']}: RA up the threat ladder, headline protocol", fontsize=8)
     return fig
+
+
+def _mark_notes(flags: Sequence[str]) -> list[str]:
+    """What each mark among the cells' ``flags`` (:func:`~purebench.leaderboard.matrix.marks`) means, once."""
+    return [note for mark, note in MARK_NOTES.items() if any(mark in flag for flag in flags)]
 
 
 def setting_colours(labels: Sequence[str]) -> dict[str, dict[str, object]]:
@@ -408,9 +407,8 @@ def sa_ra_figure(rows: Sequence[dict[str, str]], runs_dir: Path | None) -> plt.F
         rows = [row for line in lines for row in line.cells.values()]
         order = [line.label for line in lines]
         for line in lines:
-            for marks, mark in ((weaker_attacks(line), WEAKER_ATTACK), (shattered_cells(line), SHATTERED)):
-                for header in marks:
-                    flags[id(line.cells[header])] += mark
+            for header, mark in marks(line).items():
+                flags[id(line.cells[header])] = mark
     else:
         counts: dict[str, int] = defaultdict(int)
         for row in rows:
@@ -434,12 +432,7 @@ def sa_ra_figure(rows: Sequence[dict[str, str]], runs_dir: Path | None) -> plt.F
     columns = min(3, len(panels))
     n_rows = -(-len(panels) // columns)
     notes = [f"grey: {', '.join(grey)}."] if grey else []
-    if any(WEAKER_ATTACK in f for f in flags.values()):
-        notes.append(
-            f"{WEAKER_ATTACK} a weaker attack there (above its oblivious figure or another attack's), not robustness."
-        )
-    if any(SHATTERED in f for f in flags.values()):
-        notes.append(f"{SHATTERED} through a shattered gradient: a loose upper bound.")
+    notes += _mark_notes(list(flags.values()))
     grey_note = textwrap.wrap(" ".join(notes), width=int(20 * PANEL[0] * columns))
     legend_columns = 2 * columns
     legend_height = 0.16 * (-(-len(entries) // legend_columns) + len(grey_note)) + 0.1  # inches
