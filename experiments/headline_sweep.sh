@@ -69,21 +69,23 @@ cell headline defense=diffpure threat=adaptive 'threat.surrogate={steps:10}' n_e
 # BPDA+EOT does: 64 x 20 x 20 purifications, ~1 h each here (0.13 s per purification in the known-draws cell).
 cell headline defense=zeropur threat=adaptive n_examples=64
 cell headline defense=zeropur threat=bpda_eot n_examples=64
-# 8. The surrogate's check, first half: the surrogate cell on DiffPure's first 16 images, in batches of 8 so
-# that the full-gradient cell (step 10) shares its PGD random starts and resumes per 8 images.
+# 8. The surrogate cell on DiffPure's first 16 images in batches of 8 (planned as the check's first half; step 11
+# pairs the full-gradient cell with a surrogate cell on its own 8 images).
 cell headline defense=diffpure threat=adaptive 'threat.surrogate={steps:10}' n_examples=16 batch_size=8
 # 9. AutoAttack rand adaptive for atop_floor (APGD-CE and APGD-DLR with their own EOT-20; ~1 h here): the
 # issue asks AutoAttack adaptive only where it fits the budget.
 cell headline_autoattack defense=atop_floor threat=adaptive threat.eot_iter=1
 # 10. AutoAttack rand adaptive for IMPure: atop_floor's cell took 3.5x its PGD-20 adaptive cell here (41 against
-# 12 min); IMPure's took 56 min. Before the full-gradient cell, whose batches of 8 take 1 h 40 min each.
+# 12 min); IMPure's took 56 min.
 cell headline_autoattack $IMPURE threat=adaptive threat.eot_iter=1
-# 11. The surrogate's check, second half: the full-gradient cell (1 h 40 min per batch of 8 here: PGD-20 steps of
-# ~4.3 min, each EOT-20 through the 100-step reverse SDE; ~23 GB resident: give a 24 GB machine swap).
-cell headline defense=diffpure threat=adaptive n_examples=16 batch_size=8
-# 12. AutoAttack rand adaptive for fine-tuned and pretrained AToP (~1 h each: their PGD-20 adaptive cells took
-# 17-20 min). ZeroPur and DiffPure stay out (results/left_out.csv: days here).
-for defense in "$ATOP_FT" "$ATOP_PRE"; do cell headline_autoattack $defense threat=adaptive threat.eot_iter=1; done
+# 11. The surrogate's check: the full-gradient cell on DiffPure's first 8 images (one batch: PGD-20 steps of
+# ~4.3 min, each EOT-20 through the 100-step reverse SDE; 1 h 40 min and ~23 GB resident here: give a 24 GB
+# machine swap), beside the surrogate cell on the same 8 images and PGD random starts (~10 min). One batch of 8
+# rather than two: a partial batch lives in results/partial, which a fresh checkout does not carry, and two
+# batches (3.3 h) do not fit one 3-hour session here.
+cell headline defense=diffpure threat=adaptive 'threat.surrogate={steps:10}' n_examples=8 batch_size=8
+cell headline defense=diffpure threat=adaptive n_examples=8 batch_size=8
+# AutoAttack rand adaptive for ZeroPur, DiffPure and both AToP stays out (results/left_out.csv says why).
 echo "=== $(date -u +%FT%TZ) done; ${#failed[@]} failed cell(s)"
 for f in "${failed[@]}"; do echo "FAILED: $f"; done
 [ ${#failed[@]} -eq 0 ]

@@ -261,6 +261,7 @@ def test_a_surrogate_cell_on_more_images_stands_with_the_full_gradient_cell_as_i
     headers, table = matrix_table([line])
     cell = dict(zip(headers, table[0], strict=True))["PGD adaptive"]
     assert cell.endswith("full gradient on the first 16: 6.25, surrogate there 12.50)")
+    assert "full gradient on the first 16: 6.25%, surrogate there 12.50%; SA" in finding([line])
     line = noise([surrogate, {**full, "n_examples": "64"}])
     assert line.cells["PGD adaptive"]["ra"] == "6.25" and not line.checks
 

@@ -227,12 +227,18 @@ def _cell(line: Line, column: str, n: int, protocol_eot: int) -> str:
     if row.get("threat_surrogate"):
         notes.append(f"surrogate {row['threat_surrogate']}")
     if column in line.checks:
-        full, paired = line.checks[column]
-        there = f", surrogate there {float(paired['ra']):.2f}" if paired else ""
-        notes.append(f"full gradient on the first {full['n_examples']}: {float(full['ra']):.2f}{there}")
+        notes.append(_check_note(line, column))
     flag = list(marks(line).get(column, ""))
     figure = f"{float(row['ra']):.2f}"  # two decimals throughout, so the column reads aligned
     return " ".join([figure, interval(row, "ra"), *flag, *([f"({'; '.join(notes)})"] if notes else [])]).strip()
+
+
+def _check_note(line: Line, column: str, unit: str = "") -> str:
+    """The exact-gradient check of the surrogate cell in ``column``: ``full gradient on the first 8: 20.00,
+    surrogate there 20.00``; the surrogate's figure on the check's own images is what says how much weaker it is."""
+    full, paired = line.checks[column]
+    there = f", surrogate there {float(paired['ra']):.2f}{unit}" if paired else ""
+    return f"full gradient on the first {full['n_examples']}: {float(full['ra']):.2f}{unit}{there}"
 
 
 def weaker_attacks(line: Line) -> dict[str, str]:
@@ -548,8 +554,8 @@ def _best_worst(purifiers: Sequence[Line]) -> str:
 
 def _kept(line: Line) -> str:
     """What the adaptive cell of ``line`` leaves, with what qualifies it: ``20.00% [9.7, 36.7] (n=32; through a
-    surrogate steps=10 gradient: a weaker attack, a loose upper bound; full gradient on the first 16: 6.25%;
-    SA 60.94%)``: a surrogate or shattered-gradient figure never stands without saying so, nor without the
+    surrogate steps=10 gradient: a weaker attack, a loose upper bound; full gradient on the first 16: 6.25%,
+    surrogate there 12.50%; SA 60.94%)``: a surrogate or shattered-gradient figure never stands without saying so, nor without the
     exact-gradient check beside it once there is one."""
     row = line.cells[PGD_ADAPTIVE]
     notes = [f"n={row['n_examples']}"] if int(row["n_examples"]) != int(line.main["n_examples"]) else []
@@ -558,8 +564,7 @@ def _kept(line: Line) -> str:
     if PGD_ADAPTIVE in shattered_cells(line):
         notes.append(f"{SHATTERED} through a shattered gradient: a loose upper bound")
     if PGD_ADAPTIVE in line.checks:
-        full = line.checks[PGD_ADAPTIVE][0]
-        notes.append(f"full gradient on the first {full['n_examples']}: {float(full['ra']):.2f}%")
+        notes.append(_check_note(line, PGD_ADAPTIVE, unit="%"))
     notes.append(f"SA {float(row['sa']):.2f}%")
     figure = " ".join(p for p in (f"{float(row['ra']):.2f}%", interval(row, "ra")) if p)
     return f"{figure} ({'; '.join(notes)})"
