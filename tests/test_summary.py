@@ -13,8 +13,13 @@ def test_every_rung_of_the_ladder_says_what_its_ra_means():
 
 
 def test_a_surrogate_rung_says_its_gradients_came_from_a_copy_and_a_plugin_rung_says_nothing():
+    # A surrogate rung does not claim exact gradients through the purifier, and says to check it against them.
     meaning = rung_meaning("adaptive_surrogate")
-    assert meaning.startswith(rung_meaning("adaptive")) and "surrogate of the defense" in meaning
+    assert "surrogate of the purifier" in meaning and "looser upper bound than threat=adaptive" in meaning
+    assert "through the purifier, EOT" not in meaning and "scored on the real purifier" in meaning
+    assert "surrogate of the purifier" in rung_meaning("bpda_eot_surrogate")
+    eot = rung_meaning("eot_surrogate")  # a rung without words of its own keeps its meaning, the surrogate named
+    assert eot.startswith(rung_meaning("eot")) and "surrogate of the purifier" in eot
     assert rung_meaning("my_plugin_rung") == ""
 
 

@@ -37,15 +37,28 @@ RUNG_MEANING = {
     "known_draws": "exact gradients through the very draws the evaluation makes: what is left is not owed to the "
     "defense's randomness",
 }
+# A surrogate rung (threat.surrogate, Lee & Kim 2023) takes its gradients from a cheaper copy of the purifier and
+# scores on the real one: its own words, since "exact gradients through the purifier" would no longer be true.
+SURROGATE_MEANING = {
+    "adaptive": "exact gradients through a cheaper surrogate of the purifier (threat.surrogate, Lee & Kim 2023), EOT "
+    "over its randomness, scored on the real purifier: not the purifier's own gradient, so read it as a looser "
+    "upper bound than threat=adaptive until checked against that rung on a few images",
+    "bpda_eot": "a cheaper surrogate of the purifier (threat.surrogate) in the forward pass, the identity backward, "
+    "EOT over its randomness, scored on the real purifier: loose where exact gradients exist; run threat=adaptive",
+}
 _QUOTABLE = ("adaptive", "known_draws")  # rungs whose RA may be quoted (beside bpda_eot's, the worst of them)
 
 
 def rung_meaning(threat: str) -> str:
-    """What ``threat``'s RA means (a surrogate rung: gradients from a copy of the defense, evaluated on the real one);
-    a plugin's rung says nothing."""
-    meaning = RUNG_MEANING.get(base_rung(threat), "")
+    """What ``threat``'s RA means (a surrogate rung: gradients from a copy of the defense, evaluated on the real one;
+    a rung without words of its own for that keeps its meaning with the surrogate named); a plugin's rung says
+    nothing."""
+    rung = base_rung(threat)
+    meaning = RUNG_MEANING.get(rung, "")
     if threat.endswith(SURROGATE_SUFFIX) and meaning:
-        meaning = f"{meaning}; gradients through a surrogate of the defense (threat.surrogate), scored on the real one"
+        meaning = SURROGATE_MEANING.get(rung) or (
+            f"{meaning}; the attack saw a cheaper surrogate of the purifier (threat.surrogate), the score the real one"
+        )
     return meaning
 
 
