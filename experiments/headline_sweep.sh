@@ -79,8 +79,8 @@ cell headline_autoattack defense=atop_floor threat=adaptive threat.eot_iter=1
 # 12 min); IMPure's took 56 min.
 cell headline_autoattack $IMPURE threat=adaptive threat.eot_iter=1
 # 11. The surrogate's check: the full-gradient cell on DiffPure's first 8 images (one batch: PGD-20 steps of
-# ~4.3 min, each EOT-20 through the 100-step reverse SDE; 1 h 40 min and ~23 GB resident here: give a 24 GB
-# machine swap), beside the surrogate cell on the same 8 images and PGD random starts (~10 min). One batch of 8
+# ~3.4 min, each EOT-20 through the 100-step reverse SDE; 74 min and ~22 GB resident here: give a 24 GB
+# machine swap), beside the surrogate cell on the same 8 images and PGD random starts (8 min). One batch of 8
 # rather than two: a partial batch lives in results/partial, which a fresh checkout does not carry, and two
 # batches (3.3 h) do not fit one 3-hour session here.
 cell headline defense=diffpure threat=adaptive 'threat.surrogate={steps:10}' n_examples=8 batch_size=8

@@ -475,7 +475,8 @@ def finding(lines: Sequence[Line]) -> str:
 def lead(lines: Sequence[Line]) -> str:
     """The answer in one sentence, which opens :func:`finding` (the page sets it apart): how many purifiers the
     adaptive rung breaks, and whether those it does not are kept only by a gradient that makes their figure a
-    loose upper bound (a surrogate's, or a shattered one)."""
+    loose upper bound (a surrogate's, or a shattered one), with a surrogate's exact-gradient check where there is
+    one, so the sentence does not suggest exact gradients would break what they did not on the check's images."""
     adaptive = [x for x in lines if x.label != "none" and PGD_ADAPTIVE in x.cells]
     if not adaptive:
         return ""
@@ -492,9 +493,14 @@ def lead(lines: Sequence[Line]) -> str:
     if firm:
         text += f"; {_and(firm)} keep{'s' if len(firm) == 1 else ''} more"
     if loose:
+        why = ["a surrogate's or a shattered one"] + [
+            f"{x.label}: full gradient on the first {full['n_examples']} images {float(full['ra']):.2f}%"
+            for x in loose
+            if (full := x.checks.get(PGD_ADAPTIVE, (None,))[0]) is not None
+        ]
         text += (
             f"; {_and([x.label for x in loose])} keep{'s' if len(loose) == 1 else ''} more only through a "
-            "gradient that makes the figure a loose upper bound (a surrogate's or a shattered one)"
+            f"gradient that makes the figure a loose upper bound ({'; '.join(why)})"
         )
     return text + ". "
 
@@ -555,8 +561,8 @@ def _best_worst(purifiers: Sequence[Line]) -> str:
 def _kept(line: Line) -> str:
     """What the adaptive cell of ``line`` leaves, with what qualifies it: ``20.00% [9.7, 36.7] (n=32; through a
     surrogate steps=10 gradient: a weaker attack, a loose upper bound; full gradient on the first 16: 6.25%,
-    surrogate there 12.50%; SA 60.94%)``: a surrogate or shattered-gradient figure never stands without saying so, nor without the
-    exact-gradient check beside it once there is one."""
+    surrogate there 12.50%; SA 60.94%)``: a surrogate or shattered-gradient figure never stands without saying so,
+    nor without the exact-gradient check beside it once there is one."""
     row = line.cells[PGD_ADAPTIVE]
     notes = [f"n={row['n_examples']}"] if int(row["n_examples"]) != int(line.main["n_examples"]) else []
     if row.get("threat_surrogate"):
