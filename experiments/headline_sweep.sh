@@ -54,8 +54,8 @@ for defense in "$ATOP_FT" "$IMPURE" "$ATOP_PRE" defense=atop_floor; do cell head
 for defense in "$ATOP_FT" "$IMPURE" "$ATOP_PRE" defense=atop_floor; do cell headline $defense threat=bpda_eot; done
 # 6. DiffPure (the 100-step reverse SDE per purification, ~1 s per image and thread), its shipped model fixed
 # since session 9 (issue 23). Oblivious PGD and AutoAttack and known draws at the full chain; BPDA+EOT and
-# adaptive through a 10-step surrogate chain (Lee & Kim 2023: at the full chain EOT-20 costs ~3.5 h per rung
-# on 64 images here), and one small full-gradient cell beside the surrogate on the same images.
+# adaptive through a 10-step surrogate chain (Lee & Kim 2023: at the full chain EOT-20 costs ~74 min per 8 images,
+# ~10 h per rung on 64 images here), and one small full-gradient cell beside the surrogate on the same images.
 cell headline defense=diffpure threat=oblivious n_examples=64
 cell headline_autoattack defense=diffpure threat=oblivious n_examples=64
 cell headline defense=diffpure threat=known_draws n_examples=64
@@ -82,7 +82,7 @@ cell headline_autoattack $IMPURE threat=adaptive threat.eot_iter=1
 # ~3.4 min, each EOT-20 through the 100-step reverse SDE; 74 min and ~22 GB resident here: give a 24 GB
 # machine swap), beside the surrogate cell on the same 8 images and PGD random starts (8 min). One batch of 8
 # rather than two: a partial batch lives in results/partial, which a fresh checkout does not carry, and two
-# batches (3.3 h) do not fit one 3-hour session here.
+# batches (~2.5 h) with the rest of a session's work do not fit one 3-hour session here.
 cell headline defense=diffpure threat=adaptive 'threat.surrogate={steps:10}' n_examples=8 batch_size=8
 cell headline defense=diffpure threat=adaptive n_examples=8 batch_size=8
 # AutoAttack rand adaptive for ZeroPur, DiffPure and both AToP stays out (results/left_out.csv says why).
