@@ -214,7 +214,8 @@ def _protocol_eot(lines: Sequence[Line]) -> int:
     )
 
 
-def _cell(line: Line, column: str, n: int, protocol_eot: int) -> str:
+def _cell(line: Line, column: str, n: int, protocol_eot: int, flags: dict[str, str]) -> str:
+    """One matrix cell; ``flags`` is :func:`marks` of ``line``, worked out once per line."""
     row = line.cells.get(column)
     if row is None:
         if column == PGD_KNOWN_DRAWS and not line.randomized:
@@ -228,7 +229,7 @@ def _cell(line: Line, column: str, n: int, protocol_eot: int) -> str:
         notes.append(f"surrogate {row['threat_surrogate']}")
     if column in line.checks:
         notes.append(_check_note(line, column))
-    flag = list(marks(line).get(column, ""))
+    flag = list(flags.get(column, ""))
     figure = f"{float(row['ra']):.2f}"  # two decimals throughout, so the column reads aligned
     return " ".join([figure, interval(row, "ra"), *flag, *([f"({'; '.join(notes)})"] if notes else [])]).strip()
 
@@ -287,7 +288,9 @@ def matrix_table(lines: Sequence[Line]) -> tuple[list[str], list[list[str]]]:
         main = line.main
         n = int(main["n_examples"])
         sa = " ".join(p for p in (f"{float(main['sa']):.2f}", interval(main, "sa")) if p)
-        table.append([line.label, sa, str(n), *(_cell(line, h, n, eot) for h, _, _ in RUNGS), _worst_cell(line, n)])
+        flags = marks(line)
+        cells = [_cell(line, h, n, eot, flags) for h, _, _ in RUNGS]
+        table.append([line.label, sa, str(n), *cells, _worst_cell(line, n)])
     return headers, table
 
 
@@ -493,10 +496,10 @@ def lead(lines: Sequence[Line]) -> str:
     if firm:
         text += f"; {_and(firm)} keep{'s' if len(firm) == 1 else ''} more"
     if loose:
+        checked = [(x.label, x.checks[PGD_ADAPTIVE][0]) for x in loose if PGD_ADAPTIVE in x.checks]
         why = ["a surrogate's or a shattered one"] + [
-            f"{x.label}: full gradient on the first {full['n_examples']} images {float(full['ra']):.2f}%"
-            for x in loose
-            if (full := x.checks.get(PGD_ADAPTIVE, (None,))[0]) is not None
+            f"{label}: full gradient on the first {full['n_examples']} images {float(full['ra']):.2f}%"
+            for label, full in checked
         ]
         text += (
             f"; {_and([x.label for x in loose])} keep{'s' if len(loose) == 1 else ''} more only through a "
